@@ -1,0 +1,171 @@
+"""RabbitMQ topology and the job publisher.
+
+Topology (names from ``Settings``; the defaults are the documented contract)::
+
+    (default exchange) --routing key = queue--> imagepipe.resize         quorum, x-delivery-limit,
+                                                                          dead-letters to the DLX
+    imagepipe.resize.dlx (direct) --imagepipe.resize.dead--> imagepipe.resize.dead   quorum
+    imagepipe.results (topic)      job.done | job.failed                  one event per finished job
+
+Dead-lettering is at-least-once (needs ``x-overflow=reject-publish``), so a message on its way to
+the dead-letter queue is not lost if the broker restarts in between.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from imagepipe.errors import BROKER_UNAVAILABLE, TransientError
+from imagepipe.messages import CONTENT_TYPE, JOB_TYPE, ResizeJob
+from imagepipe.settings import Settings
+
+LOGGER = logging.getLogger(__name__)
+
+PERSISTENT = 2
+# Headers the bridge puts on a message it dead-letters itself, so the cause travels with it.
+HEADER_ERROR_CODE = "x-imagepipe-error-code"
+HEADER_ERROR_MESSAGE = "x-imagepipe-error-message"
+HEADER_ATTEMPTS = "x-imagepipe-attempts"
+HEADER_DELIVERY_COUNT = "x-delivery-count"
+
+
+def work_queue_arguments(settings: Settings) -> dict:
+    return {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": settings.delivery_limit,
+        "x-dead-letter-exchange": settings.dead_letter_exchange,
+        "x-dead-letter-routing-key": settings.dead_letter_queue,
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+    }
+
+
+def declare_topology(channel, settings: Settings) -> None:
+    """Declare exchanges and queues (idempotent; 406 if a queue exists with other arguments)."""
+    channel.exchange_declare(settings.dead_letter_exchange, exchange_type="direct", durable=True)
+    channel.queue_declare(
+        settings.dead_letter_queue, durable=True, arguments={"x-queue-type": "quorum"}
+    )
+    channel.queue_bind(
+        settings.dead_letter_queue, settings.dead_letter_exchange,
+        routing_key=settings.dead_letter_queue,
+    )
+    channel.queue_declare(
+        settings.resize_queue, durable=True, arguments=work_queue_arguments(settings)
+    )
+    channel.exchange_declare(settings.results_exchange, exchange_type="topic", durable=True)
+
+
+def delivery_count(properties) -> int:
+    """How many times the broker delivered this message before (a missing header means 0)."""
+    headers = getattr(properties, "headers", None) or {}
+    try:
+        return int(headers.get(HEADER_DELIVERY_COUNT, 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def connection_parameters(url: str, **overrides):
+    import pika
+
+    params = pika.URLParameters(url)
+    for name, value in overrides.items():
+        setattr(params, name, value)
+    return params
+
+
+def job_properties(job: ResizeJob):
+    import pika
+
+    return pika.BasicProperties(
+        content_type=CONTENT_TYPE,
+        delivery_mode=PERSISTENT,
+        message_id=job.job_id,
+        type=JOB_TYPE,
+    )
+
+
+class JobPublisher:
+    """Publishes resize jobs with publisher confirms and ``mandatory``: a job the broker did not
+    take (down, queue missing, nacked) raises ``TransientError(broker_unavailable)``, never
+    vanishes.
+
+    The connection is opened on first use and reused across calls (a warm Lambda keeps it); a
+    stale one (heartbeats missed while the Lambda was frozen) is replaced once per publish.
+    """
+
+    def __init__(self, settings: Settings, connect_timeout: float = 3.0):
+        self._settings = settings
+        self._connect_timeout = connect_timeout
+        self._connection = None
+        self._channel = None
+        self._lock = threading.Lock()
+
+    def publish(self, job: ResizeJob) -> None:
+        with self._lock:
+            try:
+                self._publish_once(job)
+            except TransientError:
+                raise
+            except Exception as first:  # a stale connection: try a fresh one once
+                LOGGER.info("publish failed (%s); reconnecting once", first)
+                self._close_quietly()
+                try:
+                    self._publish_once(job)
+                except TransientError:
+                    raise
+                except Exception as exc:
+                    self._close_quietly()
+                    raise TransientError(
+                        BROKER_UNAVAILABLE, f"message broker unreachable: {str(exc) or repr(exc)}"
+                    ) from exc
+
+    def _publish_once(self, job: ResizeJob) -> None:
+        import pika.exceptions
+
+        channel = self._ensure_channel()
+        try:
+            channel.basic_publish(
+                exchange="",
+                routing_key=self._settings.resize_queue,
+                body=job.encode(),
+                properties=job_properties(job),
+                mandatory=True,
+            )
+        except pika.exceptions.UnroutableError:
+            raise TransientError(
+                BROKER_UNAVAILABLE, f"queue {self._settings.resize_queue!r} does not exist"
+            ) from None
+        except pika.exceptions.NackError:
+            raise TransientError(BROKER_UNAVAILABLE, "the broker refused the job") from None
+
+    def _ensure_channel(self):
+        import pika
+
+        if self._channel is not None and self._channel.is_open:
+            return self._channel
+        self._close_quietly()
+        params = connection_parameters(
+            self._settings.amqp_url,
+            connection_attempts=1,
+            socket_timeout=self._connect_timeout,
+            stack_timeout=self._connect_timeout * 2,
+            blocked_connection_timeout=10,
+        )
+        self._connection = pika.BlockingConnection(params)
+        self._channel = self._connection.channel()
+        self._channel.confirm_delivery()
+        return self._channel
+
+    def _close_quietly(self) -> None:
+        connection, self._connection, self._channel = self._connection, None, None
+        if connection is not None and connection.is_open:
+            try:
+                connection.close()
+            except Exception:  # already broken; nothing to release
+                pass
+
+    def close(self) -> None:
+        with self._lock:
+            self._close_quietly()

@@ -1,0 +1,137 @@
+"""Errors and their retry meaning.
+
+A ``JobError`` carries a stable reason ``code`` (part of the public contract: it appears in the
+status document, result events and dead-lettered messages), a human ``message`` and whether it is
+``permanent`` (retrying cannot help: reject to the dead-letter exchange, status ``failed``) or
+transient (retry with backoff up to the delivery limit).
+
+``classify`` is the one function that maps any exception to that meaning.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import sys
+
+# --- reason codes -----------------------------------------------------------------------------
+# permanent: the input is bad
+UNSUPPORTED_FORMAT = "unsupported_format"
+TOO_MANY_PIXELS = "too_many_pixels"
+TRUNCATED = "truncated"
+CORRUPT = "corrupt"
+TOO_LARGE = "too_large"
+EMPTY_UPLOAD = "empty_upload"
+CONTENT_TYPE_MISMATCH = "content_type_mismatch"
+SOURCE_MISSING = "source_missing"
+BAD_MESSAGE = "bad_message"
+UNKNOWN_SCHEMA = "unknown_schema_version"
+# transient: the world is briefly unwell
+S3_UNAVAILABLE = "s3_unavailable"
+BROKER_UNAVAILABLE = "broker_unavailable"
+INVOKE_FAILED = "invoke_failed"
+INTERNAL = "internal_error"
+
+_MISSING_AWS_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+
+
+class ImagepipeError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class ConfigError(ImagepipeError):
+    """Settings, the deploy manifest or the variant spec are invalid (names the bad field)."""
+
+
+class JobError(ImagepipeError):
+    permanent: bool = False
+
+    def __init__(self, code: str, message: str):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+    def to_dict(self) -> dict:
+        return {"code": self.code, "message": self.message}
+
+
+class PermanentError(JobError):
+    permanent = True
+
+
+class TransientError(JobError):
+    permanent = False
+
+
+def classify(exc: BaseException) -> JobError:
+    """Map any exception raised while handling a job to a ``JobError`` with its retry meaning.
+
+    Unknown exceptions are transient: a retry costs little, and after the delivery limit the job
+    is dead-lettered with its cause rather than lost.
+    """
+    if isinstance(exc, JobError):
+        return exc
+    aws = _classify_aws(exc)
+    if aws is not None:
+        return aws
+    pil = _classify_pillow(exc)
+    if pil is not None:
+        return pil
+    if isinstance(exc, MemoryError):
+        return PermanentError(TOO_LARGE, "image needs more memory than this worker has")
+    if isinstance(exc, (socket.timeout, TimeoutError, ConnectionError)):
+        return TransientError(S3_UNAVAILABLE, f"network error: {exc}")
+    if isinstance(exc, OSError) and exc.errno in (errno.ECONNRESET, errno.ECONNREFUSED):
+        return TransientError(S3_UNAVAILABLE, f"network error: {exc}")
+    return TransientError(INTERNAL, f"{type(exc).__name__}: {exc}")
+
+
+def _classify_aws(exc: BaseException) -> JobError | None:
+    botocore_exceptions = sys.modules.get("botocore.exceptions")
+    if botocore_exceptions is None:
+        return None
+    if isinstance(exc, botocore_exceptions.ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        if code in _MISSING_AWS_CODES:
+            return PermanentError(SOURCE_MISSING, "the uploaded object does not exist")
+        # Throttling, 5xx and also access errors: an operator can fix a policy, then the
+        # redelivery (or a replay from the dead-letter queue) succeeds.
+        return TransientError(S3_UNAVAILABLE, f"S3 {code}: {error.get('Message', '')}")
+    if isinstance(
+        exc,
+        (
+            botocore_exceptions.EndpointConnectionError,
+            botocore_exceptions.ConnectionClosedError,
+            botocore_exceptions.ReadTimeoutError,
+            botocore_exceptions.ConnectTimeoutError,
+        ),
+    ):
+        return TransientError(S3_UNAVAILABLE, str(exc))
+    return None
+
+
+def _classify_pillow(exc: BaseException) -> JobError | None:
+    # Pillow is only loaded where images are decoded; the upload function never imports it.
+    pil_image = sys.modules.get("PIL.Image")
+    if pil_image is None:
+        return None
+    if isinstance(exc, pil_image.DecompressionBombError):
+        return PermanentError(TOO_MANY_PIXELS, str(exc))
+    if isinstance(exc, pil_image.UnidentifiedImageError):
+        return PermanentError(UNSUPPORTED_FORMAT, "not an image in an allowed format")
+    if isinstance(exc, (OSError, SyntaxError, ValueError, EOFError)) and _from_pillow(exc):
+        text = str(exc).lower()
+        if "truncated" in text or "premature end" in text or isinstance(exc, EOFError):
+            return PermanentError(TRUNCATED, f"image data is truncated: {exc}")
+        return PermanentError(CORRUPT, f"image data is corrupt: {exc}")
+    return None
+
+
+def _from_pillow(exc: BaseException) -> bool:
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_globals.get("__name__", "").startswith("PIL."):
+            return True
+        tb = tb.tb_next
+    return False

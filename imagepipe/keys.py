@@ -1,0 +1,89 @@
+"""The S3 key grammar: every object key the pipeline reads or writes is made and parsed here.
+
+Layout of the bucket (one prefix per kind, so IAM policies and S3 notifications can target each)::
+
+    uploads/{upload_id}.json                 upload record: what the client declared
+    originals/{upload_id}                    the uploaded bytes (written by the browser)
+    status/{upload_id}/{state}.json          one marker per state reached (queued, processing,
+                                             done, failed); only ever added, so writers never race
+    manifests/{upload_id}.json               what the resize made; written last, the completion marker
+    variants/{upload_id}/{name}.{ext}        the resized images
+
+``upload_id`` is 32 lowercase hex characters made by the server (never the client's filename).
+Keys are deterministic: a redelivered job rewrites exactly the same keys.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+UPLOAD_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
+
+UPLOADS_PREFIX = "uploads/"
+ORIGINALS_PREFIX = "originals/"
+STATUS_PREFIX = "status/"
+MANIFESTS_PREFIX = "manifests/"
+VARIANTS_PREFIX = "variants/"
+
+FORMAT_EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp"}
+
+
+class InvalidKey(ValueError):
+    pass
+
+
+def new_upload_id() -> str:
+    return secrets.token_hex(16)
+
+
+def is_upload_id(value: str) -> bool:
+    return isinstance(value, str) and bool(UPLOAD_ID_PATTERN.match(value))
+
+
+def _checked(upload_id: str) -> str:
+    if not is_upload_id(upload_id):
+        raise InvalidKey(f"not an upload id: {upload_id!r}")
+    return upload_id
+
+
+def upload_record_key(upload_id: str) -> str:
+    return f"{UPLOADS_PREFIX}{_checked(upload_id)}.json"
+
+
+def original_key(upload_id: str) -> str:
+    return f"{ORIGINALS_PREFIX}{_checked(upload_id)}"
+
+
+def status_prefix(upload_id: str) -> str:
+    return f"{STATUS_PREFIX}{_checked(upload_id)}/"
+
+
+def status_marker_key(upload_id: str, state: str) -> str:
+    return f"{status_prefix(upload_id)}{state}.json"
+
+
+def state_from_marker_key(key: str) -> str:
+    """``status/{id}/done.json`` → ``done``."""
+    if not key.startswith(STATUS_PREFIX) or not key.endswith(".json"):
+        raise InvalidKey(f"not a status marker key: {key!r}")
+    return key.rsplit("/", 1)[-1][: -len(".json")]
+
+
+def manifest_key(upload_id: str) -> str:
+    return f"{MANIFESTS_PREFIX}{_checked(upload_id)}.json"
+
+
+def variant_key(upload_id: str, variant_name: str, image_format: str) -> str:
+    try:
+        ext = FORMAT_EXTENSIONS[image_format]
+    except KeyError:
+        raise InvalidKey(f"no extension for format {image_format!r}") from None
+    return f"{VARIANTS_PREFIX}{_checked(upload_id)}/{variant_name}.{ext}"
+
+
+def upload_id_from_original_key(key: str) -> str:
+    """The inverse of ``original_key``, for S3 ObjectCreated notifications."""
+    if not key.startswith(ORIGINALS_PREFIX):
+        raise InvalidKey(f"not an original's key: {key!r}")
+    return _checked(key[len(ORIGINALS_PREFIX):])

@@ -1,0 +1,272 @@
+"""Message schemas (version 1), owned here and pinned by golden-JSON tests.
+
+Three messages cross process boundaries:
+
+- ``ResizeJob``: the body published to the work queue (``imagepipe.resize``) by the upload
+  function; AMQP ``message_id`` is the job id.
+- ``Invocation`` / ``InvocationResult``: what the bridge passes to the resize function (in-process
+  or Lambda Invoke) and what it returns.
+- ``ResultEvent``: published by the bridge to the topic exchange ``imagepipe.results`` with
+  routing key ``job.done`` or ``job.failed``, one per finished job.
+
+Bodies are UTF-8 JSON with sorted keys; every body carries ``"v": 1``. Decoding a body that is
+not JSON, not an object, of another version or missing a field raises a ``PermanentError``
+(``bad_message`` or ``unknown_schema_version``): such a message can never succeed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from imagepipe import keys
+from imagepipe.errors import BAD_MESSAGE, UNKNOWN_SCHEMA, PermanentError
+
+SCHEMA_VERSION = 1
+CONTENT_TYPE = "application/json"
+JOB_TYPE = "imagepipe.resize.v1"
+
+DONE = "done"
+FAILED = "failed"
+RETRY = "retry"
+OUTCOMES = (DONE, FAILED, RETRY)
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def encode(obj: dict) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def decode(body: bytes | str) -> dict:
+    try:
+        obj = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PermanentError(BAD_MESSAGE, f"body is not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise PermanentError(BAD_MESSAGE, "body is not a JSON object")
+    version = obj.get("v")
+    if version != SCHEMA_VERSION:
+        raise PermanentError(UNKNOWN_SCHEMA, f"schema version {version!r} is not supported")
+    return obj
+
+
+def _require(obj: dict, name: str, kind: type | tuple[type, ...] = str):
+    value = obj.get(name)
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise PermanentError(BAD_MESSAGE, f"field {name!r} is missing or of the wrong type")
+    return value
+
+
+@dataclass(frozen=True)
+class ResizeJob:
+    job_id: str
+    upload_id: str
+    bucket: str
+    source_key: str
+    content_type: str
+    submitted_at: str
+
+    @classmethod
+    def for_upload(cls, upload_id: str, bucket: str, content_type: str) -> "ResizeJob":
+        # One job per upload: the id is the upload's, so a duplicate publish is recognisable.
+        return cls(
+            job_id=upload_id,
+            upload_id=upload_id,
+            bucket=bucket,
+            source_key=keys.original_key(upload_id),
+            content_type=content_type,
+            submitted_at=utc_now(),
+        )
+
+    def to_dict(self) -> dict:
+        return {
+            "v": SCHEMA_VERSION,
+            "job_id": self.job_id,
+            "upload_id": self.upload_id,
+            "bucket": self.bucket,
+            "source_key": self.source_key,
+            "content_type": self.content_type,
+            "submitted_at": self.submitted_at,
+        }
+
+    @classmethod
+    def from_dict(cls, obj: dict) -> "ResizeJob":
+        if obj.get("v") != SCHEMA_VERSION:
+            raise PermanentError(UNKNOWN_SCHEMA, f"schema version {obj.get('v')!r} is not supported")
+        job = cls(**{name: _require(obj, name) for name in cls.__dataclass_fields__})
+        if not keys.is_upload_id(job.upload_id):
+            raise PermanentError(BAD_MESSAGE, f"upload_id {job.upload_id!r} is malformed")
+        if job.source_key != keys.original_key(job.upload_id):
+            raise PermanentError(BAD_MESSAGE, "source_key does not belong to upload_id")
+        return job
+
+    def encode(self) -> bytes:
+        return encode(self.to_dict())
+
+    @classmethod
+    def decode(cls, body: bytes | str) -> "ResizeJob":
+        return cls.from_dict(decode(body))
+
+
+@dataclass(frozen=True)
+class VariantInfo:
+    name: str
+    key: str
+    width: int
+    height: int
+    format: str
+    bytes: int
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "key": self.key,
+            "width": self.width,
+            "height": self.height,
+            "format": self.format,
+            "bytes": self.bytes,
+        }
+
+    @classmethod
+    def from_dict(cls, obj: dict) -> "VariantInfo":
+        return cls(
+            name=_require(obj, "name"),
+            key=_require(obj, "key"),
+            width=_require(obj, "width", int),
+            height=_require(obj, "height", int),
+            format=_require(obj, "format"),
+            bytes=_require(obj, "bytes", int),
+        )
+
+
+@dataclass(frozen=True)
+class Invocation:
+    job: ResizeJob
+    attempt: int = 1
+    max_attempts: int = 1
+
+    @property
+    def is_final_attempt(self) -> bool:
+        return self.attempt >= self.max_attempts
+
+    def to_dict(self) -> dict:
+        return {
+            "v": SCHEMA_VERSION,
+            "job": self.job.to_dict(),
+            "attempt": self.attempt,
+            "max_attempts": self.max_attempts,
+        }
+
+    @classmethod
+    def from_dict(cls, obj: dict) -> "Invocation":
+        if obj.get("v") != SCHEMA_VERSION:
+            raise PermanentError(UNKNOWN_SCHEMA, f"schema version {obj.get('v')!r} is not supported")
+        return cls(
+            job=ResizeJob.from_dict(_require(obj, "job", dict)),
+            attempt=_require(obj, "attempt", int),
+            max_attempts=_require(obj, "max_attempts", int),
+        )
+
+
+@dataclass(frozen=True)
+class InvocationResult:
+    job_id: str
+    upload_id: str
+    status: str  # done | failed | retry
+    variants: tuple[VariantInfo, ...] = ()
+    error: dict | None = None  # {"code", "message"}
+    duration_ms: int = 0
+
+    def to_dict(self) -> dict:
+        return {
+            "v": SCHEMA_VERSION,
+            "job_id": self.job_id,
+            "upload_id": self.upload_id,
+            "status": self.status,
+            "variants": [v.to_dict() for v in self.variants],
+            "error": self.error,
+            "duration_ms": self.duration_ms,
+        }
+
+    @classmethod
+    def from_dict(cls, obj: dict) -> "InvocationResult":
+        if obj.get("v") != SCHEMA_VERSION:
+            raise PermanentError(UNKNOWN_SCHEMA, f"schema version {obj.get('v')!r} is not supported")
+        status = _require(obj, "status")
+        if status not in OUTCOMES:
+            raise PermanentError(BAD_MESSAGE, f"status {status!r} is not one of {OUTCOMES}")
+        error = obj.get("error")
+        if error is not None and not (
+            isinstance(error, dict) and isinstance(error.get("code"), str)
+        ):
+            raise PermanentError(BAD_MESSAGE, "error must be null or {code, message}")
+        return cls(
+            job_id=_require(obj, "job_id"),
+            upload_id=_require(obj, "upload_id"),
+            status=status,
+            variants=tuple(VariantInfo.from_dict(v) for v in _require(obj, "variants", list)),
+            error=error,
+            duration_ms=_require(obj, "duration_ms", int),
+        )
+
+
+@dataclass(frozen=True)
+class ResultEvent:
+    job_id: str
+    upload_id: str
+    status: str  # done | failed
+    variants: tuple[VariantInfo, ...] = ()
+    error: dict | None = None
+    duration_ms: int = 0
+    finished_at: str = field(default_factory=utc_now)
+
+    @property
+    def routing_key(self) -> str:
+        return f"job.{self.status}"
+
+    @classmethod
+    def from_result(cls, result: InvocationResult) -> "ResultEvent":
+        if result.status not in (DONE, FAILED):
+            raise ValueError(f"a {result.status!r} result is not a finished job")
+        return cls(
+            job_id=result.job_id,
+            upload_id=result.upload_id,
+            status=result.status,
+            variants=result.variants,
+            error=result.error,
+            duration_ms=result.duration_ms,
+        )
+
+    def to_dict(self) -> dict:
+        return {
+            "v": SCHEMA_VERSION,
+            "type": f"imagepipe.job.{self.status}",
+            "job_id": self.job_id,
+            "upload_id": self.upload_id,
+            "status": self.status,
+            "variants": [v.to_dict() for v in self.variants],
+            "error": self.error,
+            "duration_ms": self.duration_ms,
+            "finished_at": self.finished_at,
+        }
+
+    @classmethod
+    def from_dict(cls, obj: dict) -> "ResultEvent":
+        if obj.get("v") != SCHEMA_VERSION:
+            raise PermanentError(UNKNOWN_SCHEMA, f"schema version {obj.get('v')!r} is not supported")
+        return cls(
+            job_id=_require(obj, "job_id"),
+            upload_id=_require(obj, "upload_id"),
+            status=_require(obj, "status"),
+            variants=tuple(VariantInfo.from_dict(v) for v in _require(obj, "variants", list)),
+            error=obj.get("error"),
+            duration_ms=_require(obj, "duration_ms", int),
+            finished_at=_require(obj, "finished_at"),
+        )
+
+    def encode(self) -> bytes:
+        return encode(self.to_dict())

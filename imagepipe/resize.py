@@ -1,0 +1,175 @@
+"""The resize job: read the original from S3, make the variants, write them and a manifest.
+
+``handle_invocation`` is the one entry point that both the resize Lambda handler and the
+bridge's local invoker call. It never raises: every outcome is an ``InvocationResult`` whose
+status says what the caller should do (``done``; ``failed``: dead-letter; ``retry``: requeue).
+
+Redelivery is safe: keys are deterministic, and a job whose manifest exists is answered from
+the manifest without redoing the work.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from imagepipe import aws, imaging, keys, status
+from imagepipe.errors import BAD_MESSAGE, TOO_LARGE, JobError, PermanentError, classify
+from imagepipe.formats import FORMAT_TO_MIME
+from imagepipe.messages import (
+    DONE,
+    FAILED,
+    RETRY,
+    SCHEMA_VERSION,
+    Invocation,
+    InvocationResult,
+    VariantInfo,
+    utc_now,
+)
+from imagepipe.settings import Settings
+
+LOGGER = logging.getLogger(__name__)
+
+VARIANT_CACHE_CONTROL = "public, max-age=31536000, immutable"
+
+
+class Runtime:
+    """What a job needs from the outside world; the S3 client is made on first use."""
+
+    def __init__(self, settings: Settings, s3=None):
+        self.settings = settings
+        self._s3 = s3
+
+    @property
+    def s3(self):
+        if self._s3 is None:
+            self._s3 = aws.s3_client(self.settings)
+        return self._s3
+
+    @property
+    def status(self) -> status.StatusStore:
+        return status.StatusStore(self.s3, self.settings.bucket)
+
+
+def handle_invocation(payload: dict, runtime: Runtime) -> dict:
+    """Run one invocation (the JSON shape of ``messages.Invocation``) and return the JSON shape
+    of ``messages.InvocationResult``."""
+    started = time.monotonic()
+    try:
+        invocation = Invocation.from_dict(payload if isinstance(payload, dict) else {})
+    except JobError as exc:
+        job = payload.get("job") if isinstance(payload, dict) else None
+        job = job if isinstance(job, dict) else {}
+        return InvocationResult(
+            job_id=str(job.get("job_id", "")),
+            upload_id=str(job.get("upload_id", "")),
+            status=FAILED,
+            error=exc.to_dict(),
+            duration_ms=_elapsed_ms(started),
+        ).to_dict()
+    return process(invocation, runtime, started).to_dict()
+
+
+def process(invocation: Invocation, runtime: Runtime, started: float | None = None) -> InvocationResult:
+    started = time.monotonic() if started is None else started
+    job = invocation.job
+    store = runtime.status
+    try:
+        if job.bucket != runtime.settings.bucket:
+            raise PermanentError(BAD_MESSAGE, f"bucket {job.bucket!r} is not this stage's bucket")
+        existing = store.get_manifest(job.upload_id)
+        if existing is not None:
+            store.mark(job.upload_id, status.DONE, exclusive=True)
+            return _done(job, existing, started)
+        store.mark(job.upload_id, status.PROCESSING, exclusive=True)
+        manifest = _make_variants(job, runtime)
+        if not store.put_manifest(job.upload_id, manifest):
+            # Another attempt finished first; its manifest describes the same keys.
+            manifest = store.get_manifest(job.upload_id) or manifest
+        store.mark(job.upload_id, status.DONE, exclusive=True)
+        return _done(job, manifest, started)
+    except Exception as exc:  # every failure becomes a result; the caller never sees a raise
+        error = classify(exc)
+        if not error.permanent and not invocation.is_final_attempt:
+            LOGGER.warning("job %s attempt %d: %s (will retry)", job.job_id, invocation.attempt, error)
+            return _result(job, RETRY, started, error=error.to_dict())
+        if not error.permanent:
+            error = type(error)(
+                error.code, f"{error.message} (gave up after {invocation.attempt} attempts)"
+            )
+        _mark_failed(store, job.upload_id, error)
+        return _result(job, FAILED, started, error=error.to_dict())
+
+
+def _make_variants(job, runtime: Runtime) -> dict:
+    settings = runtime.settings
+    obj = runtime.s3.get_object(Bucket=job.bucket, Key=job.source_key)
+    size = obj.get("ContentLength", 0)
+    if size > settings.max_upload_bytes:
+        raise PermanentError(
+            TOO_LARGE, f"original is {size} bytes, over the limit of {settings.max_upload_bytes}"
+        )
+    data = obj["Body"].read()
+    rendered = imaging.render(data, settings.variants, max_pixels=settings.max_pixels)
+    infos = []
+    for variant in rendered.variants:
+        key = keys.variant_key(job.upload_id, variant.name, variant.format)
+        runtime.s3.put_object(
+            Bucket=job.bucket,
+            Key=key,
+            Body=variant.data,
+            ContentType=FORMAT_TO_MIME[variant.format],
+            CacheControl=VARIANT_CACHE_CONTROL,
+        )
+        infos.append(
+            VariantInfo(
+                name=variant.name,
+                key=key,
+                width=variant.width,
+                height=variant.height,
+                format=variant.format,
+                bytes=len(variant.data),
+            )
+        )
+    return {
+        "v": SCHEMA_VERSION,
+        "job_id": job.job_id,
+        "upload_id": job.upload_id,
+        "source": {
+            "key": job.source_key,
+            "bytes": len(data),
+            **rendered.source.to_dict(),
+        },
+        "spec": [v.to_dict() for v in settings.variants],
+        "variants": [i.to_dict() for i in infos],
+        "stripped": list(rendered.stripped),
+        "converted": list(rendered.converted),
+        "created_at": utc_now(),
+    }
+
+
+def _mark_failed(store: status.StatusStore, upload_id: str, error: JobError) -> None:
+    try:
+        store.mark(upload_id, status.FAILED, error=error.to_dict(), exclusive=True)
+    except Exception:  # the result still says failed and the job is dead-lettered with its cause
+        LOGGER.exception("could not record failed status for upload %s", upload_id)
+
+
+def _done(job, manifest: dict, started: float) -> InvocationResult:
+    variants = tuple(VariantInfo.from_dict(v) for v in manifest.get("variants", []))
+    return _result(job, DONE, started, variants=variants)
+
+
+def _result(job, outcome: str, started: float, *, variants=(), error=None) -> InvocationResult:
+    return InvocationResult(
+        job_id=job.job_id,
+        upload_id=job.upload_id,
+        status=outcome,
+        variants=variants,
+        error=error,
+        duration_ms=_elapsed_ms(started),
+    )
+
+
+def _elapsed_ms(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
