@@ -1,0 +1,31 @@
+"""The resize function: a Lambda handler over ``imagepipe.resize.handle_invocation``.
+
+Invoked by the bridge (Lambda Invoke, RequestResponse) with a ``messages.Invocation``; returns a
+``messages.InvocationResult``. It never raises for a bad image or a transient fault: the result's
+status tells the bridge whether to ack, dead-letter or retry.
+"""
+
+import logging
+
+from chalice import Chalice
+
+from imagepipe.resize import Runtime, handle_invocation
+from imagepipe.settings import Settings
+
+app = Chalice(app_name="imagepipe-resize")
+app.log.setLevel(logging.INFO)
+
+_runtime = None
+
+
+def runtime() -> Runtime:
+    # Settings and clients are made on the first invocation and kept while the Lambda is warm.
+    global _runtime
+    if _runtime is None:
+        _runtime = Runtime(Settings.from_env())
+    return _runtime
+
+
+@app.lambda_function(name="resize")
+def resize(event, context):
+    return handle_invocation(event, runtime())

@@ -1,0 +1,52 @@
+"""Load a Chalice function's app.py and give it a ``chalice.test.Client`` for given Settings."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from imagepipe.settings import Settings
+
+FUNCTIONS = Path(__file__).resolve().parents[2] / "functions"
+STAGE = "test"
+
+
+def load_app_module(function: str):
+    """Import functions/<function>/app.py under a unique module name (both files are app.py)."""
+    path = FUNCTIONS / function / "app.py"
+    spec = importlib.util.spec_from_file_location(f"imagepipe_function_{function}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_project(tmp_path: Path, settings: Settings) -> Path:
+    """A project dir whose .chalice/config.json gives the stage the settings' environment."""
+    config = {
+        "version": "2.0",
+        "app_name": "imagepipe-test",
+        "stages": {STAGE: {"environment_variables": settings.to_env()}},
+    }
+    (tmp_path / ".chalice").mkdir(parents=True, exist_ok=True)
+    (tmp_path / ".chalice" / "config.json").write_text(json.dumps(config))
+    return tmp_path
+
+
+@pytest.fixture
+def chalice_client(tmp_path):
+    """``chalice_client(module, settings)`` -> a test Client over that app with those settings."""
+    from chalice.test import Client
+
+    clients = []
+
+    def make(module, settings: Settings):
+        client = Client(module.app, stage_name=STAGE, project_dir=str(write_project(tmp_path, settings)))
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)

@@ -1,0 +1,70 @@
+"""The resize Lambda handler through chalice.test.Client, over moto S3."""
+
+import io
+import json
+
+from PIL import Image
+
+from imagepipe import keys
+from imagepipe.messages import Invocation, ResizeJob
+from imagepipe.settings import Settings
+
+from .conftest import load_app_module
+
+
+def _jpeg(width, height, orientation=1):
+    image = Image.new("RGB", (width, height), (30, 120, 200))
+    # A red block in the stored top-left corner lets us check where it lands after rotation.
+    image.paste((255, 0, 0), (0, 0, width // 4, height // 4))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=95, exif=exif)
+    return out.getvalue()
+
+
+def _invoke(client, upload_id, bucket):
+    job = ResizeJob.for_upload(upload_id, bucket, "image/jpeg")
+    response = client.lambda_.invoke("resize", Invocation(job, 1, 3).to_dict())
+    return response.payload
+
+
+def test_resize_handler_makes_upright_variants(s3_mock, chalice_client):
+    s3, bucket = s3_mock
+    module = load_app_module("resize")
+    client = chalice_client(module, Settings(bucket=bucket))
+    upload_id = keys.new_upload_id()
+    # Stored 1200x800, orientation 6 (rotate 90° clockwise to view): upright it is 800x1200.
+    s3.put_object(Bucket=bucket, Key=keys.original_key(upload_id), Body=_jpeg(1200, 800, 6))
+
+    result = _invoke(client, upload_id, bucket)
+
+    assert result["status"] == "done", result
+    sizes = {v["name"]: (v["width"], v["height"]) for v in result["variants"]}
+    assert sizes == {"xl": (800, 1200), "lg": (683, 1024), "md": (341, 512), "sm": (171, 256),
+                     "thumb": (150, 150)}
+    body = s3.get_object(Bucket=bucket, Key=keys.variant_key(upload_id, "md", "jpeg"))["Body"].read()
+    image = Image.open(io.BytesIO(body))
+    assert image.size == (341, 512)
+    assert image.getexif().get(0x0112) is None
+    # After rotating 90° clockwise the stored top-left corner is at the top-right.
+    r, g, b = image.getpixel((image.width - 5, 5))
+    assert r > 200 and g < 60 and b < 60
+    manifest = json.loads(s3.get_object(Bucket=bucket, Key=keys.manifest_key(upload_id))["Body"].read())
+    assert manifest["source"]["key"] == keys.original_key(upload_id)
+    assert "exif" in manifest["stripped"]
+
+
+def test_resize_handler_reports_bad_image_as_failed(s3_mock, chalice_client):
+    s3, bucket = s3_mock
+    module = load_app_module("resize")
+    client = chalice_client(module, Settings(bucket=bucket))
+    upload_id = keys.new_upload_id()
+    s3.put_object(Bucket=bucket, Key=keys.original_key(upload_id), Body=b"<html>not a jpeg</html>")
+
+    result = _invoke(client, upload_id, bucket)
+
+    assert result["status"] == "failed"
+    assert result["error"]["code"] == "unsupported_format"
+    marker = s3.get_object(Bucket=bucket, Key=keys.status_marker_key(upload_id, "failed"))
+    assert json.loads(marker["Body"].read())["error"]["code"] == "unsupported_format"
