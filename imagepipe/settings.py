@@ -36,6 +36,7 @@ ENV_RESIZE_FUNCTION = "IMAGEPIPE_RESIZE_FUNCTION"
 ENV_WORKERS = "IMAGEPIPE_WORKERS"
 ENV_PREFETCH = "IMAGEPIPE_PREFETCH"
 ENV_RETRY_BACKOFF = "IMAGEPIPE_RETRY_BACKOFF_S"
+ENV_ALLOWED_ORIGINS = "IMAGEPIPE_ALLOWED_ORIGINS"
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 DEFAULT_RESIZE_QUEUE = "imagepipe.resize"
@@ -76,6 +77,7 @@ class Settings:
     workers: int = 0  # 0: one per core
     prefetch: int = 0  # 0: twice the workers
     retry_backoff_s: float = 0.5
+    allowed_origins: tuple[str, ...] = ()  # browser origins allowed to upload (CORS)
 
     def __post_init__(self) -> None:
         if not self.bucket:
@@ -144,6 +146,10 @@ class Settings:
             kwargs["allowed_types"] = tuple(
                 t.strip() for t in env[ENV_ALLOWED_TYPES].split(",") if t.strip()
             )
+        if env.get(ENV_ALLOWED_ORIGINS):
+            kwargs["allowed_origins"] = tuple(
+                o.strip() for o in env[ENV_ALLOWED_ORIGINS].split(",") if o.strip()
+            )
         if env.get(ENV_VARIANTS):
             try:
                 raw = json.loads(env[ENV_VARIANTS])
@@ -174,6 +180,7 @@ class Settings:
             ENV_WORKERS: str(self.workers),
             ENV_PREFETCH: str(self.prefetch),
             ENV_RETRY_BACKOFF: str(self.retry_backoff_s),
+            ENV_ALLOWED_ORIGINS: ",".join(self.allowed_origins),
         }
         if self.s3_endpoint_url:
             env[ENV_S3_ENDPOINT_URL] = self.s3_endpoint_url

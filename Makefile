@@ -1,0 +1,58 @@
+# imagepipe — the two quickstart commands are `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAGE ?= local
+API_PORT ?= 8000
+export API_PORT
+PYTEST_ARGS ?=
+
+.PHONY: help venv render vendor build demo dev bridge test test-unit lint clean
+
+help:
+	@echo "make demo     set up, run the stack, upload the samples, save variants to demo-out/"
+	@echo "make dev      run the local stack in the foreground (API on http://127.0.0.1:$(API_PORT))"
+	@echo "make bridge   start one more bridge against the running 'make dev' stack"
+	@echo "make test     run the whole test suite (needs RabbitMQ; starts a private one if none answers)"
+	@echo "make build    render functions/*/.chalice/config.json (STAGE=$(STAGE)) and vendor the core"
+	@echo "make lint     ruff"
+
+venv: $(VENV)/.installed
+
+# Re-install whenever the pins change; chalice needs pip<26.3.
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check "pip<26.3"
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+render: venv
+	$(PY) -m imagepipe.devtools render --stage $(STAGE)
+
+vendor: venv
+	$(PY) -m imagepipe.devtools vendor
+
+build: render vendor
+
+demo: venv
+	$(PY) -m imagepipe.devtools demo
+
+dev: venv
+	$(PY) -m imagepipe.devtools dev
+
+bridge: venv
+	$(PY) -m imagepipe.devtools bridge
+
+test: venv
+	AMQP_URL="$$($(PY) -m imagepipe.devtools broker-url)" && export AMQP_URL && \
+	$(PY) -m pytest tests -q -p no:cacheprovider --timeout=300 $(PYTEST_ARGS)
+
+test-unit: venv
+	$(PY) -m pytest tests/unit -q -p no:cacheprovider $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf .run demo-out functions/*/vendor functions/*/.chalice/config.json

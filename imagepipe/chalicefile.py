@@ -1,0 +1,140 @@
+"""``chalicefile.json``: the one deploy manifest, and what is rendered from it.
+
+It names the functions (project dir, memory, timeout), the variant spec, the upload limits and
+the stages. A stage's values may reference the environment as ``${NAME}`` (secrets and
+account-specific names are never committed); an unset reference is an error naming it.
+
+``stage_settings`` turns one stage into ``Settings``; ``chalice_config`` renders a function's
+``.chalice/config.json`` whose environment is exactly ``Settings.to_env()`` — so a function reads
+back, through ``Settings.from_env``, the settings the manifest describes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Mapping
+
+from imagepipe.errors import ConfigError
+from imagepipe.settings import Settings
+from imagepipe.spec import parse_variants
+
+FILENAME = "chalicefile.json"
+_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_SETTINGS_FIELDS = {f.name for f in fields(Settings)}
+_LIMITS = {"max_upload_bytes", "allowed_types", "max_pixels"}
+_FUNCTION_FIELDS = {"project_dir", "memory_mb", "timeout_s"}
+
+
+def load(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: not found") from None
+    except ValueError as exc:
+        raise ConfigError(f"{path}: not valid JSON: {exc}") from None
+    validate(manifest)
+    return manifest
+
+
+def validate(manifest: dict) -> None:
+    for section in ("app_name", "functions", "limits", "variants", "stages"):
+        if section not in manifest:
+            raise ConfigError(f"chalicefile: missing section {section!r}")
+    parse_variants(manifest["variants"])
+    unknown = set(manifest["limits"]) - _LIMITS
+    if unknown:
+        raise ConfigError(f"chalicefile.limits: unknown field(s) {', '.join(sorted(unknown))}")
+    for name, function in manifest["functions"].items():
+        missing = _FUNCTION_FIELDS - set(function)
+        if missing:
+            raise ConfigError(f"chalicefile.functions.{name}: missing {', '.join(sorted(missing))}")
+        for field in ("memory_mb", "timeout_s"):
+            if not isinstance(function[field], int) or function[field] < 1:
+                raise ConfigError(f"chalicefile.functions.{name}.{field}: must be a positive integer")
+    for stage, values in manifest["stages"].items():
+        unknown = set(values) - _SETTINGS_FIELDS
+        if unknown:
+            raise ConfigError(f"chalicefile.stages.{stage}: unknown field(s) {', '.join(sorted(unknown))}")
+
+
+def stage_settings(
+    manifest: dict,
+    stage: str,
+    overrides: Mapping[str, object] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """The ``Settings`` of one stage; ``overrides`` (e.g. a dev stack's ports) win."""
+    try:
+        values = manifest["stages"][stage]
+    except KeyError:
+        known = ", ".join(sorted(manifest["stages"]))
+        raise ConfigError(f"chalicefile: no stage {stage!r} (stages: {known})") from None
+    environ = os.environ if environ is None else environ
+    resolved = {k: _expand(v, f"stages.{stage}.{k}", environ) for k, v in values.items()}
+    limits = manifest["limits"]
+    kwargs = {
+        "stage": stage,
+        "max_upload_bytes": limits["max_upload_bytes"],
+        "allowed_types": tuple(limits["allowed_types"]),
+        "max_pixels": limits["max_pixels"],
+        "variants": parse_variants(manifest["variants"]),
+        **resolved,
+    }
+    if "allowed_origins" in kwargs:
+        kwargs["allowed_origins"] = tuple(o for o in kwargs["allowed_origins"] if o)
+    settings = Settings(**kwargs)
+    return replace(settings, **dict(overrides or {}))
+
+
+def chalice_config(manifest: dict, function: str, settings: Settings) -> dict:
+    """The ``.chalice/config.json`` of one function for ``settings.stage``."""
+    try:
+        spec = manifest["functions"][function]
+    except KeyError:
+        raise ConfigError(f"chalicefile: no function {function!r}") from None
+    return {
+        "version": "2.0",
+        "app_name": f"{manifest['app_name']}-{function}",
+        "stages": {
+            settings.stage: {
+                "api_gateway_stage": "api",
+                "lambda_memory_size": spec["memory_mb"],
+                "lambda_timeout": spec["timeout_s"],
+                "environment_variables": settings.to_env(),
+            }
+        },
+    }
+
+
+def render(root: str | Path, stage: str, overrides: Mapping[str, object] | None = None,
+           environ: Mapping[str, str] | None = None) -> Settings:
+    """Write every function's ``.chalice/config.json`` for ``stage``; returns the settings."""
+    root = Path(root)
+    manifest = load(root / FILENAME)
+    settings = stage_settings(manifest, stage, overrides, environ)
+    for name, spec in manifest["functions"].items():
+        config_dir = root / spec["project_dir"] / ".chalice"
+        config_dir.mkdir(parents=True, exist_ok=True)
+        config = chalice_config(manifest, name, settings)
+        (config_dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return settings
+
+
+def _expand(value, where: str, environ: Mapping[str, str]):
+    if isinstance(value, list):
+        return [_expand(v, where, environ) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match) -> str:
+        name = match.group(1)
+        if name not in environ:
+            raise ConfigError(f"chalicefile.{where}: environment variable {name} is not set")
+        return environ[name]
+
+    return _REFERENCE.sub(substitute, value)

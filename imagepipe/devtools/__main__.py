@@ -1,0 +1,111 @@
+"""``python -m imagepipe.devtools render|vendor|dev|demo|bridge`` (the Makefile's targets)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from imagepipe import chalicefile
+from imagepipe.devtools import demo, rabbitmq, stack
+from imagepipe.errors import ConfigError
+from imagepipe.settings import DEFAULT_AMQP_URL, ENV_AMQP_URL
+
+ROOT = stack.ROOT
+RUN_DIR = ROOT / ".run"
+VENDOR_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "devtools")
+
+
+def render(args) -> int:
+    settings = chalicefile.render(ROOT, args.stage)
+    print(f"rendered .chalice/config.json for stage {settings.stage!r}")
+    return 0
+
+
+def vendor(args) -> int:
+    """Copy the core package into each function's vendor/ (Chalice packages only its project)."""
+    manifest = chalicefile.load(ROOT / chalicefile.FILENAME)
+    for spec in manifest["functions"].values():
+        target = ROOT / spec["project_dir"] / "vendor" / "imagepipe"
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(ROOT / "imagepipe", target, ignore=VENDOR_IGNORE)
+        print(f"vendored imagepipe into {target.relative_to(ROOT)}")
+    return 0
+
+
+def dev(args) -> int:
+    local = stack.LocalStack(RUN_DIR, api_port=args.api_port)
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    try:
+        local.start()
+        print(f"imagepipe is up: API {local.api_url}  S3 {local.settings.s3_endpoint_url}  "
+              f"queue {local.settings.resize_queue}\nlogs and pids in {RUN_DIR}/; Ctrl-C stops all")
+        while not stopping:
+            local.check_alive()
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("stopping ...")
+        local.stop()
+    return 0
+
+
+def bridge(args) -> int:
+    """One more bridge against the stack that `make dev` runs, in the foreground."""
+    env = {**os.environ, **stack.FAKE_AWS, **stack.load_stack_env(RUN_DIR),
+           "PYTHONPATH": str(ROOT)}
+    return subprocess.call([sys.executable, "-m", "bridge"], env=env, cwd=ROOT)
+
+
+def broker_url(args) -> int:
+    """Print the URL of a RabbitMQ that answers, starting a private node if none does."""
+    url, _ = rabbitmq.ensure_broker(args.amqp_url, RUN_DIR)
+    print(url)
+    return 0
+
+
+def run_demo(args) -> int:
+    return demo.run(RUN_DIR / "demo", Path(args.out).resolve(), args.api_port)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m imagepipe.devtools")
+    commands = parser.add_subparsers(dest="command", required=True)
+    p = commands.add_parser("render", help="render functions/*/.chalice/config.json")
+    p.add_argument("--stage", default="local")
+    p.set_defaults(func=render)
+    commands.add_parser("vendor", help="copy imagepipe/ into functions/*/vendor/").set_defaults(func=vendor)
+    api_port = int(os.environ.get("API_PORT", "8000"))
+    p = commands.add_parser("dev", help="run the local stack in the foreground")
+    p.add_argument("--api-port", type=int, default=api_port)
+    p.set_defaults(func=dev)
+    p = commands.add_parser("demo", help="run the stack, upload the samples, save the variants")
+    p.add_argument("--api-port", type=int, default=api_port)
+    p.add_argument("--out", default=str(ROOT / "demo-out"))
+    p.set_defaults(func=run_demo)
+    commands.add_parser("bridge", help="one more bridge against `make dev`'s stack").set_defaults(func=bridge)
+    p = commands.add_parser("broker-url", help="print a broker URL that answers (start one if needed)")
+    p.add_argument("--amqp-url", default=os.environ.get(ENV_AMQP_URL, DEFAULT_AMQP_URL))
+    p.set_defaults(func=broker_url)
+    args = parser.parse_args(argv)
+    # Logs go to stderr so `broker-url` can print just the URL on stdout.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
+                        stream=sys.stderr)
+    logging.getLogger("pika").setLevel(logging.WARNING)
+    try:
+        return args.func(args)
+    except (ConfigError, stack.StackError, rabbitmq.BrokerUnavailable, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

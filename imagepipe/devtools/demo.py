@@ -1,0 +1,60 @@
+"""``make demo``: start the local stack, upload the bundled samples as a browser would, wait for
+``done``, save the variants under ``demo-out/`` and print a table; stop what was started."""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from imagepipe.devtools.client import UploadClient, UploadFailed, UploadOutcome
+from imagepipe.devtools.stack import LocalStack
+
+LOGGER = logging.getLogger(__name__)
+
+SAMPLES = Path(__file__).resolve().parent / "samples"
+
+
+def upload_and_wait(client: UploadClient, path: Path, out_dir: Path) -> UploadOutcome:
+    outcome = UploadOutcome(path)
+    started = time.monotonic()
+    try:
+        outcome.upload_id = client.upload_file(path)
+        final = client.wait(outcome.upload_id)
+        outcome.status, outcome.error = final["status"], final["error"]
+        outcome.variants = final["variants"]
+        target = out_dir / path.stem
+        target.mkdir(parents=True, exist_ok=True)
+        for variant in outcome.variants:
+            suffix = {"jpeg": "jpg"}.get(variant["format"], variant["format"])
+            client.download(variant, target / f"{variant['name']}.{suffix}")
+    except UploadFailed as exc:
+        outcome.status, outcome.error = "failed", {"code": exc.step, "message": str(exc)}
+    outcome.seconds = time.monotonic() - started
+    return outcome
+
+
+def print_table(outcomes: list[UploadOutcome]) -> None:
+    print(f"\n{'file':<24} {'variant':<8} {'size':>11} {'bytes':>9} {'time':>7}")
+    for outcome in outcomes:
+        if outcome.status != "done":
+            print(f"{outcome.path.name:<24} {outcome.status}: {outcome.error}")
+            continue
+        for variant in outcome.variants:
+            size = f"{variant['width']}x{variant['height']}"
+            print(f"{outcome.path.name:<24} {variant['name']:<8} {size:>11} {variant['bytes']:>9} "
+                  f"{outcome.seconds:>6.2f}s")
+
+
+def run(run_dir: Path, out_dir: Path, api_port: int) -> int:
+    samples = sorted(p for p in SAMPLES.iterdir() if p.suffix in (".jpg", ".png", ".webp"))
+    with LocalStack(run_dir, api_port=api_port) as stack:
+        LOGGER.info("stack up: API %s, S3 %s", stack.api_url, stack.settings.s3_endpoint_url)
+        client = UploadClient(stack.api_url)
+        with ThreadPoolExecutor(max_workers=len(samples)) as pool:
+            outcomes = list(pool.map(lambda p: upload_and_wait(client, p, out_dir), samples))
+    print_table(outcomes)
+    failed = [o for o in outcomes if o.status != "done"]
+    print(f"\n{len(outcomes) - len(failed)} of {len(outcomes)} done; variants in {out_dir}/")
+    return 1 if failed else 0

@@ -1,0 +1,64 @@
+"""The deploy manifest renders into each function's .chalice/config.json."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from imagepipe import chalicefile
+from imagepipe.errors import ConfigError
+from imagepipe.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+PROD_ENV = {"IMAGEPIPE_BUCKET": "photos-prod", "AWS_REGION": "eu-west-1",
+            "AMQP_URL": "amqps://u:p@mq.example:5671/%2F",
+            "IMAGEPIPE_ALLOWED_ORIGIN": "https://photos.example"}
+
+
+def test_repo_manifest_is_valid_and_has_the_required_stages():
+    manifest = chalicefile.load(ROOT / "chalicefile.json")
+    assert {"local", "prod"} <= set(manifest["stages"])
+    assert {"upload", "resize"} <= set(manifest["functions"])
+    local = chalicefile.stage_settings(manifest, "local")
+    assert local.invoker == "local" and local.s3_endpoint_url
+    prod = chalicefile.stage_settings(manifest, "prod", environ=PROD_ENV)
+    assert prod.invoker == "lambda" and prod.bucket == "photos-prod"
+    assert prod.allowed_origins == ("https://photos.example",)
+
+
+def test_unset_reference_is_named():
+    manifest = chalicefile.load(ROOT / "chalicefile.json")
+    with pytest.raises(ConfigError, match="IMAGEPIPE_BUCKET"):
+        chalicefile.stage_settings(manifest, "prod", environ={})
+    with pytest.raises(ConfigError, match="no stage 'staging'"):
+        chalicefile.stage_settings(manifest, "staging")
+
+
+def test_render_writes_configs_that_read_back_as_the_stage_settings(tmp_path):
+    shutil.copy(ROOT / "chalicefile.json", tmp_path / "chalicefile.json")
+    settings = chalicefile.render(tmp_path, "prod", environ=PROD_ENV)
+    manifest = chalicefile.load(tmp_path / "chalicefile.json")
+    for name, spec in manifest["functions"].items():
+        config = json.loads((tmp_path / spec["project_dir"] / ".chalice" / "config.json").read_text())
+        stage = config["stages"]["prod"]
+        assert config["app_name"] == f"imagepipe-{name}"
+        assert stage["lambda_memory_size"] == spec["memory_mb"]
+        assert stage["lambda_timeout"] == spec["timeout_s"]
+        assert Settings.from_env(stage["environment_variables"]) == settings
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda m: m.pop("stages"), "stages"),
+    (lambda m: m["limits"].update(max_bytes=1), "limits"),
+    (lambda m: m["functions"]["resize"].pop("timeout_s"), "timeout_s"),
+    (lambda m: m["functions"]["resize"].update(memory_mb="lots"), "memory_mb"),
+    (lambda m: m["stages"]["local"].update(buckett="x"), "buckett"),
+    (lambda m: m["variants"][0].update(mode="zoom"), "mode"),
+])
+def test_invalid_manifest_is_refused_with_the_field(tmp_path, mutate, message):
+    manifest = json.loads((ROOT / "chalicefile.json").read_text())
+    mutate(manifest)
+    (tmp_path / "chalicefile.json").write_text(json.dumps(manifest))
+    with pytest.raises(ConfigError, match=message):
+        chalicefile.load(tmp_path / "chalicefile.json")

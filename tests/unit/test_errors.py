@@ -1,0 +1,57 @@
+"""One mapping from exceptions to retry meaning: permanent (dead-letter) or transient (retry)."""
+
+import io
+
+import botocore.exceptions
+import pytest
+from PIL import Image
+
+from imagepipe import errors
+from imagepipe.errors import PermanentError, TransientError, classify
+
+
+def client_error(code, status):
+    return botocore.exceptions.ClientError(
+        {"Error": {"Code": code, "Message": "x"}, "ResponseMetadata": {"HTTPStatusCode": status}},
+        "GetObject")
+
+
+@pytest.mark.parametrize("exc, permanent, code", [
+    (client_error("NoSuchKey", 404), True, errors.SOURCE_MISSING),
+    (client_error("SlowDown", 503), False, errors.S3_UNAVAILABLE),
+    (client_error("InternalError", 500), False, errors.S3_UNAVAILABLE),
+    (client_error("AccessDenied", 403), False, errors.S3_UNAVAILABLE),
+    (botocore.exceptions.EndpointConnectionError(endpoint_url="http://x"), False, errors.S3_UNAVAILABLE),
+    (ConnectionResetError(), False, errors.S3_UNAVAILABLE),
+    (MemoryError(), True, errors.TOO_LARGE),
+    (RuntimeError("surprise"), False, errors.INTERNAL),
+])
+def test_classify(exc, permanent, code):
+    result = classify(exc)
+    assert result.permanent is permanent
+    assert result.code == code
+
+
+def test_job_errors_pass_through():
+    error = PermanentError(errors.CORRUPT, "bad")
+    assert classify(error) is error
+    assert not TransientError(errors.S3_UNAVAILABLE, "x").permanent
+    assert error.to_dict() == {"code": "corrupt", "message": "bad"}
+
+
+def _pillow_failure(data):
+    try:
+        Image.open(io.BytesIO(data)).load()
+    except Exception as exc:
+        return exc
+    raise AssertionError("Pillow accepted the data")
+
+
+def test_pillow_failures_are_permanent_with_reason():
+    assert classify(_pillow_failure(b"<html>hi</html>")).code == errors.UNSUPPORTED_FORMAT
+    out = io.BytesIO()
+    Image.new("RGB", (64, 64), "red").save(out, "PNG")
+    truncated = classify(_pillow_failure(out.getvalue()[:-30]))
+    assert truncated.permanent and truncated.code in (errors.TRUNCATED, errors.CORRUPT)
+    bomb = Image.DecompressionBombError("too big")
+    assert classify(bomb).code == errors.TOO_MANY_PIXELS

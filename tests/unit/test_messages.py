@@ -1,0 +1,82 @@
+"""The v1 message schemas, pinned by golden JSON: a change here is a contract change."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from imagepipe.errors import PermanentError
+from imagepipe.messages import (
+    Invocation,
+    InvocationResult,
+    ResizeJob,
+    ResultEvent,
+    VariantInfo,
+    decode,
+)
+
+GOLDEN = Path(__file__).parent / "golden"
+UID = "0123456789abcdef0123456789abcdef"
+JOB = ResizeJob(job_id=UID, upload_id=UID, bucket="photos", source_key=f"originals/{UID}",
+                content_type="image/jpeg", submitted_at="2026-11-28T05:00:00.000000Z")
+THUMB = VariantInfo(name="thumb", key=f"variants/{UID}/thumb.jpg", width=150, height=150,
+                    format="jpeg", bytes=4242)
+
+
+def golden(name):
+    return (GOLDEN / name).read_bytes().strip()
+
+
+def test_resize_job_matches_golden_and_round_trips():
+    assert JOB.encode() == golden("resize_job.v1.json")
+    assert ResizeJob.decode(golden("resize_job.v1.json")) == JOB
+
+
+def test_invocation_and_result_match_golden():
+    invocation = Invocation(JOB, attempt=2, max_attempts=6)
+    assert json.loads(golden("invocation.v1.json")) == invocation.to_dict()
+    assert Invocation.from_dict(invocation.to_dict()) == invocation
+    assert not invocation.is_final_attempt and Invocation(JOB, 6, 6).is_final_attempt
+    result = InvocationResult(job_id=UID, upload_id=UID, status="done", variants=(THUMB,),
+                              duration_ms=812)
+    assert json.loads(golden("invocation_result.v1.json")) == result.to_dict()
+    assert InvocationResult.from_dict(result.to_dict()) == result
+
+
+def test_result_event_matches_golden():
+    failed = InvocationResult(job_id=UID, upload_id=UID, status="failed",
+                              error={"code": "truncated", "message": "image data is truncated"},
+                              duration_ms=15)
+    event = ResultEvent.from_result(failed)
+    event = ResultEvent(**{**event.__dict__, "finished_at": "2026-11-28T05:00:01.000000Z"})
+    assert event.routing_key == "job.failed"
+    assert event.encode() == golden("result_event_failed.v1.json")
+    assert ResultEvent.from_dict(json.loads(event.encode())) == event
+    with pytest.raises(ValueError):
+        ResultEvent.from_result(InvocationResult(UID, UID, "retry"))
+
+
+@pytest.mark.parametrize("body, code", [
+    (b"not json", "bad_message"),
+    (b"[1, 2]", "bad_message"),
+    (b'{"v": 2, "job_id": "x"}', "unknown_schema_version"),
+    (b'{"job_id": "x"}', "unknown_schema_version"),
+    (b"\xff\xfe", "bad_message"),
+])
+def test_undecodable_bodies_are_permanent_errors(body, code):
+    with pytest.raises(PermanentError) as caught:
+        ResizeJob.decode(body)
+    assert caught.value.code == code
+
+
+def test_job_fields_are_validated():
+    good = json.loads(JOB.encode())
+    for field in ("job_id", "bucket", "content_type"):
+        broken = {k: v for k, v in good.items() if k != field}
+        with pytest.raises(PermanentError, match=field):
+            ResizeJob.from_dict(broken)
+    with pytest.raises(PermanentError, match="source_key"):
+        ResizeJob.from_dict({**good, "source_key": "originals/" + "f" * 32})
+    with pytest.raises(PermanentError, match="upload_id"):
+        ResizeJob.from_dict({**good, "upload_id": "../x"})
+    assert decode(JOB.encode())["v"] == 1

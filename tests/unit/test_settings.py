@@ -1,0 +1,53 @@
+import pytest
+
+from imagepipe import settings as s
+from imagepipe.errors import ConfigError
+from imagepipe.settings import Settings
+from imagepipe.spec import DEFAULT_VARIANTS, Variant
+
+
+def test_defaults_are_the_documented_contract():
+    settings = Settings.from_env({s.ENV_BUCKET: "photos"})
+    assert settings.resize_queue == "imagepipe.resize"
+    assert settings.dead_letter_queue == "imagepipe.resize.dead"
+    assert settings.results_exchange == "imagepipe.results"
+    assert settings.amqp_url == "amqp://guest:guest@127.0.0.1:5672/%2F"
+    assert settings.delivery_limit == 5
+    assert settings.presign_expires <= 600
+    assert settings.variants == DEFAULT_VARIANTS
+
+
+def test_to_env_round_trips():
+    original = Settings(bucket="b", stage="prod", s3_endpoint_url="http://127.0.0.1:9",
+                        resize_queue="q", delivery_limit=2, allowed_types=("image/png",),
+                        variants=(Variant("a", "cover", 10, 20, "webp", 70),),
+                        invoker="lambda", resize_function="fn", workers=3, prefetch=7,
+                        retry_backoff_s=1.5, allowed_origins=("https://x.example",))
+    assert Settings.from_env(original.to_env()) == original
+
+
+def test_settings_are_frozen():
+    settings = Settings(bucket="b")
+    with pytest.raises(AttributeError):
+        settings.bucket = "other"
+
+
+@pytest.mark.parametrize("env, message", [
+    ({}, "IMAGEPIPE_BUCKET"),
+    ({s.ENV_BUCKET: "b", s.ENV_PRESIGN_EXPIRES: "3600"}, "IMAGEPIPE_PRESIGN_EXPIRES"),
+    ({s.ENV_BUCKET: "b", s.ENV_MAX_UPLOAD_BYTES: "lots"}, "IMAGEPIPE_MAX_UPLOAD_BYTES"),
+    ({s.ENV_BUCKET: "b", s.ENV_INVOKER: "carrier-pigeon"}, "IMAGEPIPE_INVOKER"),
+    ({s.ENV_BUCKET: "b", s.ENV_INVOKER: "lambda"}, "IMAGEPIPE_RESIZE_FUNCTION"),
+    ({s.ENV_BUCKET: "b", s.ENV_VARIANTS: "{"}, "IMAGEPIPE_VARIANTS"),
+    ({s.ENV_BUCKET: "b", s.ENV_VARIANTS: '[{"name": "x", "width": 0}]'}, "width"),
+])
+def test_bad_settings_name_the_variable(env, message):
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env(env)
+
+
+def test_worker_and_prefetch_defaults_follow_cores(monkeypatch):
+    monkeypatch.setattr(s.os, "cpu_count", lambda: 4)
+    settings = Settings(bucket="b")
+    assert settings.worker_count == 4 and settings.prefetch_count == 8
+    assert Settings(bucket="b", workers=1, prefetch=3).prefetch_count == 3
