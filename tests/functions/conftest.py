@@ -43,7 +43,9 @@ def chalice_client(tmp_path):
     clients = []
 
     def make(module, settings: Settings):
-        client = Client(module.app, stage_name=STAGE, project_dir=str(write_project(tmp_path, settings)))
+        # One project dir per client: Chalice reads config.json lazily.
+        project = write_project(tmp_path / f"project-{len(clients)}", settings)
+        client = Client(module.app, stage_name=STAGE, project_dir=str(project))
         clients.append(client)
         return client
 

@@ -1,0 +1,308 @@
+"""The upload API: hand out presigned uploads, verify what arrived, enqueue the resize job.
+
+``UploadService`` has one method per HTTP route plus ``enqueue``, which both ``complete`` and the
+S3 ObjectCreated handler call, so a job is published at most once whichever arrives first.
+Every outcome a client can act on is an ``ApiError`` (status, code, message); the HTTP adapter
+only turns it into a response. Clients are injected: nothing is created at import time.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import re
+import unicodedata
+
+from imagepipe import errors, formats, keys, status
+from imagepipe.errors import TransientError
+from imagepipe.messages import ResizeJob, utc_now
+from imagepipe.settings import Settings
+
+LOGGER = logging.getLogger(__name__)
+
+POST = "POST"
+PUT = "PUT"
+METHODS = (POST, PUT)
+MAX_FILENAME_CHARS = 255
+SHA256_BYTES = 32
+# How long a client should wait before retrying when the broker is down: long enough for a
+# broker restart or a failover, short enough that a user is still looking at the page.
+BROKER_RETRY_AFTER_S = 5
+
+# --- API error codes (beyond the job reason codes in ``errors``) -------------------------------
+INVALID_JSON = "invalid_json"
+INVALID_REQUEST = "invalid_request"
+UNSUPPORTED_TYPE = "unsupported_type"
+INVALID_SIZE = "invalid_size"
+UNSUPPORTED_METHOD = "unsupported_method"
+INVALID_CHECKSUM = "invalid_checksum"
+NOT_FOUND = "not_found"
+OBJECT_MISSING = "object_missing"
+
+_MISSING_AWS_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+_PATH_SEPARATORS = re.compile(r"[\\/]")
+
+
+class ApiError(Exception):
+    """An outcome the client gets as ``{"error": {"code", "message"}}`` with ``status``."""
+
+    def __init__(self, status: int, code: str, message: str, *, retry_after: int | None = None):
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:
+        """True when the same call can succeed later without the client changing anything."""
+        return self.status >= 500
+
+    def to_body(self) -> dict:
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+def parse_json_object(raw: bytes | str | None) -> dict:
+    """The request body as a JSON object, or a 400 in our error format."""
+    try:
+        payload = json.loads(raw or b"")
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, INVALID_JSON, "the request body is not valid JSON") from None
+    if not isinstance(payload, dict):
+        raise ApiError(400, INVALID_REQUEST, "the request body must be a JSON object")
+    return payload
+
+
+class UploadService:
+    def __init__(self, settings: Settings, s3, publisher, status_store: status.StatusStore):
+        self.settings = settings
+        self.s3 = s3
+        self.publisher = publisher
+        self.status = status_store
+
+    # --- POST /uploads ------------------------------------------------------------------------
+    def create_upload(self, payload: dict, collection_path: str = "/uploads") -> dict:
+        request = self._validated_request(payload)
+        upload_id = keys.new_upload_id()
+        if request["method"] == PUT:
+            upload = self._presigned_put(upload_id, request)
+        else:
+            upload = self._presigned_post(upload_id, request)
+        # The record is what makes the upload exist (status "pending"); write it only once the
+        # presign worked, so a failure leaves nothing behind.
+        self.status.put_upload_record(upload_id, {
+            "upload_id": upload_id,
+            "filename": request["filename"],
+            "content_type": request["content_type"],
+            "size": request["size"],
+            "method": request["method"],
+            "created_at": utc_now(),
+        })
+        LOGGER.info("upload %s created (%s, %d bytes, %s)", upload_id,
+                    request["content_type"], request["size"], request["method"])
+        return {
+            "upload_id": upload_id,
+            "upload": upload,
+            "expires_in": self.settings.presign_expires,
+            "status_url": f"{collection_path.rstrip('/')}/{upload_id}",
+        }
+
+    def _validated_request(self, payload: dict) -> dict:
+        filename = _sanitised_filename(_required(payload, "filename", str))
+        content_type = _required(payload, "content_type", str).strip().lower()
+        if content_type not in self.settings.allowed_types:
+            raise ApiError(400, UNSUPPORTED_TYPE, f"content_type {content_type!r} is not one of "
+                           f"{', '.join(self.settings.allowed_types)}")
+        size = _required(payload, "size")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+            raise ApiError(400, INVALID_SIZE, "size must be a positive whole number of bytes")
+        if size > self.settings.max_upload_bytes:
+            raise ApiError(400, errors.TOO_LARGE, f"size {size} is over the limit of "
+                           f"{self.settings.max_upload_bytes} bytes")
+        method = payload.get("method", POST)
+        if method not in METHODS:
+            raise ApiError(400, UNSUPPORTED_METHOD, f"method must be one of {', '.join(METHODS)}")
+        checksum = payload.get("checksum_sha256")
+        if checksum is not None:
+            _check_sha256(checksum)
+            if method != PUT:
+                # The POST policy carries no checksum condition; refusing beats letting the
+                # client believe its checksum is enforced.
+                raise ApiError(400, INVALID_CHECKSUM, "checksum_sha256 needs method PUT")
+        return {"filename": filename, "content_type": content_type, "size": size,
+                "method": method, "checksum_sha256": checksum}
+
+    def _presigned_post(self, upload_id: str, request: dict) -> dict:
+        content_type = request["content_type"]
+        post = self.s3.generate_presigned_post(
+            Bucket=self.settings.bucket,
+            Key=keys.original_key(upload_id),
+            Fields={"Content-Type": content_type},
+            Conditions=[
+                {"Content-Type": content_type},
+                ["content-length-range", 1, self.settings.max_upload_bytes],
+            ],
+            ExpiresIn=self.settings.presign_expires,
+        )
+        return {"method": POST, "url": post["url"], "fields": post["fields"]}
+
+    def _presigned_put(self, upload_id: str, request: dict) -> dict:
+        # Content-Type and Content-Length (and the checksum) are signed: S3 rejects any other body.
+        params = {
+            "Bucket": self.settings.bucket,
+            "Key": keys.original_key(upload_id),
+            "ContentType": request["content_type"],
+            "ContentLength": request["size"],
+        }
+        headers = {"Content-Type": request["content_type"]}
+        if request["checksum_sha256"] is not None:
+            params["ChecksumSHA256"] = request["checksum_sha256"]
+            headers["x-amz-checksum-sha256"] = request["checksum_sha256"]
+        url = self.s3.generate_presigned_url(
+            "put_object", Params=params, ExpiresIn=self.settings.presign_expires
+        )
+        # Content-Length is left out: clients (browsers must) set it from the body.
+        return {"method": PUT, "url": url, "headers": headers}
+
+    # --- POST /uploads/{id}/complete and S3 ObjectCreated --------------------------------------
+    def complete(self, upload_id: str) -> dict:
+        return self.enqueue(upload_id)
+
+    def enqueue(self, upload_id: str) -> dict:
+        """Verify the uploaded object and publish its resize job, at most once per upload."""
+        record = self._upload_record(upload_id)
+        current = self.status.current(upload_id)
+        if current.state == status.FAILED:
+            error = current.error or {}
+            raise ApiError(422, error.get("code", errors.INTERNAL),
+                           error.get("message", "the upload failed"))
+        if current.state != status.PENDING:
+            return {"upload_id": upload_id, "status": current.state}
+        self._verify_original(upload_id, record)
+        if not self.status.mark(upload_id, status.QUEUED, exclusive=True):
+            LOGGER.info("upload %s was enqueued by another caller", upload_id)
+            return {"upload_id": upload_id, "status": self.status.current(upload_id).state}
+        job = ResizeJob.for_upload(upload_id, self.settings.bucket, record["content_type"])
+        try:
+            self.publisher.publish(job)
+        except Exception as exc:
+            # Back to pending, so the client's retry (or the S3 event's) can publish it: a
+            # queued marker without a message would leave the upload stuck for good.
+            self.status.unmark(upload_id, status.QUEUED)
+            LOGGER.warning("upload %s not enqueued: %s", upload_id, exc)
+            if isinstance(exc, TransientError):
+                raise ApiError(503, exc.code, exc.message,
+                               retry_after=BROKER_RETRY_AFTER_S) from exc
+            raise
+        LOGGER.info("upload %s enqueued as job %s", upload_id, job.job_id)
+        return {"upload_id": upload_id, "status": status.QUEUED}
+
+    def _verify_original(self, upload_id: str, record: dict) -> None:
+        key = keys.original_key(upload_id)
+        try:
+            head = self.s3.head_object(Bucket=self.settings.bucket, Key=key)
+        except Exception as exc:
+            if _aws_error_code(exc) in _MISSING_AWS_CODES:
+                raise ApiError(409, OBJECT_MISSING,
+                               "nothing was uploaded yet; upload the file, then complete") from None
+            raise
+        size = head["ContentLength"]
+        if size == 0:
+            self._fail(upload_id, errors.EMPTY_UPLOAD, "the uploaded file is empty")
+        if size > self.settings.max_upload_bytes:
+            self._fail(upload_id, errors.TOO_LARGE, f"the uploaded file is {size} bytes, over "
+                       f"the limit of {self.settings.max_upload_bytes}")
+        head_bytes = self.s3.get_object(
+            Bucket=self.settings.bucket, Key=key, Range=f"bytes=0-{formats.SNIFF_BYTES - 1}"
+        )["Body"].read()
+        sniffed = formats.sniff(head_bytes)
+        if sniffed is None or sniffed not in self.settings.allowed_types:
+            self._fail(upload_id, errors.UNSUPPORTED_FORMAT,
+                       "the uploaded file is not an image in an allowed format")
+        if sniffed != record["content_type"]:
+            self._fail(upload_id, errors.CONTENT_TYPE_MISMATCH,
+                       f"the file is {sniffed}, but {record['content_type']} was declared")
+
+    def _fail(self, upload_id: str, code: str, message: str) -> None:
+        # The original stays in S3 (nothing is lost); the failed marker makes this final.
+        error = {"code": code, "message": message}
+        self.status.mark(upload_id, status.FAILED, error=error, exclusive=True)
+        LOGGER.info("upload %s rejected: %s", upload_id, code)
+        raise ApiError(422, code, message)
+
+    # --- GET /uploads/{id} --------------------------------------------------------------------
+    def get_status(self, upload_id: str) -> dict:
+        current = self.status.current(upload_id) if keys.is_upload_id(upload_id) else None
+        if current is None:
+            raise _not_found(upload_id)
+        variants = []
+        if current.state == status.DONE:
+            manifest = self.status.get_manifest(upload_id) or {}
+            variants = [self._variant_view(v) for v in manifest.get("variants", [])]
+        return {
+            "upload_id": upload_id,
+            "status": current.state,
+            "variants": variants,
+            "error": current.error,
+        }
+
+    def _variant_view(self, variant: dict) -> dict:
+        url = self.s3.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": self.settings.bucket, "Key": variant["key"]},
+            ExpiresIn=self.settings.download_expires,
+        )
+        view = {name: variant[name] for name in ("name", "width", "height", "format", "bytes")}
+        return {**view, "url": url}
+
+    def _upload_record(self, upload_id: str) -> dict:
+        record = self.status.get_upload_record(upload_id) if keys.is_upload_id(upload_id) else None
+        if record is None:
+            raise _not_found(upload_id)
+        return record
+
+
+def _not_found(upload_id: str) -> ApiError:
+    return ApiError(404, NOT_FOUND, f"no upload {upload_id[:64]!r}")
+
+
+def _required(payload: dict, name: str, kind: type = object):
+    if name not in payload or payload[name] is None:
+        raise ApiError(400, INVALID_REQUEST, f"field {name!r} is required")
+    value = payload[name]
+    if not isinstance(value, kind):
+        raise ApiError(400, INVALID_REQUEST, f"field {name!r} must be a {kind.__name__}")
+    return value
+
+
+def _sanitised_filename(filename: str) -> str:
+    """The declared name, for display only: never part of a key, so a path or control
+    characters in it can do no harm beyond this record."""
+    if not filename.strip() or len(filename) > MAX_FILENAME_CHARS:
+        raise ApiError(400, INVALID_REQUEST,
+                       f"field 'filename' must be 1..{MAX_FILENAME_CHARS} characters")
+    base = _PATH_SEPARATORS.split(filename)[-1]
+    printable = "".join(c for c in base if not unicodedata.category(c).startswith("C"))
+    cleaned = printable.strip()[:MAX_FILENAME_CHARS]
+    if not cleaned:
+        raise ApiError(400, INVALID_REQUEST, "field 'filename' must name a file")
+    return cleaned
+
+
+def _check_sha256(checksum) -> None:
+    try:
+        digest = base64.b64decode(checksum, validate=True) if isinstance(checksum, str) else b""
+    except (binascii.Error, ValueError):
+        digest = b""
+    if len(digest) != SHA256_BYTES:
+        raise ApiError(400, INVALID_CHECKSUM,
+                       "checksum_sha256 must be the base64 of a 32-byte SHA-256 digest")
+
+
+def _aws_error_code(exc: Exception) -> str:
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return ""
+    return str(response.get("Error", {}).get("Code", ""))
