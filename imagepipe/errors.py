@@ -86,13 +86,26 @@ def classify(exc: BaseException) -> JobError:
     return TransientError(INTERNAL, f"{type(exc).__name__}: {exc}")
 
 
+def aws_error_code(exc: BaseException) -> str:
+    """The error code of a botocore ``ClientError`` (``NoSuchKey``, ``PreconditionFailed``, …),
+    or "" for any other exception."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return ""
+    return str(response.get("Error", {}).get("Code", ""))
+
+
+def is_missing_object(exc: BaseException) -> bool:
+    return aws_error_code(exc) in _MISSING_AWS_CODES
+
+
 def _classify_aws(exc: BaseException) -> JobError | None:
     botocore_exceptions = sys.modules.get("botocore.exceptions")
     if botocore_exceptions is None:
         return None
     if isinstance(exc, botocore_exceptions.ClientError):
         error = exc.response.get("Error", {})
-        code = str(error.get("Code", ""))
+        code = aws_error_code(exc)
         if code in _MISSING_AWS_CODES:
             return PermanentError(SOURCE_MISSING, "the uploaded object does not exist")
         # Throttling, 5xx and also access errors: an operator can fix a policy, then the

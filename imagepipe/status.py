@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 
 from imagepipe import keys
+from imagepipe.errors import aws_error_code, is_missing_object
 from imagepipe.messages import utc_now
 
 PENDING = "pending"
@@ -97,7 +98,7 @@ class StatusStore:
                 **extra,
             )
         except Exception as exc:
-            if exclusive and _error_code(exc) in ("PreconditionFailed", "412"):
+            if exclusive and aws_error_code(exc) in ("PreconditionFailed", "412"):
                 return False
             raise
         return True
@@ -106,14 +107,8 @@ class StatusStore:
         try:
             response = self._s3.get_object(Bucket=self._bucket, Key=key)
         except Exception as exc:
-            if _error_code(exc) in ("NoSuchKey", "404", "NotFound"):
+            if is_missing_object(exc):
                 return None
             raise
         return json.loads(response["Body"].read())
 
-
-def _error_code(exc: Exception) -> str:
-    response = getattr(exc, "response", None)
-    if not isinstance(response, dict):
-        return ""
-    return str(response.get("Error", {}).get("Code", ""))

@@ -41,7 +41,6 @@ INVALID_CHECKSUM = "invalid_checksum"
 NOT_FOUND = "not_found"
 OBJECT_MISSING = "object_missing"
 
-_MISSING_AWS_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 _PATH_SEPARATORS = re.compile(r"[\\/]")
 
 
@@ -204,7 +203,7 @@ class UploadService:
         try:
             head = self.s3.head_object(Bucket=self.settings.bucket, Key=key)
         except Exception as exc:
-            if _aws_error_code(exc) in _MISSING_AWS_CODES:
+            if errors.is_missing_object(exc):
                 raise ApiError(409, OBJECT_MISSING,
                                "nothing was uploaded yet; upload the file, then complete") from None
             raise
@@ -300,9 +299,3 @@ def _check_sha256(checksum) -> None:
         raise ApiError(400, INVALID_CHECKSUM,
                        "checksum_sha256 must be the base64 of a 32-byte SHA-256 digest")
 
-
-def _aws_error_code(exc: Exception) -> str:
-    response = getattr(exc, "response", None)
-    if not isinstance(response, dict):
-        return ""
-    return str(response.get("Error", {}).get("Code", ""))
