@@ -1,0 +1,400 @@
+"""The bridge: consume resize jobs, run each through an invoker, settle the delivery.
+
+Threads and who may touch what:
+
+- The thread that calls ``run()`` is pika's I/O thread. It owns the connection and both of its
+  channels: one consumes and acks, the other publishes events and dead letters with confirms.
+  ``_on_message`` only decodes the body and hands the job to the pool. Settling happens on this
+  thread too: worker threads queue it with ``connection.add_callback_threadsafe``, because
+  pika's channels are not thread-safe.
+- The pool has ``settings.worker_count`` threads. Each calls ``invoker.invoke`` and blocks until
+  the job ends. ``prefetch_count`` bounds the number of unacked deliveries, and so bounds what
+  waits in the pool's queue.
+
+A delivery is settled only on the channel it came from, and only while that channel is still
+open. After a reconnect, results from the old channel are dropped: the broker has already put
+those messages back and will deliver them again.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import pika
+import pika.exceptions
+
+from bridge.invokers import Invoker, invoke_failed
+from bridge.settle import (
+    DEAD_LETTER,
+    RELEASE,
+    REQUEUE,
+    Settlement,
+    dead_letter_properties,
+    decide,
+    event_properties,
+    released,
+    retry_result,
+)
+from imagepipe.broker import connection_parameters, declare_topology, delivery_count
+from imagepipe.errors import BAD_MESSAGE, ConfigError, JobError, PermanentError
+from imagepipe.messages import Invocation, ResizeJob
+from imagepipe.settings import ENV_AMQP_URL, Settings
+
+LOGGER = logging.getLogger(__name__)
+
+# How often the I/O loop checks for a stop request, a silently closed channel or a broker cancel.
+POLL_INTERVAL_S = 0.25
+PRECONDITION_FAILED = 406
+# Errors after which the connection is rebuilt. Settled work on the old channel is redelivered.
+CONNECTION_ERRORS = (pika.exceptions.AMQPError, OSError)
+
+
+class SessionLost(Exception):
+    """The consumer stopped without an exception: a consumer timeout closed the channel (pika's
+    BlockingConnection does not report that), or the broker cancelled the consumer."""
+
+
+@dataclass(eq=False)
+class _Session:
+    """One connection and its two channels. It is replaced as a whole on reconnect."""
+
+    connection: pika.BlockingConnection
+    consume_channel: object
+    publish_channel: object
+    consumer_tag: str = ""
+    in_flight: int = 0  # touched on the I/O thread only
+
+
+@dataclass(frozen=True)
+class _Delivery:
+    channel: object  # the channel this delivery tag belongs to; no other channel may settle it
+    delivery_tag: int
+    properties: object
+    body: bytes
+    attempt: int
+    max_attempts: int
+
+
+class Bridge:
+    def __init__(
+        self,
+        settings: Settings,
+        invoker: Invoker,
+        *,
+        heartbeat: int = 30,
+        reconnect_initial_s: float = 0.5,
+        reconnect_max_s: float = 30.0,
+        connection_name: str = "imagepipe-bridge",
+    ):
+        self._settings = settings
+        self._invoker = invoker
+        # Parsed now, so that a malformed URL is a config error at startup, not a reconnect loop.
+        self._parameters = _connection_parameters(settings.amqp_url, heartbeat, connection_name)
+        self._reconnect_initial_s = reconnect_initial_s
+        self._reconnect_max_s = reconnect_max_s
+        # A plain flag: stop() may run in a signal handler, and taking a lock there could
+        # deadlock against the interrupted code. The I/O loop turns the flag into the event.
+        self._stop_requested = False
+        self._stopping = threading.Event()  # wakes worker threads that wait on a retry backoff
+        self._session: _Session | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._healthy = False
+        self._consumed_since_connect = False
+
+    @property
+    def healthy(self) -> bool:
+        """Connected and consuming (for a health endpoint)."""
+        return self._healthy
+
+    def stop(self) -> None:
+        """Stop taking new jobs, settle the ones in flight, then return from ``run``.
+
+        Safe to call from a signal handler or from another thread.
+        """
+        self._stop_requested = True
+
+    # --- connection lifecycle (I/O thread) -----------------------------------------------------
+
+    def run(self) -> None:
+        """Consume until ``stop()``, reconnecting after a lost connection.
+
+        Raises ``ConfigError`` when the broker's topology contradicts the settings.
+        """
+        self._executor = ThreadPoolExecutor(
+            max_workers=self._settings.worker_count, thread_name_prefix="bridge-job"
+        )
+        backoff = self._reconnect_initial_s
+        try:
+            while not self._stop_requested:
+                self._consumed_since_connect = False
+                try:
+                    self._run_session()
+                except CONNECTION_ERRORS + (SessionLost,) as exc:
+                    if self._stop_requested:
+                        LOGGER.warning(
+                            "broker connection lost while stopping (%s); unsettled jobs will "
+                            "be redelivered by the broker", _describe(exc),
+                        )
+                        break
+                    if self._consumed_since_connect:  # it was a working connection
+                        backoff = self._reconnect_initial_s
+                    delay = random.uniform(backoff / 2, backoff)
+                    LOGGER.warning(
+                        "broker connection lost (%s); reconnecting in %.1fs; unsettled jobs "
+                        "will be redelivered by the broker", _describe(exc), delay,
+                    )
+                    self._sleep_unless_stopped(delay)
+                    backoff = min(backoff * 2, self._reconnect_max_s)
+        finally:
+            self._healthy = False
+            self._stopping.set()
+            self._executor.shutdown(wait=True)
+            LOGGER.info("bridge stopped")
+
+    def _run_session(self) -> None:
+        connection = pika.BlockingConnection(self._parameters)
+        try:
+            session = self._open_session(connection)
+            self._serve(session)
+        finally:
+            self._session = None
+            self._healthy = False
+            if connection.is_open:
+                try:
+                    connection.close()
+                except CONNECTION_ERRORS:  # it is being torn down anyway
+                    pass
+
+    def _open_session(self, connection) -> _Session:
+        settings = self._settings
+        consume_channel = connection.channel()
+        try:
+            declare_topology(consume_channel, settings)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code == PRECONDITION_FAILED:
+                # Retrying cannot fix a queue that exists with other arguments.
+                raise ConfigError(
+                    f"queue topology conflicts with the broker: {exc.reply_text}"
+                ) from None
+            raise
+        # Per-consumer QoS: RabbitMQ refuses global QoS on quorum queues.
+        consume_channel.basic_qos(prefetch_count=settings.prefetch_count)
+        publish_channel = connection.channel()
+        publish_channel.confirm_delivery()
+        session = _Session(connection, consume_channel, publish_channel)
+        session.consumer_tag = consume_channel.basic_consume(
+            settings.resize_queue,
+            functools.partial(self._on_message, session),
+            auto_ack=False,
+        )
+        self._session = session
+        self._healthy = self._consumed_since_connect = True
+        LOGGER.info(
+            "consuming %s (prefetch %d, %d workers, %s invoker)",
+            settings.resize_queue, settings.prefetch_count, settings.worker_count,
+            settings.invoker,
+        )
+        return session
+
+    def _serve(self, session: _Session) -> None:
+        cancelled = False
+        while True:
+            session.connection.process_data_events(time_limit=POLL_INTERVAL_S)
+            self._check_alive(session, expect_consumer=not cancelled)
+            if not self._stop_requested:
+                continue
+            self._stopping.set()
+            if not cancelled:
+                self._healthy = False
+                # Deliveries that pika has received but not yet dispatched are nacked by
+                # basic_cancel itself, so only jobs already handed to the pool remain.
+                session.consume_channel.basic_cancel(session.consumer_tag)
+                cancelled = True
+                LOGGER.info("stopping: no new jobs; %d in flight", session.in_flight)
+            if session.in_flight == 0:
+                return
+
+    @staticmethod
+    def _check_alive(session: _Session, *, expect_consumer: bool) -> None:
+        if not session.consume_channel.is_open or not session.publish_channel.is_open:
+            raise SessionLost("a channel was closed by the broker (consumer timeout?)")
+        if expect_consumer and session.consumer_tag not in session.consume_channel.consumer_tags:
+            raise SessionLost("the broker cancelled the consumer (queue deleted?)")
+
+    def _sleep_unless_stopped(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self._stop_requested and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, POLL_INTERVAL_S))
+
+    # --- deliveries (I/O thread): decode and hand off -----------------------------------------
+
+    def _on_message(self, session: _Session, channel, method, properties, body: bytes) -> None:
+        delivery = _Delivery(
+            channel=channel,
+            delivery_tag=method.delivery_tag,
+            properties=properties,
+            body=body,
+            attempt=delivery_count(properties) + 1,
+            # x-delivery-limit=N allows N+1 deliveries.
+            max_attempts=self._settings.delivery_limit + 1,
+        )
+        try:
+            job = ResizeJob.decode(body)
+        except Exception as exc:
+            self._dead_letter_undecodable(session, delivery, _as_permanent(exc))
+            return
+        session.in_flight += 1
+        self._executor.submit(self._work, session, delivery, job)
+
+    def _dead_letter_undecodable(self, session: _Session, delivery: _Delivery,
+                                 error: JobError) -> None:
+        # This message can never become a job, so there is no job id and no result event.
+        message_id = getattr(delivery.properties, "message_id", None)
+        try:
+            self._publish_dead_letter(session, delivery, error.to_dict())
+        except (pika.exceptions.NackError, pika.exceptions.UnroutableError) as exc:
+            LOGGER.error(
+                "message %s: could not dead-letter it (%s); requeued", message_id, _describe(exc)
+            )
+            delivery.channel.basic_nack(delivery.delivery_tag, requeue=True)
+            return
+        delivery.channel.basic_ack(delivery.delivery_tag)
+        LOGGER.warning(
+            "message=%s outcome=failed attempt=%d/%d code=%s: %s",
+            message_id, delivery.attempt, delivery.max_attempts, error.code, error.message,
+        )
+
+    # --- the job (worker thread) --------------------------------------------------------------
+
+    def _work(self, session: _Session, delivery: _Delivery, job: ResizeJob) -> None:
+        started = time.monotonic()
+        try:
+            settlement = self._run_job(delivery, job, started)
+        except Exception:  # a bridge bug; never leave a delivery unsettled
+            LOGGER.exception("job %s: bridge error; requeueing it", job.job_id)
+            settlement = released()
+        duration_s = time.monotonic() - started
+        if settlement.action == REQUEUE:
+            # Back off here, in the worker thread, so the I/O thread stays responsive. A stop
+            # request cuts the wait short. The logged duration is the job's, without the wait.
+            self._stopping.wait(settlement.delay_s)
+        settle = functools.partial(self._settle, session, delivery, job, settlement, duration_s)
+        try:
+            session.connection.add_callback_threadsafe(settle)
+        except pika.exceptions.ConnectionWrongStateError:
+            LOGGER.warning(
+                "job=%s outcome=%s dropped: its connection is closed; the broker will "
+                "redeliver it", job.job_id, settlement.outcome,
+            )
+
+    def _run_job(self, delivery: _Delivery, job: ResizeJob, started: float) -> Settlement:
+        if self._stopping.is_set():
+            return released()  # handed over but not started: let another consumer take it
+        invocation = Invocation(job, delivery.attempt, delivery.max_attempts)
+        try:
+            result = self._invoker.invoke(invocation)
+        except Exception as exc:  # could not run it (Lambda down, pool broken): transient
+            elapsed_ms = int((time.monotonic() - started) * 1000)
+            result = retry_result(invocation, invoke_failed(exc), elapsed_ms)
+        return decide(self._settings, invocation, result)
+
+    # --- settling (I/O thread) ----------------------------------------------------------------
+
+    def _settle(self, session: _Session, delivery: _Delivery, job: ResizeJob,
+                settlement: Settlement, duration_s: float) -> None:
+        session.in_flight -= 1
+        channel = delivery.channel
+        if session is not self._session or not channel.is_open:
+            LOGGER.warning(
+                "job=%s outcome=%s dropped: its channel is closed; the broker will redeliver it",
+                job.job_id, settlement.outcome,
+            )
+            return
+        if settlement.action in (REQUEUE, RELEASE):
+            channel.basic_nack(delivery.delivery_tag, requeue=True)
+        else:
+            try:
+                self._publish_event(session, settlement.event)
+                if settlement.action == DEAD_LETTER:
+                    self._publish_dead_letter(session, delivery, settlement.error)
+            except (pika.exceptions.NackError, pika.exceptions.UnroutableError) as exc:
+                # Not acked, so nothing is lost. The job runs again (its output is idempotent)
+                # and the publish is retried.
+                LOGGER.error(
+                    "job=%s outcome=%s not settled: the broker refused a publish (%s); "
+                    "requeued", job.job_id, settlement.outcome, _describe(exc),
+                )
+                channel.basic_nack(delivery.delivery_tag, requeue=True)
+                return
+            channel.basic_ack(delivery.delivery_tag)
+        _log_outcome(job, delivery, settlement, duration_s)
+
+    def _publish_event(self, session: _Session, event) -> None:
+        # Not mandatory: a results exchange with no subscriber is normal.
+        session.publish_channel.basic_publish(
+            exchange=self._settings.results_exchange,
+            routing_key=event.routing_key,
+            body=event.encode(),
+            properties=event_properties(event),
+        )
+
+    def _publish_dead_letter(self, session: _Session, delivery: _Delivery, error: dict) -> None:
+        # Publishing a copy, rather than basic_reject, keeps the cause with the message.
+        # Mandatory, so a missing dead-letter queue raises instead of dropping the message.
+        session.publish_channel.basic_publish(
+            exchange=self._settings.dead_letter_exchange,
+            routing_key=self._settings.dead_letter_queue,
+            body=delivery.body,
+            properties=dead_letter_properties(delivery.properties, error, delivery.attempt),
+            mandatory=True,
+        )
+
+
+def _connection_parameters(url: str, heartbeat: int, connection_name: str):
+    try:
+        return connection_parameters(
+            url,
+            heartbeat=heartbeat,
+            connection_attempts=1,
+            socket_timeout=10,
+            # A broker under a resource alarm blocks publishers. Give up on the connection
+            # after a while rather than hang in a publish forever.
+            blocked_connection_timeout=120,
+            # Names the connection in the management UI and in rabbitmqctl.
+            client_properties={"connection_name": connection_name},
+        )
+    except (ValueError, IndexError, TypeError) as exc:
+        # The message leaves the URL out, because the URL holds the password.
+        raise ConfigError(f"{ENV_AMQP_URL} is not a valid AMQP URL: {exc}") from None
+
+
+def _log_outcome(job: ResizeJob, delivery: _Delivery, settlement: Settlement,
+                 duration_s: float) -> None:
+    cause = ""
+    if settlement.error:
+        cause = f" code={settlement.error['code']}: {settlement.error['message']}"
+    if settlement.action == REQUEUE:
+        cause += f" (requeued after a {settlement.delay_s:.2f}s backoff)"
+    level = logging.INFO if settlement.outcome in ("done", "released") else logging.WARNING
+    LOGGER.log(
+        level, "job=%s key=%s outcome=%s attempt=%d/%d duration=%.2fs%s",
+        job.job_id, job.source_key, settlement.outcome, delivery.attempt, delivery.max_attempts,
+        duration_s, cause,
+    )
+
+
+def _as_permanent(exc: Exception) -> JobError:
+    # The same body fails to decode every time, so a failure here is permanent.
+    if isinstance(exc, JobError) and exc.permanent:
+        return exc
+    return PermanentError(BAD_MESSAGE, f"{type(exc).__name__}: {exc}")
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

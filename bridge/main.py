@@ -1,0 +1,55 @@
+"""``python -m bridge``: read settings once, configure logging, consume until SIGTERM/SIGINT.
+
+Exit codes: 0 after a clean stop, 2 for a configuration error (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+
+from bridge.consumer import Bridge
+from bridge.invokers import make_invoker
+from imagepipe.errors import ConfigError
+from imagepipe.settings import Settings
+
+LOGGER = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_CONFIG = 2
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+def configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
+    # pika logs every connection step at INFO; the bridge logs what matters itself.
+    logging.getLogger("pika").setLevel(logging.WARNING)
+
+
+def main() -> int:
+    try:
+        run()
+    except ConfigError as exc:
+        print(f"bridge: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    return EXIT_OK
+
+
+def run() -> None:
+    settings = Settings.from_env()
+    configure_logging()
+    invoker = make_invoker(settings)
+    try:
+        bridge = Bridge(settings, invoker)
+
+        def request_stop(signum, _frame):
+            # Only sets a flag. The bridge settles the jobs in flight, then run() returns.
+            LOGGER.info("%s received: finishing jobs in flight", signal.Signals(signum).name)
+            bridge.stop()
+
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+        bridge.run()
+    finally:
+        invoker.close()
