@@ -96,10 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--amqp-url", default=os.environ.get(ENV_AMQP_URL, DEFAULT_AMQP_URL))
     p.set_defaults(func=broker_url)
     args = parser.parse_args(argv)
+    # The local stack's S3 is moto: any credentials sign, but some must exist.
+    for name, value in stack.FAKE_AWS.items():
+        os.environ.setdefault(name, value)
     # Logs go to stderr so `broker-url` can print just the URL on stdout.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
                         stream=sys.stderr)
-    logging.getLogger("pika").setLevel(logging.WARNING)
+    logging.getLogger("pika").setLevel(logging.ERROR)
     try:
         return args.func(args)
     except (ConfigError, stack.StackError, rabbitmq.BrokerUnavailable, OSError) as exc:

@@ -96,6 +96,9 @@ def test_browser_flow_for_several_images_at_once(stack, result_events):
     xl = _image(portrait["xl"]["url"])
     assert xl.size == (1536, 2048) and xl.format == "JPEG"
     assert xl.getexif().get(0x0112) is None
+    # The sample's white arrow stands upright in the top centre once the rotation is applied.
+    assert min(xl.getpixel((768, 512))) > 220
+    assert min(xl.getpixel((768, 1900))) < 220
     thumb = _image(portrait["thumb"]["url"])
     assert thumb.size == (150, 150)
 
