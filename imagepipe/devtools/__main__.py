@@ -7,7 +7,6 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -42,16 +41,16 @@ def vendor(args) -> int:
 def dev(args) -> int:
     local = stack.LocalStack(RUN_DIR, api_port=args.api_port)
     stopping = []
-    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    # Explicit handlers: a shell may start a background job with SIGINT ignored.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopping.append(True))
     try:
         local.start()
         print(f"imagepipe is up: API {local.api_url}  S3 {local.settings.s3_endpoint_url}  "
               f"queue {local.settings.resize_queue}\nlogs and pids in {RUN_DIR}/; Ctrl-C stops all")
         while not stopping:
             local.check_alive()
-            time.sleep(1)
-    except KeyboardInterrupt:
-        pass
+            time.sleep(0.5)
     finally:
         print("stopping ...")
         local.stop()
@@ -62,7 +61,9 @@ def bridge(args) -> int:
     """One more bridge against the stack that `make dev` runs, in the foreground."""
     env = {**os.environ, **stack.FAKE_AWS, **stack.load_stack_env(RUN_DIR),
            "PYTHONPATH": str(ROOT)}
-    return subprocess.call([sys.executable, "-m", "bridge"], env=env, cwd=ROOT)
+    os.chdir(ROOT)
+    # Become the bridge, so Ctrl-C and SIGTERM reach it directly and it drains its jobs.
+    os.execve(sys.executable, [sys.executable, "-m", "bridge"], env)
 
 
 def broker_url(args) -> int:

@@ -97,6 +97,7 @@ class LocalStack:
             _terminate(name, process)
             (self.run_dir / f"{name}.pid").unlink(missing_ok=True)
         self._processes.clear()
+        (self.run_dir / STACK_ENV).unlink(missing_ok=True)
         if self._started_broker:
             rabbitmq.stop_private_node(self.run_dir)
             self._started_broker = False
