@@ -1,0 +1,190 @@
+"""The ``imagepipe`` command line: ``python -m imagepipe <command> ...``.
+
+``resize FILE... --out DIR [--json] [--max-pixels N]`` runs the resize job's imaging core on
+local files with the default variant spec. Every input gets exactly one line on stdout, in the
+order given, as soon as it is done:
+
+    photo.jpg: done (xl 2048x1536 jpeg 301245, lg 1024x768 jpeg 80211, ...)
+    notes.txt: failed unsupported_format: not a JPEG, PNG or WebP image
+
+or, with ``--json``, one JSON object per line::
+
+    {"input": ..., "status": "done"|"failed", "variants": [{"name", "width", "height",
+     "format", "bytes", "path"}], "error": null|{"code", "message"}}
+
+Variants are written to ``DIR/<input stem>/<name>.<ext>``. The exit status is 0 when every
+input got its line, failed or not; 2 for a usage error. A bad file never produces a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import stat
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from imagepipe import imaging
+from imagepipe.errors import INTERNAL, SOURCE_MISSING, JobError, PermanentError
+from imagepipe.keys import FORMAT_EXTENSIONS
+from imagepipe.settings import DEFAULT_MAX_PIXELS
+from imagepipe.spec import DEFAULT_VARIANTS
+
+LOGGER = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_OUTPUT_CLOSED = 1  # stdout went away before every input had its line
+EXIT_USAGE = 2  # what argparse uses
+EXIT_INTERRUPTED = 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.captureWarnings(True)  # Pillow warns about odd files (bad EXIF): log, not print
+    if hasattr(sys.stdout, "reconfigure"):  # an undecodable file name must not crash its line
+        sys.stdout.reconfigure(errors="backslashreplace")
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, and keep Python's exit-time flush quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OUTPUT_CLOSED
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="imagepipe", description="imagepipe tools")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    resize = commands.add_parser(
+        "resize",
+        help="make the default variants of local image files",
+        description="Make the default variants of each FILE, one result line per FILE.",
+    )
+    resize.add_argument("files", nargs="+", metavar="FILE")
+    resize.add_argument("--out", required=True, type=Path, metavar="DIR",
+                        help="write variants to DIR/<file stem>/<variant>.<ext>")
+    resize.add_argument("--json", action="store_true", help="one JSON object per line")
+    resize.add_argument("--max-pixels", type=_positive_int, default=DEFAULT_MAX_PIXELS,
+                        metavar="N", help=f"refuse larger images (default {DEFAULT_MAX_PIXELS})")
+    resize.set_defaults(run=run_resize, parser=resize)
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+# --- resize -----------------------------------------------------------------------------------
+
+
+def run_resize(args: argparse.Namespace) -> int:
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        args.parser.error(f"--out {args.out}: {exc.strerror or exc}")  # exits 2
+    used: set[str] = set()
+    for name in args.files:
+        result = resize_one(name, args.out, _unique_stem(name, used), args.max_pixels)
+        print(_json_line(result) if args.json else _text_line(result), flush=True)
+    return EXIT_OK
+
+
+def resize_one(name: str, out: Path, stem: str, max_pixels: int) -> dict:
+    """The result of one input in the ``--json`` shape; never raises (but for Ctrl-C)."""
+    try:
+        data = _read(Path(name))
+        rendered = imaging.render(data, DEFAULT_VARIANTS, max_pixels=max_pixels)
+        variants = _write(rendered, out / stem)
+    except JobError as exc:
+        return _failed(name, exc.code, exc.message)
+    except Exception as exc:  # a bug or the disk: still exactly one line for this input
+        LOGGER.debug("unexpected error for %s", name, exc_info=True)
+        return _failed(name, INTERNAL, f"{type(exc).__name__}: {exc}")
+    return {"input": name, "status": "done", "variants": variants, "error": None}
+
+
+def _read(path: Path) -> bytes:
+    try:
+        with path.open("rb") as file:
+            # Only regular files: a FIFO or /dev/zero would block or never end.
+            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+                raise PermanentError(SOURCE_MISSING, f"{path}: not a regular file")
+            return file.read()
+    except OSError as exc:
+        raise PermanentError(SOURCE_MISSING, f"{path}: {exc.strerror or exc}") from None
+
+
+def _write(rendered: imaging.Rendered, folder: Path) -> list[dict]:
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for variant in rendered.variants:
+        path = folder / f"{variant.name}.{FORMAT_EXTENSIONS[variant.format]}"
+        path.write_bytes(variant.data)
+        written.append(
+            {
+                "name": variant.name,
+                "width": variant.width,
+                "height": variant.height,
+                "format": variant.format,
+                "bytes": len(variant.data),
+                "path": str(path),
+            }
+        )
+    return written
+
+
+def _unique_stem(name: str, used: set[str]) -> str:
+    """The input's stem, made safe as one folder name and unique within this run, so that
+    a/x.jpg and b/x.png do not overwrite each other's variants (the second gets x-2)."""
+    stem = Path(name).stem
+    if stem in ("", ".", ".."):
+        stem = "image"
+    candidate, n = stem, 1
+    while candidate in used:
+        n += 1
+        candidate = f"{stem}-{n}"
+    used.add(candidate)
+    return candidate
+
+
+def _failed(name: str, code: str, message: str) -> dict:
+    error = {"code": code, "message": message}
+    return {"input": name, "status": "failed", "variants": [], "error": error}
+
+
+def _json_line(result: dict) -> str:
+    return json.dumps(result)  # ensure_ascii: any file name fits on one line
+
+
+def _text_line(result: dict) -> str:
+    if result["status"] == "done":
+        parts = ", ".join(
+            f"{v['name']} {v['width']}x{v['height']} {v['format']} {v['bytes']}"
+            for v in result["variants"]
+        )
+        line = f"{result['input']}: done ({parts})"
+    else:
+        line = f"{result['input']}: failed {result['error']['code']}: {result['error']['message']}"
+    return _one_line(line)
+
+
+def _one_line(text: str) -> str:
+    """Control characters (a newline in a file name or a message) escaped: one input, one line."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)

@@ -1,0 +1,148 @@
+"""``python -m imagepipe resize`` as a user runs it: a subprocess over good, bad, missing files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests import images
+
+ROOT = Path(__file__).resolve().parents[2]
+JSON_KEYS = {"input", "status", "variants", "error"}
+VARIANT_KEYS = {"name", "width", "height", "format", "bytes", "path"}
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": path}
+    result = subprocess.run(
+        [sys.executable, "-m", "imagepipe", *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert "Traceback" not in result.stdout + result.stderr, result.stderr
+    return result
+
+
+@pytest.fixture
+def inputs(tmp_path) -> dict[str, str | None]:
+    """File name -> the failure code it must get (None: done). Written into tmp_path."""
+    files = {
+        "portrait.jpg": (images.make_jpeg(900, 600, orientation=6), None),
+        "alpha.png": (images.make_rgba_png(300, 200), None),
+        "grey16.png": (images.make_png_16bit_grey(40, 30, 32768), None),
+        "page.jpg": (images.make_html_polyglot(), "unsupported_format"),
+        "anim.gif": (images.make_gif(10, 10), "unsupported_format"),
+        "cut.jpg": (images.truncated(images.make_jpeg(400, 300)), "truncated"),
+        "broken.png": (images.make_png_bad_pixels(64, 64), "corrupt"),
+        "bomb.png": (images.make_png_header(10_000, 6_000), "too_many_pixels"),
+        "empty.jpg": (b"", "empty_upload"),
+        "new\nline.jpg": (b"not an image", "unsupported_format"),
+    }
+    for name, (data, _) in files.items():
+        (tmp_path / name).write_bytes(data)
+    (tmp_path / "folder.jpg").mkdir()
+    expected = {name: code for name, (_, code) in files.items()}
+    expected["missing.jpg"] = "source_missing"
+    expected["folder.jpg"] = "source_missing"
+    return expected
+
+
+def test_plain_text_one_line_per_input(tmp_path, inputs):
+    result = run_cli("resize", *inputs, "--out", "out", cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == len(inputs)
+    for line, (name, code) in zip(lines, inputs.items()):
+        shown = name.replace("\n", "\\n")
+        if code is None:
+            assert line.startswith(f"{shown}: done ("), line
+            for part in line[line.index("(") + 1 : -1].split(", "):
+                variant, size, fmt, size_bytes = part.split(" ")
+                width, height = map(int, size.split("x"))
+                ext = "jpg" if fmt == "jpeg" else fmt
+                path = tmp_path / "out" / Path(name).stem / f"{variant}.{ext}"
+                assert path.stat().st_size == int(size_bytes)
+                assert Image.open(path).size == (width, height)
+        else:
+            assert line.startswith(f"{shown}: failed {code}: "), line
+    portrait = lines[0]
+    assert "xl 900x600 jpeg" in portrait and "thumb 150x150 jpeg" in portrait  # upright
+    assert "xl 300x200 png" in lines[1]
+
+
+def test_json_lines(tmp_path, inputs):
+    result = run_cli("resize", *inputs, "--out", str(tmp_path / "out"), "--json", cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == len(inputs)
+    for line, (name, code) in zip(lines, inputs.items()):
+        record = json.loads(line)
+        assert set(record) == JSON_KEYS
+        assert record["input"] == name
+        if code is None:
+            assert record["status"] == "done" and record["error"] is None
+            assert [v["name"] for v in record["variants"]] == ["xl", "lg", "md", "sm", "thumb"]
+            for variant in record["variants"]:
+                assert set(variant) == VARIANT_KEYS
+                path = Path(variant["path"])
+                assert path.parent == tmp_path / "out" / Path(name).stem
+                assert path.stat().st_size == variant["bytes"]
+                image = Image.open(path)
+                assert image.size == (variant["width"], variant["height"])
+                assert image.format.lower() == variant["format"]
+        else:
+            assert record["status"] == "failed" and record["variants"] == []
+            assert record["error"]["code"] == code
+            assert record["error"]["message"]
+
+
+def test_max_pixels_and_same_stems(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "x.jpg").write_bytes(images.make_jpeg(300, 200))
+    (tmp_path / "b" / "x.png").write_bytes(images.make_png(30, 20))
+
+    both = ("resize", "a/x.jpg", "b/x.png", "--out", "out", "--json")
+    result = run_cli(*both, "--max-pixels", "1000", cwd=tmp_path)
+
+    first, second = (json.loads(line) for line in result.stdout.splitlines())
+    assert first["error"]["code"] == "too_many_pixels"
+    assert second["status"] == "done"
+    # Folders follow the order of the arguments, not which inputs succeeded.
+    assert Path(second["variants"][0]["path"]).parent.name == "x-2"
+
+    result = run_cli(*both, cwd=tmp_path)
+
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    folders = [Path(r["variants"][0]["path"]).parent.name for r in records]
+    assert folders == ["x", "x-2"], "the second x must not overwrite the first"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        (),
+        ("resize",),
+        ("resize", "--out", "out"),
+        ("resize", "a.jpg"),
+        ("resize", "a.jpg", "--out", "out", "--max-pixels", "0"),
+        ("resize", "a.jpg", "--out", "a.jpg"),  # --out is a file
+        ("nosuchcommand",),
+    ],
+)
+def test_usage_errors_exit_2(tmp_path, args):
+    (tmp_path / "a.jpg").write_bytes(images.make_jpeg(10, 10))
+
+    result = run_cli(*args, cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "usage:" in result.stderr
