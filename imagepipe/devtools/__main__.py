@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     # Logs go to stderr so `broker-url` can print just the URL on stdout.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
                         stream=sys.stderr)
-    logging.getLogger("pika").setLevel(logging.ERROR)
+    # pika logs every refused probe with a traceback; the probes' outcome is logged by us.
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
     try:
         return args.func(args)
     except (ConfigError, stack.StackError, rabbitmq.BrokerUnavailable, OSError) as exc:

@@ -49,12 +49,18 @@ def ensure_broker(amqp_url: str, run_dir: Path) -> tuple[str, bool]:
     if answers(amqp_url):
         return amqp_url, False
     LOGGER.info("no broker answers at %s", _redacted(amqp_url))
+    home = run_dir / "rabbitmq"
+    url_file = home / "url"
+    if url_file.exists() and answers(url_file.read_text().strip()):
+        # A private node an earlier run started (make test leaves it up for the next run).
+        return url_file.read_text().strip(), False
     script = _server_script() or _install()
     port = _free_port()
-    _start_private_node(script, run_dir / "rabbitmq", port)
+    _start_private_node(script, home, port)
     url = f"amqp://guest:guest@127.0.0.1:{port}/%2F"
     if not answers(url, timeout=10):
         raise BrokerUnavailable(f"started a private RabbitMQ on port {port} but it does not answer")
+    url_file.write_text(url + "\n")
     return url, True
 
 
@@ -66,6 +72,7 @@ def stop_private_node(run_dir: Path) -> None:
     if ctl:
         subprocess.run([ctl, "-n", PRIVATE_NODE, "stop"], env=_node_env(home, 0),
                        capture_output=True, timeout=60)
+    (home / "url").unlink(missing_ok=True)
 
 
 def _server_script() -> str | None:
