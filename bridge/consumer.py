@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import pika
 import pika.exceptions
 
-from bridge.invokers import Invoker, invoke_failed
+from bridge.invokers import Invoker
 from bridge.settle import (
     DEAD_LETTER,
     RELEASE,
@@ -42,7 +42,7 @@ from bridge.settle import (
     retry_result,
 )
 from imagepipe.broker import connection_parameters, declare_topology, delivery_count
-from imagepipe.errors import BAD_MESSAGE, ConfigError, JobError, PermanentError
+from imagepipe.errors import BAD_MESSAGE, ConfigError, JobError, PermanentError, invoke_failed
 from imagepipe.messages import Invocation, ResizeJob
 from imagepipe.settings import ENV_AMQP_URL, Settings
 

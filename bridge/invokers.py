@@ -22,7 +22,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Protocol
 
 from imagepipe import aws
-from imagepipe.errors import INVOKE_FAILED, TransientError
+from imagepipe.errors import invoke_failed
 from imagepipe.messages import Invocation, InvocationResult
 from imagepipe.settings import Settings
 
@@ -33,22 +33,6 @@ class Invoker(Protocol):
     def invoke(self, invocation: Invocation) -> InvocationResult: ...
 
     def close(self) -> None: ...
-
-
-def invoke_failed(cause: BaseException | str) -> TransientError:
-    """The single mapping for "the resize function could not be run or gave no usable answer".
-
-    This is never a permanent error. A missing function, a denied permission, a throttle, a
-    crashed worker or a garbled reply all come from the platform, not from the job. An operator
-    can fix them, and then a retry or a replay from the dead-letter queue succeeds.
-    ``imagepipe.errors.classify`` is not used here: its AWS mapping is about S3 objects (a 404
-    there means the upload is missing, which is permanent).
-    """
-    if isinstance(cause, TransientError) and cause.code == INVOKE_FAILED:
-        return cause
-    if isinstance(cause, BaseException):
-        cause = f"{type(cause).__name__}: {cause}"
-    return TransientError(INVOKE_FAILED, cause)
 
 
 def make_invoker(settings: Settings) -> Invoker:

@@ -33,7 +33,12 @@ def lambda_client(settings: Settings):
     import boto3
     from botocore.config import Config
 
-    # The bridge retries through the queue; botocore's own retries would hide a throttle
-    # behind minutes of waiting, and a resize can run up to its timeout.
-    config = Config(retries={"mode": "standard", "max_attempts": 2}, read_timeout=900)
+    # No botocore retries: the bridge retries through the queue, and a retry after a read
+    # timeout would run a job twice while the first run may still be going. Each bridge worker
+    # thread holds one connection during a job.
+    config = Config(
+        retries={"mode": "standard", "max_attempts": 1},
+        read_timeout=900,
+        max_pool_connections=max(10, settings.worker_count),
+    )
     return boto3.client("lambda", region_name=settings.region, config=config)

@@ -24,6 +24,7 @@ TOO_LARGE = "too_large"
 EMPTY_UPLOAD = "empty_upload"
 CONTENT_TYPE_MISMATCH = "content_type_mismatch"
 SOURCE_MISSING = "source_missing"
+SOURCE_CHANGED = "source_changed"
 BAD_MESSAGE = "bad_message"
 UNKNOWN_SCHEMA = "unknown_schema_version"
 # transient: the world is briefly unwell
@@ -86,6 +87,22 @@ def classify(exc: BaseException) -> JobError:
     return TransientError(INTERNAL, f"{type(exc).__name__}: {exc}")
 
 
+def invoke_failed(cause: BaseException | str) -> TransientError:
+    """The single mapping for "the resize function could not be run or gave no usable answer".
+
+    This is never a permanent error. A missing function, a denied permission, a throttle, a
+    crashed worker or a garbled reply all come from the platform, not from the job. An operator
+    can fix them, and then a retry or a replay from the dead-letter queue succeeds.
+    ``classify`` is not used for these: its AWS mapping is about S3 objects (a 404 there means
+    the upload is missing, which is permanent).
+    """
+    if isinstance(cause, TransientError) and cause.code == INVOKE_FAILED:
+        return cause
+    if isinstance(cause, BaseException):
+        cause = f"{type(cause).__name__}: {cause}"
+    return TransientError(INVOKE_FAILED, cause)
+
+
 def aws_error_code(exc: BaseException) -> str:
     """The error code of a botocore ``ClientError`` (``NoSuchKey``, ``PreconditionFailed``, …),
     or "" for any other exception."""
@@ -108,6 +125,8 @@ def _classify_aws(exc: BaseException) -> JobError | None:
         code = aws_error_code(exc)
         if code in _MISSING_AWS_CODES:
             return PermanentError(SOURCE_MISSING, "the uploaded object does not exist")
+        if code in ("PreconditionFailed", "412"):
+            return PermanentError(SOURCE_CHANGED, "the original was replaced after it was verified")
         # Throttling, 5xx and also access errors: an operator can fix a policy, then the
         # redelivery (or a replay from the dead-letter queue) succeeds.
         return TransientError(S3_UNAVAILABLE, f"S3 {code}: {error.get('Message', '')}")

@@ -69,9 +69,13 @@ class ResizeJob:
     source_key: str
     content_type: str
     submitted_at: str
+    # The ETag of the original as verified: the resize reads exactly that object, so a client
+    # cannot swap in other bytes while its presigned upload URL is still valid.
+    source_etag: str | None = None
 
     @classmethod
-    def for_upload(cls, upload_id: str, bucket: str, content_type: str) -> "ResizeJob":
+    def for_upload(cls, upload_id: str, bucket: str, content_type: str,
+                   source_etag: str | None = None) -> "ResizeJob":
         # One job per upload: the id is the upload's, so a duplicate publish is recognisable.
         return cls(
             job_id=upload_id,
@@ -80,6 +84,7 @@ class ResizeJob:
             source_key=keys.original_key(upload_id),
             content_type=content_type,
             submitted_at=utc_now(),
+            source_etag=source_etag,
         )
 
     def to_dict(self) -> dict:
@@ -91,13 +96,18 @@ class ResizeJob:
             "source_key": self.source_key,
             "content_type": self.content_type,
             "submitted_at": self.submitted_at,
+            "source_etag": self.source_etag,
         }
 
     @classmethod
     def from_dict(cls, obj: dict) -> "ResizeJob":
         if obj.get("v") != SCHEMA_VERSION:
             raise PermanentError(UNKNOWN_SCHEMA, f"schema version {obj.get('v')!r} is not supported")
-        job = cls(**{name: _require(obj, name) for name in cls.__dataclass_fields__})
+        required = [name for name in cls.__dataclass_fields__ if name != "source_etag"]
+        etag = obj.get("source_etag")
+        if etag is not None and not isinstance(etag, str):
+            raise PermanentError(BAD_MESSAGE, "field 'source_etag' must be a string or null")
+        job = cls(**{name: _require(obj, name) for name in required}, source_etag=etag)
         if not keys.is_upload_id(job.upload_id):
             raise PermanentError(BAD_MESSAGE, f"upload_id {job.upload_id!r} is malformed")
         if job.source_key != keys.original_key(job.upload_id):

@@ -103,7 +103,8 @@ def process(invocation: Invocation, runtime: Runtime, started: float | None = No
 
 def _make_variants(job, runtime: Runtime) -> dict:
     settings = runtime.settings
-    obj = runtime.s3.get_object(Bucket=job.bucket, Key=job.source_key)
+    pinned = {"IfMatch": job.source_etag} if job.source_etag else {}
+    obj = runtime.s3.get_object(Bucket=job.bucket, Key=job.source_key, **pinned)
     size = obj.get("ContentLength", 0)
     if size > settings.max_upload_bytes:
         raise PermanentError(

@@ -40,6 +40,7 @@ UNSUPPORTED_METHOD = "unsupported_method"
 INVALID_CHECKSUM = "invalid_checksum"
 NOT_FOUND = "not_found"
 OBJECT_MISSING = "object_missing"
+OBJECT_CHANGED = "object_changed"
 
 _PATH_SEPARATORS = re.compile(r"[\\/]")
 
@@ -179,11 +180,11 @@ class UploadService:
                            error.get("message", "the upload failed"))
         if current.state != status.PENDING:
             return {"upload_id": upload_id, "status": current.state}
-        self._verify_original(upload_id, record)
+        etag = self._verify_original(upload_id, record)
         if not self.status.mark(upload_id, status.QUEUED, exclusive=True):
             LOGGER.info("upload %s was enqueued by another caller", upload_id)
             return {"upload_id": upload_id, "status": self.status.current(upload_id).state}
-        job = ResizeJob.for_upload(upload_id, self.settings.bucket, record["content_type"])
+        job = ResizeJob.for_upload(upload_id, self.settings.bucket, record["content_type"], etag)
         try:
             self.publisher.publish(job)
         except Exception as exc:
@@ -198,7 +199,8 @@ class UploadService:
         LOGGER.info("upload %s enqueued as job %s", upload_id, job.job_id)
         return {"upload_id": upload_id, "status": status.QUEUED}
 
-    def _verify_original(self, upload_id: str, record: dict) -> None:
+    def _verify_original(self, upload_id: str, record: dict) -> str:
+        """Check the uploaded object; returns the ETag of what was checked."""
         key = keys.original_key(upload_id)
         try:
             head = self.s3.head_object(Bucket=self.settings.bucket, Key=key)
@@ -213,9 +215,17 @@ class UploadService:
         if size > self.settings.max_upload_bytes:
             self._fail(upload_id, errors.TOO_LARGE, f"the uploaded file is {size} bytes, over "
                        f"the limit of {self.settings.max_upload_bytes}")
-        head_bytes = self.s3.get_object(
-            Bucket=self.settings.bucket, Key=key, Range=f"bytes=0-{formats.SNIFF_BYTES - 1}"
-        )["Body"].read()
+        etag = head["ETag"]
+        try:
+            head_bytes = self.s3.get_object(
+                Bucket=self.settings.bucket, Key=key, Range=f"bytes=0-{formats.SNIFF_BYTES - 1}",
+                IfMatch=etag,
+            )["Body"].read()
+        except Exception as exc:
+            if errors.aws_error_code(exc) in ("PreconditionFailed", "412"):
+                raise ApiError(409, OBJECT_CHANGED, "the file was replaced while it was being "
+                               "verified; complete again") from None
+            raise
         sniffed = formats.sniff(head_bytes)
         if sniffed is None or sniffed not in self.settings.allowed_types:
             self._fail(upload_id, errors.UNSUPPORTED_FORMAT,
@@ -223,6 +233,7 @@ class UploadService:
         if sniffed != record["content_type"]:
             self._fail(upload_id, errors.CONTENT_TYPE_MISMATCH,
                        f"the file is {sniffed}, but {record['content_type']} was declared")
+        return etag
 
     def _fail(self, upload_id: str, code: str, message: str) -> None:
         # The original stays in S3 (nothing is lost); the failed marker makes this final.

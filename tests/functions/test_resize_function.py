@@ -23,8 +23,8 @@ def _jpeg(width, height, orientation=1):
     return out.getvalue()
 
 
-def _invoke(client, upload_id, bucket):
-    job = ResizeJob.for_upload(upload_id, bucket, "image/jpeg")
+def _invoke(client, upload_id, bucket, source_etag=None):
+    job = ResizeJob.for_upload(upload_id, bucket, "image/jpeg", source_etag)
     response = client.lambda_.invoke("resize", Invocation(job, 1, 3).to_dict())
     return response.payload
 
@@ -68,3 +68,21 @@ def test_resize_handler_reports_bad_image_as_failed(s3_mock, chalice_client):
     assert result["error"]["code"] == "unsupported_format"
     marker = s3.get_object(Bucket=bucket, Key=keys.status_marker_key(upload_id, "failed"))
     assert json.loads(marker["Body"].read())["error"]["code"] == "unsupported_format"
+
+
+def test_an_original_replaced_after_verification_is_not_processed(s3_mock, chalice_client):
+    s3, bucket = s3_mock
+    module = load_app_module("resize")
+    client = chalice_client(module, Settings(bucket=bucket))
+    upload_id = keys.new_upload_id()
+    key = keys.original_key(upload_id)
+    verified = s3.put_object(Bucket=bucket, Key=key, Body=_jpeg(64, 48))["ETag"]
+    # The presigned URL is still valid: the client uploads other bytes after `complete`.
+    s3.put_object(Bucket=bucket, Key=key, Body=_jpeg(640, 480))
+
+    result = _invoke(client, upload_id, bucket, source_etag=verified)
+
+    assert result["status"] == "failed"
+    assert result["error"]["code"] == "source_changed"
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix=f"variants/{upload_id}/")
+    assert listed.get("KeyCount", 0) == 0

@@ -226,6 +226,9 @@ def test_complete_publishes_one_persistent_job(api, s3_mock, settings, store):
     assert properties.delivery_mode == 2
     assert (job.bucket, job.source_key, job.content_type) == (
         settings.bucket, keys.original_key(upload_id), "image/jpeg")
+    # The job pins the verified bytes: the resize reads exactly what was checked.
+    s3, bucket = s3_mock
+    assert job.source_etag == s3.head_object(Bucket=bucket, Key=job.source_key)["ETag"]
 
 
 def test_second_complete_does_not_publish_again(api, s3_mock, settings):

@@ -55,3 +55,14 @@ def test_pillow_failures_are_permanent_with_reason():
     assert truncated.permanent and truncated.code in (errors.TRUNCATED, errors.CORRUPT)
     bomb = Image.DecompressionBombError("too big")
     assert classify(bomb).code == errors.TOO_MANY_PIXELS
+
+
+def test_invoke_failures_are_always_transient():
+    assert errors.invoke_failed(ValueError("x")).to_dict() == {
+        "code": errors.INVOKE_FAILED, "message": "ValueError: x"
+    }
+    # Even a permanent-looking error from the platform is transient: the job is not at fault.
+    mapped = errors.invoke_failed(PermanentError("bad_message", "garbled"))
+    assert (mapped.code, mapped.permanent) == (errors.INVOKE_FAILED, False)
+    same = TransientError(errors.INVOKE_FAILED, "already mapped")
+    assert errors.invoke_failed(same) is same

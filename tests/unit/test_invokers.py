@@ -15,10 +15,10 @@ from botocore.exceptions import EndpointConnectionError
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
 
-from bridge.invokers import LambdaInvoker, LocalInvoker, invoke_failed, make_invoker
+from bridge.invokers import LambdaInvoker, LocalInvoker, make_invoker
 from imagepipe import keys
 from imagepipe.aws import s3_client
-from imagepipe.errors import INVOKE_FAILED, PermanentError, TransientError
+from imagepipe.errors import INVOKE_FAILED, TransientError
 from imagepipe.messages import Invocation, InvocationResult, ResizeJob
 from imagepipe.settings import Settings
 
@@ -164,17 +164,6 @@ def test_lambda_client_is_made_lazily():
     invoker = LambdaInvoker(SETTINGS)
     assert invoker._client is None
     invoker.close()
-
-
-def test_invoke_failed_is_the_one_mapping():
-    assert invoke_failed(ValueError("x")).to_dict() == {
-        "code": INVOKE_FAILED, "message": "ValueError: x"
-    }
-    # Even a permanent-looking error from the platform is transient: the job is not at fault.
-    mapped = invoke_failed(PermanentError("bad_message", "garbled"))
-    assert (mapped.code, mapped.permanent) == (INVOKE_FAILED, False)
-    same = TransientError(INVOKE_FAILED, "already mapped")
-    assert invoke_failed(same) is same
 
 
 def test_make_invoker_follows_settings():

@@ -18,7 +18,8 @@ from imagepipe.messages import (
 GOLDEN = Path(__file__).parent / "golden"
 UID = "0123456789abcdef0123456789abcdef"
 JOB = ResizeJob(job_id=UID, upload_id=UID, bucket="photos", source_key=f"originals/{UID}",
-                content_type="image/jpeg", submitted_at="2026-11-28T05:00:00.000000Z")
+                content_type="image/jpeg", submitted_at="2026-11-28T05:00:00.000000Z",
+                source_etag='"9e107d9d372bb6826bd81d3542a419d6"')
 THUMB = VariantInfo(name="thumb", key=f"variants/{UID}/thumb.jpg", width=150, height=150,
                     format="jpeg", bytes=4242)
 
@@ -80,3 +81,10 @@ def test_job_fields_are_validated():
     with pytest.raises(PermanentError, match="upload_id"):
         ResizeJob.from_dict({**good, "upload_id": "../x"})
     assert decode(JOB.encode())["v"] == 1
+    with pytest.raises(PermanentError, match="source_etag"):
+        ResizeJob.from_dict({**good, "source_etag": 42})
+
+
+def test_source_etag_is_optional():
+    body = {k: v for k, v in json.loads(JOB.encode()).items() if k != "source_etag"}
+    assert ResizeJob.from_dict(body).source_etag is None
