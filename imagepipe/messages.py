@@ -48,10 +48,13 @@ def decode(body: bytes | str) -> dict:
         raise PermanentError(BAD_MESSAGE, f"body is not JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise PermanentError(BAD_MESSAGE, "body is not a JSON object")
-    version = obj.get("v")
-    if version != SCHEMA_VERSION:
-        raise PermanentError(UNKNOWN_SCHEMA, f"schema version {version!r} is not supported")
+    _check_version(obj)
     return obj
+
+
+def _check_version(obj: dict) -> None:
+    if obj.get("v") != SCHEMA_VERSION:
+        raise PermanentError(UNKNOWN_SCHEMA, f"schema version {obj.get('v')!r} is not supported")
 
 
 def _require(obj: dict, name: str, kind: type | tuple[type, ...] = str):
@@ -101,8 +104,7 @@ class ResizeJob:
 
     @classmethod
     def from_dict(cls, obj: dict) -> "ResizeJob":
-        if obj.get("v") != SCHEMA_VERSION:
-            raise PermanentError(UNKNOWN_SCHEMA, f"schema version {obj.get('v')!r} is not supported")
+        _check_version(obj)
         required = [name for name in cls.__dataclass_fields__ if name != "source_etag"]
         etag = obj.get("source_etag")
         if etag is not None and not isinstance(etag, str):
@@ -173,8 +175,7 @@ class Invocation:
 
     @classmethod
     def from_dict(cls, obj: dict) -> "Invocation":
-        if obj.get("v") != SCHEMA_VERSION:
-            raise PermanentError(UNKNOWN_SCHEMA, f"schema version {obj.get('v')!r} is not supported")
+        _check_version(obj)
         return cls(
             job=ResizeJob.from_dict(_require(obj, "job", dict)),
             attempt=_require(obj, "attempt", int),
@@ -192,36 +193,11 @@ class InvocationResult:
     duration_ms: int = 0
 
     def to_dict(self) -> dict:
-        return {
-            "v": SCHEMA_VERSION,
-            "job_id": self.job_id,
-            "upload_id": self.upload_id,
-            "status": self.status,
-            "variants": [v.to_dict() for v in self.variants],
-            "error": self.error,
-            "duration_ms": self.duration_ms,
-        }
+        return {"v": SCHEMA_VERSION, **_outcome_to_dict(self)}
 
     @classmethod
     def from_dict(cls, obj: dict) -> "InvocationResult":
-        if obj.get("v") != SCHEMA_VERSION:
-            raise PermanentError(UNKNOWN_SCHEMA, f"schema version {obj.get('v')!r} is not supported")
-        status = _require(obj, "status")
-        if status not in OUTCOMES:
-            raise PermanentError(BAD_MESSAGE, f"status {status!r} is not one of {OUTCOMES}")
-        error = obj.get("error")
-        if error is not None and not (
-            isinstance(error, dict) and isinstance(error.get("code"), str)
-        ):
-            raise PermanentError(BAD_MESSAGE, "error must be null or {code, message}")
-        return cls(
-            job_id=_require(obj, "job_id"),
-            upload_id=_require(obj, "upload_id"),
-            status=status,
-            variants=tuple(VariantInfo.from_dict(v) for v in _require(obj, "variants", list)),
-            error=error,
-            duration_ms=_require(obj, "duration_ms", int),
-        )
+        return cls(**_outcome_from_dict(obj, OUTCOMES))
 
 
 @dataclass(frozen=True)
@@ -255,28 +231,44 @@ class ResultEvent:
         return {
             "v": SCHEMA_VERSION,
             "type": f"imagepipe.job.{self.status}",
-            "job_id": self.job_id,
-            "upload_id": self.upload_id,
-            "status": self.status,
-            "variants": [v.to_dict() for v in self.variants],
-            "error": self.error,
-            "duration_ms": self.duration_ms,
+            **_outcome_to_dict(self),
             "finished_at": self.finished_at,
         }
 
     @classmethod
     def from_dict(cls, obj: dict) -> "ResultEvent":
-        if obj.get("v") != SCHEMA_VERSION:
-            raise PermanentError(UNKNOWN_SCHEMA, f"schema version {obj.get('v')!r} is not supported")
-        return cls(
-            job_id=_require(obj, "job_id"),
-            upload_id=_require(obj, "upload_id"),
-            status=_require(obj, "status"),
-            variants=tuple(VariantInfo.from_dict(v) for v in _require(obj, "variants", list)),
-            error=obj.get("error"),
-            duration_ms=_require(obj, "duration_ms", int),
-            finished_at=_require(obj, "finished_at"),
-        )
+        return cls(**_outcome_from_dict(obj, (DONE, FAILED)),
+                   finished_at=_require(obj, "finished_at"))
 
     def encode(self) -> bytes:
         return encode(self.to_dict())
+
+
+def _outcome_to_dict(outcome: InvocationResult | ResultEvent) -> dict:
+    """The fields an invocation result and a result event share."""
+    return {
+        "job_id": outcome.job_id,
+        "upload_id": outcome.upload_id,
+        "status": outcome.status,
+        "variants": [v.to_dict() for v in outcome.variants],
+        "error": outcome.error,
+        "duration_ms": outcome.duration_ms,
+    }
+
+
+def _outcome_from_dict(obj: dict, statuses: tuple[str, ...]) -> dict:
+    _check_version(obj)
+    status = _require(obj, "status")
+    if status not in statuses:
+        raise PermanentError(BAD_MESSAGE, f"status {status!r} is not one of {statuses}")
+    error = obj.get("error")
+    if error is not None and not (isinstance(error, dict) and isinstance(error.get("code"), str)):
+        raise PermanentError(BAD_MESSAGE, "error must be null or {code, message}")
+    return {
+        "job_id": _require(obj, "job_id"),
+        "upload_id": _require(obj, "upload_id"),
+        "status": status,
+        "variants": tuple(VariantInfo.from_dict(v) for v in _require(obj, "variants", list)),
+        "error": error,
+        "duration_ms": _require(obj, "duration_ms", int),
+    }
