@@ -44,11 +44,16 @@ def make_invoker(settings: Settings) -> Invoker:
 # --- local: a process pool over the core resize function -------------------------------------
 
 _worker_runtime = None  # one Runtime per pool process, made by the pool initializer
+WORKER_LOG_FORMAT = "%(asctime)s %(levelname)s %(processName)s %(name)s %(message)s"
 
 
-def _init_worker(settings: Settings) -> None:
+def _init_worker(settings: Settings, log_level: int) -> None:
     global _worker_runtime
     from imagepipe.resize import Runtime
+
+    # A spawned process starts with no logging set up: without this the core's warnings
+    # (a retry's cause, a failed status write) would reach stderr without time or origin.
+    logging.basicConfig(level=log_level, format=WORKER_LOG_FORMAT)
 
     # Ctrl-C reaches the whole process group. The parent bridge decides when work stops, so a
     # job that is running keeps running until the bridge shuts the pool down.
@@ -85,7 +90,7 @@ class LocalInvoker:
             max_workers=self._settings.worker_count,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_worker,
-            initargs=(self._settings,),
+            initargs=(self._settings, logging.getLogger().getEffectiveLevel()),
         )
 
     def invoke(self, invocation: Invocation) -> InvocationResult:

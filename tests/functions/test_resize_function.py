@@ -86,3 +86,29 @@ def test_an_original_replaced_after_verification_is_not_processed(s3_mock, chali
     assert result["error"]["code"] == "source_changed"
     listed = s3.list_objects_v2(Bucket=bucket, Prefix=f"variants/{upload_id}/")
     assert listed.get("KeyCount", 0) == 0
+
+
+def test_resize_handler_keeps_alpha_of_a_png(s3_mock, chalice_client):
+    s3, bucket = s3_mock
+    module = load_app_module("resize")
+    client = chalice_client(module, Settings(bucket=bucket))
+    upload_id = keys.new_upload_id()
+    # Transparent left half, opaque green right half.
+    image = Image.new("RGBA", (1600, 1000), (0, 0, 0, 0))
+    image.paste((0, 200, 0, 255), (800, 0, 1600, 1000))
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    s3.put_object(Bucket=bucket, Key=keys.original_key(upload_id), Body=out.getvalue())
+
+    result = _invoke(client, upload_id, bucket)
+
+    assert result["status"] == "done", result
+    variants = {v["name"]: v for v in result["variants"]}
+    assert {v["format"] for v in variants.values()} == {"png"}
+    assert (variants["lg"]["width"], variants["lg"]["height"]) == (1024, 640)
+    body = s3.get_object(Bucket=bucket, Key=variants["lg"]["key"])["Body"].read()
+    lg = Image.open(io.BytesIO(body))
+    assert lg.mode == "RGBA"
+    assert lg.getpixel((100, 320))[3] == 0
+    assert lg.getpixel((900, 320)) == (0, 200, 0, 255)
+    assert s3.head_object(Bucket=bucket, Key=variants["lg"]["key"])["ContentType"] == "image/png"
