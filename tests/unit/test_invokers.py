@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import multiprocessing
-import os
-import signal
-import time
 
 import boto3
 import pytest
@@ -17,7 +13,6 @@ from botocore.stub import Stubber
 
 from bridge.invokers import LambdaInvoker, LocalInvoker, make_invoker
 from imagepipe import keys
-from imagepipe.aws import s3_client
 from imagepipe.errors import INVOKE_FAILED, TransientError
 from imagepipe.messages import Invocation, InvocationResult, ResizeJob
 from imagepipe.settings import Settings
@@ -174,26 +169,3 @@ def test_make_invoker_follows_settings():
         assert isinstance(local_invoker, LocalInvoker)
     finally:
         local_invoker.close()
-
-
-@pytest.mark.timeout(60)
-def test_local_invoker_replaces_a_broken_pool(moto_endpoint, bucket_name):
-    settings = Settings(bucket=bucket_name, s3_endpoint_url=moto_endpoint, workers=1)
-    s3_client(settings).create_bucket(Bucket=bucket_name)
-    # The jobs' originals are missing: a fast, real answer from the core in a worker process.
-    invoker = LocalInvoker(settings)
-    try:
-        first = invoker.invoke(_invocation(bucket_name))
-        assert first.error["code"] == "source_missing"
-        [worker] = multiprocessing.active_children()
-        os.kill(worker.pid, signal.SIGKILL)  # as the OOM killer would
-        worker.join(10)
-        time.sleep(0.2)  # let the pool's manager thread notice
-
-        with pytest.raises(TransientError) as caught:
-            invoker.invoke(_invocation(bucket_name))
-        assert caught.value.code == INVOKE_FAILED
-
-        assert invoker.invoke(_invocation(bucket_name)).status == "failed"  # from a fresh pool
-    finally:
-        invoker.close()
