@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 
 import pytest
@@ -128,6 +129,29 @@ def test_transient_failure_is_retried_until_done(storage, probe, run_bridge):
     assert (event.job_id, event.status) == (upload_id, "done")
     assert invoker.attempts[upload_id] == [1, 2, 3]
     assert _status(storage, upload_id).state == "done"
+    runner.stop()
+    assert probe.no_more_events()
+    _assert_queues_empty(probe, settings)
+
+
+@pytest.mark.timeout(60)
+def test_heartbeats_survive_a_job_longer_than_the_heartbeat(storage, probe, run_bridge):
+    settings = storage.settings
+    upload_id = storage.put_original(jpeg_bytes(640, 480))
+
+    def slow(invocation):
+        time.sleep(6)  # several heartbeat timeouts: a blocked I/O thread would lose the connection
+        return None
+
+    invoker = RecordingInvoker(InlineInvoker(settings), behave=slow)
+    probe.watch_results()
+    runner = run_bridge(settings, invoker, heartbeat=1)
+
+    probe.publish(storage.job(upload_id))
+
+    [event] = probe.events(1, timeout=30)
+    assert (event.job_id, event.status) == (upload_id, "done")
+    assert invoker.attempts[upload_id] == [1]  # acked on the first delivery, never redelivered
     runner.stop()
     assert probe.no_more_events()
     _assert_queues_empty(probe, settings)
