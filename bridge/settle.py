@@ -18,7 +18,7 @@ from imagepipe.broker import (
     HEADER_ERROR_MESSAGE,
     PERSISTENT,
 )
-from imagepipe.errors import INTERNAL, JobError
+from imagepipe.errors import INTERNAL, JobError, gave_up
 from imagepipe.messages import (
     CONTENT_TYPE,
     DONE,
@@ -67,7 +67,7 @@ def decide(settings: Settings, invocation: Invocation, result: InvocationResult)
         # publish the event and the dead letter.
         error = {
             "code": error["code"],
-            "message": f"{error.get('message', '')} (gave up after {invocation.attempt} attempts)",
+            "message": gave_up(error.get("message", ""), invocation.attempt),
         }
     failed = replace(result, status=FAILED, error=error)
     return Settlement(DEAD_LETTER, FAILED, event=ResultEvent.from_result(failed), error=error)

@@ -103,6 +103,11 @@ def invoke_failed(cause: BaseException | str) -> TransientError:
     return TransientError(INVOKE_FAILED, cause)
 
 
+def gave_up(message: str, attempts: int) -> str:
+    """The message of a transient error that ran out of attempts (then final, like a permanent one)."""
+    return f"{message} (gave up after {attempts} attempts)"
+
+
 def aws_error_code(exc: BaseException) -> str:
     """The error code of a botocore ``ClientError`` (``NoSuchKey``, ``PreconditionFailed``, …),
     or "" for any other exception."""

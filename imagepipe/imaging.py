@@ -35,7 +35,7 @@ from imagepipe.errors import (
     PermanentError,
     classify,
 )
-from imagepipe.formats import sniff
+from imagepipe.formats import FORMAT_TO_MIME, SNIFF_BYTES, sniff
 from imagepipe.spec import Variant
 
 LOGGER = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ ALLOWED_DECODERS = ("JPEG", "PNG", "WEBP")
 # Pillow's decoder name -> the format name of manifests. MPO is a JPEG with extra frames (phones
 # write it); Pillow's JPEG decoder hands it over as MPO and we use its first frame.
 _SOURCE_FORMATS = {"JPEG": "jpeg", "MPO": "jpeg", "PNG": "png", "WEBP": "webp"}
-_ALLOWED_MIME = ("image/jpeg", "image/png", "image/webp")
+_ALLOWED_MIME = tuple(FORMAT_TO_MIME[name.lower()] for name in ALLOWED_DECODERS)
 
 # Resample from an image at least this many times larger than the target (a JPEG draft or a
 # bigger variant), never closer: Pillow's own thumbnail() default, which it documents as
@@ -207,7 +207,7 @@ def _open(data: bytes) -> Image.Image:
         raise PermanentError(TOO_MANY_PIXELS, str(exc)) from None
     except Image.UnidentifiedImageError:
         # Pillow says "unidentified" both for other formats and for a broken header of ours.
-        if sniff(data[:16]) in _ALLOWED_MIME:
+        if sniff(data[:SNIFF_BYTES]) in _ALLOWED_MIME:
             raise PermanentError(CORRUPT, "image header is unreadable") from None
         raise PermanentError(UNSUPPORTED_FORMAT, "not a JPEG, PNG or WebP image") from None
 

@@ -14,7 +14,7 @@ import logging
 import time
 
 from imagepipe import aws, imaging, keys, status
-from imagepipe.errors import BAD_MESSAGE, TOO_LARGE, JobError, PermanentError, classify
+from imagepipe.errors import BAD_MESSAGE, TOO_LARGE, JobError, PermanentError, classify, gave_up
 from imagepipe.formats import FORMAT_TO_MIME
 from imagepipe.messages import (
     DONE,
@@ -94,9 +94,7 @@ def process(invocation: Invocation, runtime: Runtime, started: float | None = No
             LOGGER.warning("job %s attempt %d: %s (will retry)", job.job_id, invocation.attempt, error)
             return _result(job, RETRY, started, error=error.to_dict())
         if not error.permanent:
-            error = type(error)(
-                error.code, f"{error.message} (gave up after {invocation.attempt} attempts)"
-            )
+            error = type(error)(error.code, gave_up(error.message, invocation.attempt))
         _mark_failed(store, job.upload_id, error)
         return _result(job, FAILED, started, error=error.to_dict())
 

@@ -66,10 +66,15 @@ class StatusStore:
 
     def current(self, upload_id: str) -> Status | None:
         """The visible state, or None when no such upload was ever created."""
+        found = self.state_of(upload_id)
+        if found.state == PENDING and self.get_upload_record(upload_id) is None:
+            return None
+        return found
+
+    def state_of(self, upload_id: str) -> Status:
+        """The visible state of an upload known to exist (its record was read already)."""
         present = self.states(upload_id) & set(_RANK)
         if not present:
-            if self.get_upload_record(upload_id) is None:
-                return None
             return Status(upload_id, PENDING)
         state = max(present, key=_RANK.__getitem__)
         error = None

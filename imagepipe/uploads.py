@@ -173,7 +173,7 @@ class UploadService:
     def enqueue(self, upload_id: str) -> dict:
         """Verify the uploaded object and publish its resize job, at most once per upload."""
         record = self._upload_record(upload_id)
-        current = self.status.current(upload_id)
+        current = self.status.state_of(upload_id)
         if current.state == status.FAILED:
             error = current.error or {}
             raise ApiError(422, error.get("code", errors.INTERNAL),
@@ -183,7 +183,7 @@ class UploadService:
         etag = self._verify_original(upload_id, record)
         if not self.status.mark(upload_id, status.QUEUED, exclusive=True):
             LOGGER.info("upload %s was enqueued by another caller", upload_id)
-            return {"upload_id": upload_id, "status": self.status.current(upload_id).state}
+            return {"upload_id": upload_id, "status": self.status.state_of(upload_id).state}
         job = ResizeJob.for_upload(upload_id, self.settings.bucket, record["content_type"], etag)
         try:
             self.publisher.publish(job)
