@@ -112,49 +112,42 @@ def test_permanent_failures_are_dead_lettered_with_their_cause(storage, probe, r
     assert probe.ready(settings.resize_queue) == 0
 
 
-@pytest.mark.timeout(60)
-def test_transient_failure_is_retried_until_done(storage, probe, run_bridge):
+def _attempts_of_one_done_job(storage, probe, run_bridge, behave, **bridge_kwargs) -> list[int]:
+    """Run one real job through a bridge whose invoker first calls ``behave``; returns the
+    attempt numbers it saw, once the job is done and the bridge stopped with nothing left."""
     settings = storage.settings
     upload_id = storage.put_original(jpeg_bytes(640, 480))
-    invoker = RecordingInvoker(
-        InlineInvoker(settings),
-        behave=lambda inv: retry_result(inv) if inv.attempt <= 2 else None,
-    )
+    invoker = RecordingInvoker(InlineInvoker(settings), behave=behave)
     probe.watch_results()
-    runner = run_bridge(settings, invoker)
-
-    probe.publish(storage.job(upload_id))
-
-    [event] = probe.events(1)
-    assert (event.job_id, event.status) == (upload_id, "done")
-    assert invoker.attempts[upload_id] == [1, 2, 3]
-    assert _status(storage, upload_id).state == "done"
-    runner.stop()
-    assert probe.no_more_events()
-    _assert_queues_empty(probe, settings)
-
-
-@pytest.mark.timeout(60)
-def test_heartbeats_survive_a_job_longer_than_the_heartbeat(storage, probe, run_bridge):
-    settings = storage.settings
-    upload_id = storage.put_original(jpeg_bytes(640, 480))
-
-    def slow(invocation):
-        time.sleep(6)  # several heartbeat timeouts: a blocked I/O thread would lose the connection
-        return None
-
-    invoker = RecordingInvoker(InlineInvoker(settings), behave=slow)
-    probe.watch_results()
-    runner = run_bridge(settings, invoker, heartbeat=1)
+    runner = run_bridge(settings, invoker, **bridge_kwargs)
 
     probe.publish(storage.job(upload_id))
 
     [event] = probe.events(1, timeout=30)
     assert (event.job_id, event.status) == (upload_id, "done")
-    assert invoker.attempts[upload_id] == [1]  # acked on the first delivery, never redelivered
+    assert _status(storage, upload_id).state == "done"
     runner.stop()
     assert probe.no_more_events()
-    _assert_queues_empty(probe, settings)
+    _assert_queues_empty(probe, storage.settings)
+    return invoker.attempts[upload_id]
+
+
+@pytest.mark.timeout(60)
+def test_transient_failure_is_retried_until_done(storage, probe, run_bridge):
+    attempts = _attempts_of_one_done_job(
+        storage, probe, run_bridge,
+        behave=lambda inv: retry_result(inv) if inv.attempt <= 2 else None,
+    )
+    assert attempts == [1, 2, 3]
+
+
+@pytest.mark.timeout(60)
+def test_heartbeats_survive_a_job_longer_than_the_heartbeat(storage, probe, run_bridge):
+    def slow(invocation):
+        time.sleep(6)  # several heartbeat timeouts: a blocked I/O thread would lose the connection
+
+    attempts = _attempts_of_one_done_job(storage, probe, run_bridge, behave=slow, heartbeat=1)
+    assert attempts == [1]  # acked on the first delivery, never redelivered
 
 
 @pytest.mark.timeout(60)
