@@ -7,14 +7,19 @@ STAGE ?= local
 API_PORT ?= 8000
 export API_PORT
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
+# `make test` finds (or starts) a RabbitMQ and hands its URL to whatever needs one.
+WITH_BROKER = AMQP_URL="$$($(PY) -m imagepipe.devtools broker-url)" && export AMQP_URL &&
 
-.PHONY: help venv render vendor build demo dev bridge test test-unit lint clean
+.PHONY: help venv render vendor build demo dev bridge test test-unit soak bench lint clean
 
 help:
 	@echo "make demo     set up, run the stack, upload the samples, save variants to demo-out/"
 	@echo "make dev      run the local stack in the foreground (API on http://127.0.0.1:$(API_PORT))"
 	@echo "make bridge   start one more bridge against the running 'make dev' stack"
 	@echo "make test     run the whole test suite (needs RabbitMQ; starts a private one if none answers)"
+	@echo "make bench    benchmarks, each a ratio against a baseline from the same run (BENCH_ARGS=imaging ...)"
+	@echo "make soak     long-running fault and load tests (not part of make test)"
 	@echo "make build    render functions/*/.chalice/config.json (STAGE=$(STAGE)) and vendor the core"
 	@echo "make lint     ruff"
 
@@ -45,8 +50,13 @@ bridge: venv
 	$(PY) -m imagepipe.devtools bridge
 
 test: venv
-	AMQP_URL="$$($(PY) -m imagepipe.devtools broker-url)" && export AMQP_URL && \
-	$(PY) -m pytest tests -q -p no:cacheprovider --timeout=300 $(PYTEST_ARGS)
+	$(WITH_BROKER) $(PY) -m pytest tests -q -p no:cacheprovider --timeout=300 -m "not soak" $(PYTEST_ARGS)
+
+soak: venv
+	$(WITH_BROKER) $(PY) -m pytest tests -q -p no:cacheprovider --timeout=3600 -m soak $(PYTEST_ARGS)
+
+bench: venv
+	$(WITH_BROKER) $(PY) -m imagepipe.devtools.bench $(BENCH_ARGS)
 
 test-unit: venv
 	$(PY) -m pytest tests/unit -q -p no:cacheprovider $(PYTEST_ARGS)

@@ -33,6 +33,7 @@ AMQP_URL = os.environ.get(ENV_AMQP_URL, DEFAULT_AMQP_URL)
 def pytest_configure(config):
     config.addinivalue_line("markers", "broker: needs the real RabbitMQ")
     config.addinivalue_line("markers", "e2e: starts the local stack as subprocesses")
+    config.addinivalue_line("markers", "soak: long-running fault or load test; `make soak`, not `make test`")
 
 
 def free_port() -> int:

@@ -1,8 +1,7 @@
-"""The ``imagepipe`` command line: ``python -m imagepipe <command> ...``.
+"""``imagepipe resize FILE... --out DIR [--json] [--max-pixels N]``.
 
-``resize FILE... --out DIR [--json] [--max-pixels N]`` runs the resize job's imaging core on
-local files with the default variant spec. Every input gets exactly one line on stdout, in the
-order given, as soon as it is done:
+Runs the resize job's imaging core on local files with the default variant spec. Every input
+gets exactly one line on stdout, in the order given, as soon as it is done:
 
     photo.jpg: done (xl 2048x1536 jpeg 301245, lg 1024x768 jpeg 80211, ...)
     notes.txt: failed unsupported_format: not a JPEG, PNG or WebP image
@@ -23,11 +22,10 @@ import json
 import logging
 import os
 import stat
-import sys
 from pathlib import Path
-from typing import Sequence
 
 from imagepipe import imaging
+from imagepipe.cli import EXIT_OK, one_line, positive_int
 from imagepipe.errors import INTERNAL, SOURCE_MISSING, JobError, PermanentError
 from imagepipe.keys import FORMAT_EXTENSIONS
 from imagepipe.settings import DEFAULT_MAX_PIXELS
@@ -35,37 +33,8 @@ from imagepipe.spec import DEFAULT_VARIANTS
 
 LOGGER = logging.getLogger(__name__)
 
-EXIT_OK = 0
-EXIT_OUTPUT_CLOSED = 1  # stdout went away before every input had its line
-EXIT_USAGE = 2  # what argparse uses
-EXIT_INTERRUPTED = 130
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.captureWarnings(True)  # Pillow warns about odd files (bad EXIF): log, not print
-    if hasattr(sys.stdout, "reconfigure"):  # an undecodable file name must not crash its line
-        sys.stdout.reconfigure(errors="backslashreplace")
-    try:
-        return args.run(args)
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        # The reader went away (`| head`): stop quietly, and keep Python's exit-time flush quiet.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_OUTPUT_CLOSED
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="imagepipe", description="imagepipe tools")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def register(commands) -> None:
     resize = commands.add_parser(
         "resize",
         help="make the default variants of local image files",
@@ -75,23 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     resize.add_argument("--out", required=True, type=Path, metavar="DIR",
                         help="write variants to DIR/<file stem>/<variant>.<ext>")
     resize.add_argument("--json", action="store_true", help="one JSON object per line")
-    resize.add_argument("--max-pixels", type=_positive_int, default=DEFAULT_MAX_PIXELS,
+    resize.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
                         metavar="N", help=f"refuse larger images (default {DEFAULT_MAX_PIXELS})")
     resize.set_defaults(run=run_resize, parser=resize)
-    return parser
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-# --- resize -----------------------------------------------------------------------------------
 
 
 def run_resize(args: argparse.Namespace) -> int:
@@ -182,9 +138,5 @@ def _text_line(result: dict) -> str:
         line = f"{result['input']}: done ({parts})"
     else:
         line = f"{result['input']}: failed {result['error']['code']}: {result['error']['message']}"
-    return _one_line(line)
+    return one_line(line)
 
-
-def _one_line(text: str) -> str:
-    """Control characters (a newline in a file name or a message) escaped: one input, one line."""
-    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)

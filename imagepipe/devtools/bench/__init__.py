@@ -1,0 +1,32 @@
+"""``make bench``: benchmarks that print ratios against a baseline measured in the same run.
+
+These machines are noisy, so no benchmark reports a bare time as its result: each section
+measures its own baseline in the same process and run, and reports the ratio. Sections:
+
+- ``imaging``: the resize engine against naive Pillow.
+- ``bridge``: messages per second through RabbitMQ, pipeline throughput on 1 and N cores.
+- ``api``: the upload API's own latency through Chalice's test client.
+
+A section is a module in this package with ``run(ctx: BenchContext) -> dict``. It prints its
+own human-readable lines through ``ctx.say`` and returns ``{"summary": {metric: number},
+"details": {...}}``. The runner writes every section's result, with the commit and machine,
+as JSON under ``.run/bench/`` and prints each summary metric beside the previous run's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+# Section name -> module; run in this order when no section is named.
+SECTIONS = {
+    "imaging": "imagepipe.devtools.bench.imaging",
+    "bridge": "imagepipe.devtools.bench.bridge",
+    "api": "imagepipe.devtools.bench.api",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchContext:
+    quick: bool  # fewer repetitions: a smoke run, numbers not worth comparing
+    say: Callable[[str], None]
