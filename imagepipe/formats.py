@@ -11,6 +11,14 @@ MIME_TO_FORMAT = {
     "image/png": "png",
     "image/webp": "webp",
     "image/gif": "gif",
+    "image/avif": "avif",
+    "image/heic": "heic",
+}
+# ISO-BMFF major brands (the ``ftyp`` box that starts the file) -> MIME type
+_FTYP_BRANDS = {
+    b"avif": "image/avif",
+    b"avis": "image/avif",
+    **{brand: "image/heic" for brand in (b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1")},
 }
 FORMAT_TO_MIME = {v: k for k, v in MIME_TO_FORMAT.items()}
 
@@ -28,4 +36,6 @@ def sniff(head: bytes) -> str | None:
         return "image/webp"
     if head[:6] in (b"GIF87a", b"GIF89a"):
         return "image/gif"
+    if len(head) >= 12 and head[4:8] == b"ftyp":
+        return _FTYP_BRANDS.get(head[8:12])
     return None

@@ -26,7 +26,7 @@ STATUS_PREFIX = "status/"
 MANIFESTS_PREFIX = "manifests/"
 VARIANTS_PREFIX = "variants/"
 
-FORMAT_EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp"}
+FORMAT_EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp", "avif": "avif"}
 
 
 class InvalidKey(ValueError):

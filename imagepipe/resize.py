@@ -143,6 +143,8 @@ def _make_variants(job, runtime: Runtime) -> dict:
         "variants": [i.to_dict() for i in infos],
         "stripped": list(rendered.stripped),
         "converted": list(rendered.converted),
+        "colour_converted": rendered.colour_converted,
+        "notes": list(rendered.notes),
         "created_at": utc_now(),
     }
 

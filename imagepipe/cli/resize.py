@@ -1,10 +1,10 @@
-"""``imagepipe resize FILE... --out DIR [--json] [--max-pixels N]``.
+"""``imagepipe resize FILE... --out DIR [--json] [--max-pixels N] [--threads N]``.
 
 Runs the resize job's imaging core on local files with the default variant spec. Every input
 gets exactly one line on stdout, in the order given, as soon as it is done:
 
     photo.jpg: done (xl 2048x1536 jpeg 301245, lg 1024x768 jpeg 80211, ...)
-    notes.txt: failed unsupported_format: not a JPEG, PNG or WebP image
+    notes.txt: failed unsupported_format: not a JPEG, PNG, WebP, GIF image
 
 or, with ``--json``, one JSON object per line::
 
@@ -46,8 +46,9 @@ def register(commands) -> None:
     resize.add_argument("--json", action="store_true", help="one JSON object per line")
     resize.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
                         metavar="N", help=f"refuse larger images (default {DEFAULT_MAX_PIXELS})")
+    resize.add_argument("--threads", type=positive_int, default=1, metavar="N",
+                        help="threads for each image (resampling in strips, encoding): default 1")
     resize.set_defaults(run=run_resize, parser=resize)
-
 
 
 def run_resize(args: argparse.Namespace) -> int:
@@ -57,16 +58,17 @@ def run_resize(args: argparse.Namespace) -> int:
         args.parser.error(f"--out {args.out}: {exc.strerror or exc}")  # exits 2
     used: set[str] = set()
     for name in args.files:
-        result = resize_one(name, args.out, _unique_stem(name, used), args.max_pixels)
+        stem = _unique_stem(name, used)
+        result = resize_one(name, args.out, stem, args.max_pixels, args.threads)
         print(_json_line(result) if args.json else _text_line(result), flush=True)
     return EXIT_OK
 
 
-def resize_one(name: str, out: Path, stem: str, max_pixels: int) -> dict:
+def resize_one(name: str, out: Path, stem: str, max_pixels: int, threads: int = 1) -> dict:
     """The result of one input in the ``--json`` shape; never raises (but for Ctrl-C)."""
     try:
         data = _read(Path(name))
-        rendered = imaging.render(data, DEFAULT_VARIANTS, max_pixels=max_pixels)
+        rendered = imaging.render(data, DEFAULT_VARIANTS, max_pixels=max_pixels, threads=threads)
         variants = _write(rendered, out / stem)
     except JobError as exc:
         return _failed(name, exc.code, exc.message)
@@ -78,9 +80,11 @@ def resize_one(name: str, out: Path, stem: str, max_pixels: int) -> dict:
 
 def _read(path: Path) -> bytes:
     try:
-        with path.open("rb") as file:
-            # Only regular files: a FIFO or /dev/zero would block or never end.
-            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+        # Only regular files: a FIFO or /dev/zero would block or never end. O_NONBLOCK, or
+        # opening a FIFO with no writer blocks before fstat could tell; files ignore it.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with open(fd, "rb") as file:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise PermanentError(SOURCE_MISSING, f"{path}: not a regular file")
             return file.read()
     except OSError as exc:

@@ -112,3 +112,45 @@ def test_resize_handler_keeps_alpha_of_a_png(s3_mock, chalice_client):
     assert lg.getpixel((100, 320))[3] == 0
     assert lg.getpixel((900, 320)) == (0, 200, 0, 255)
     assert s3.head_object(Bucket=bucket, Key=variants["lg"]["key"])["ContentType"] == "image/png"
+
+
+def test_manifest_says_what_was_stripped_converted_and_which_frame(s3_mock, chalice_client):
+    from imagepipe.spec import parse_variants
+    from tests import images
+
+    s3, bucket = s3_mock
+    module = load_app_module("resize")
+    variants = parse_variants([
+        {"name": "card", "mode": "cover", "width": 64, "height": 32, "format": "avif"},
+        {"name": "web", "width": 80, "format": "webp", "options": {"webp": {"method": 2}}},
+    ])
+    client = chalice_client(module, Settings(bucket=bucket, variants=variants))
+    # A JPEG with GPS and a profile in which its red is sRGB green; an animated GIF, red first.
+    cases = {
+        "icc": images.make_jpeg(200, 100, gps=True, image=Image.new("RGB", (200, 100), images.RED),
+                                icc_profile=images.make_swapped_rgb_icc()),
+        "gif": images.make_animated("GIF", 200, 100, [images.RED, images.BLUE]),
+    }
+    manifests = {}
+    for name, data in cases.items():
+        upload_id = keys.new_upload_id()
+        s3.put_object(Bucket=bucket, Key=keys.original_key(upload_id), Body=data)
+        result = _invoke(client, upload_id, bucket)
+        assert result["status"] == "done", result
+        assert [(v["name"], v["format"]) for v in result["variants"]] == [("card", "avif"), ("web", "webp")]
+        card = s3.get_object(Bucket=bucket, Key=keys.variant_key(upload_id, "card", "avif"))
+        assert card["ContentType"] == "image/avif"
+        pixel = Image.open(io.BytesIO(card["Body"].read())).convert("RGB").getpixel((32, 16))
+        manifests[name] = (pixel, json.loads(s3.get_object(
+            Bucket=bucket, Key=keys.manifest_key(upload_id))["Body"].read()))
+
+    pixel, icc = manifests["icc"]
+    assert pixel[1] > 200 and pixel[0] < 60, pixel  # converted: red in that profile is green
+    assert icc["colour_converted"] is True
+    assert {"exif", "icc_profile"} <= set(icc["stripped"])
+    assert icc["source"]["icc_profile"] == "Swapped RGB" and icc["notes"] == []
+    pixel, gif = manifests["gif"]
+    assert pixel[0] > 200 and pixel[2] < 60, pixel  # the first frame
+    assert gif["source"]["format"] == "gif" and gif["source"]["animated"] is True
+    assert gif["colour_converted"] is False
+    assert gif["notes"] == ["animated gif: the first frame was used"]

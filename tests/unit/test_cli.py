@@ -37,7 +37,8 @@ def inputs(tmp_path) -> dict[str, str | None]:
         "alpha.png": (images.make_rgba_png(300, 200), None),
         "grey16.png": (images.make_png_16bit_grey(40, 30, 32768), None),
         "page.jpg": (images.make_html_polyglot(), "unsupported_format"),
-        "anim.gif": (images.make_gif(10, 10), "unsupported_format"),
+        "anim.gif": (images.make_animated("GIF", 30, 20, [images.RED, images.BLUE]), None),
+        "page.bmp": (images.make_bmp(10, 10), "unsupported_format"),
         "cut.jpg": (images.truncated(images.make_jpeg(400, 300)), "truncated"),
         "broken.png": (images.make_png_bad_pixels(64, 64), "corrupt"),
         "bomb.png": (images.make_png_header(10_000, 6_000), "too_many_pixels"),
@@ -146,3 +147,34 @@ def test_usage_errors_exit_2(tmp_path, args):
     assert result.returncode == 2
     assert result.stdout == ""
     assert "usage:" in result.stderr
+
+
+def test_the_whole_corpus_and_garbage_one_line_each(tmp_path):
+    """Every kind of file the engine knows, hostile ones included, plus what is not a file:
+    exactly one JSON line each, in order, with the expected outcome; no traceback, no hang."""
+    corpus = images.corpus()
+    names = []
+    for name, (data, _) in corpus.items():
+        (tmp_path / name).write_bytes(data)
+        names.append(name)
+    (tmp_path / "a-folder.jpg").mkdir()
+    os.mkfifo(tmp_path / "fifo.jpg")  # would block a reader forever
+    extra = {"a-folder.jpg": {"source_missing"}, "fifo.jpg": {"source_missing"},
+             "not-there.png": {"source_missing"}}
+    names += list(extra)
+
+    result = run_cli("resize", *names, "--out", "out", "--json", "--threads", "2", cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == len(names)
+    for line, name in zip(lines, names):
+        record = json.loads(line)
+        assert record["input"] == name
+        codes = corpus[name][1] if name in corpus else extra[name]
+        if codes is None:
+            assert record["status"] == "done", record
+            assert len(record["variants"]) == 5
+        else:
+            assert record["status"] == "failed", record
+            assert record["error"]["code"] in codes, record

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image, ImageCms
 
 from imagepipe import imaging
+from imagepipe.imaging import load
 from imagepipe.errors import PermanentError
 from imagepipe.spec import DEFAULT_VARIANTS, Variant
 from tests import images
@@ -91,18 +92,17 @@ def test_orientation_is_applied_for_png_and_webp_too(fmt):
 
 
 def test_draft_decodes_a_large_jpeg_at_reduced_size():
-    image = images.make_jpeg(1200, 800, orientation=6)  # stored 800x1200
-    opened = Image.open(io.BytesIO(image))
+    opened = load.open_upload(images.make_jpeg(1200, 800, orientation=6), LIMIT)  # stored 800x1200
 
-    assert imaging._decode(opened, 100 / 1200) == 4  # 100 px is 2x smaller than 1200/4
-    assert opened.size == (200, 300)  # still on the stored axes
+    assert load.decode(opened, 100 / 1200, 2.0) == 4  # 100 px is 2x smaller than 1200/4
+    assert opened.image.size == (200, 300)  # still on the stored axes
 
 
 def test_draft_is_skipped_when_a_variant_needs_most_of_the_pixels():
-    opened = Image.open(io.BytesIO(images.make_jpeg(1200, 800)))
+    opened = load.open_upload(images.make_jpeg(1200, 800), LIMIT)
 
-    assert imaging._decode(opened, 2048 / 4000) == 1
-    assert opened.size == (1200, 800)
+    assert load.decode(opened, 2048 / 4000, 2.0) == 1
+    assert opened.image.size == (1200, 800)
 
 
 # --- metadata ---------------------------------------------------------------------------------
@@ -146,22 +146,27 @@ def test_srgb_profile_is_dropped_because_untagged_means_srgb():
 
     assert "icc_profile" in rendered.stripped
     assert rendered.source.icc_profile == "sRGB built-in"
+    assert not rendered.colour_converted
     for variant in rendered.variants:
         assert "icc_profile" not in decoded(variant).info
 
 
-def test_other_rgb_profile_is_kept_in_every_variant():
-    # Same curves, another name: stands in for Display P3 or Adobe RGB.
-    other = _srgb_profile().replace(b"s\x00R\x00G\x00B", b"x\x00R\x00G\x00B")
+def test_other_rgb_profile_is_converted_to_srgb_and_not_embedded():
+    # Red in a profile whose red primary is sRGB's green: right only if converted.
+    icc = images.make_swapped_rgb_icc()
+    image = Image.new("RGB", (300, 200), images.RED)
     extra = (Variant("w", "fit", 64, 64, "webp"), Variant("p", "fit", 64, 64, "png"))
-    spec = DEFAULT_VARIANTS + extra
 
-    rendered = render(images.make_jpeg(64, 64, icc_profile=other), spec)
+    rendered = render(images.make_jpeg(300, 200, image=image, icc_profile=icc), DEFAULT_VARIANTS + extra)
 
-    assert "icc_profile" not in rendered.stripped
-    assert rendered.source.icc_profile == "xRGB built-in"
+    assert rendered.colour_converted
+    assert rendered.source.icc_profile == "Swapped RGB"
+    assert "icc_profile" in rendered.stripped and "Swapped RGB -> sRGB" in rendered.converted
     for variant in rendered.variants:
-        assert decoded(variant).info.get("icc_profile") == other, variant.name
+        image = decoded(variant)
+        assert "icc_profile" not in image.info, variant.name
+        r, g, b = image.convert("RGB").getpixel((image.width // 2, image.height // 2))
+        assert g > 200 and r < 60 and b < 60, (variant.name, (r, g, b))
 
 
 # --- dimensions -------------------------------------------------------------------------------
@@ -258,7 +263,7 @@ def test_rgba_keeps_alpha_in_png_and_is_flattened_on_white_for_jpeg():
     assert min(jpg.getpixel((90, 25))) > 245, "transparent goes to white"
     web = decoded(out["web"])
     assert web.mode == "RGBA" and web.getpixel((90, 25))[3] == 0
-    assert "jpg: RGBA->RGB on white" in rendered.converted
+    assert "jpg: RGBA->RGB on #ffffff" in rendered.converted
 
 
 def test_fully_opaque_alpha_gives_jpeg():
@@ -371,7 +376,7 @@ def test_source_info_in_the_manifest_shape():
 
     assert rendered.source.to_dict() == {
         "format": "jpeg", "width": 640, "height": 480, "mode": "RGB", "orientation": 8,
-        "icc_profile": None,
+        "icc_profile": None, "animated": False, "frames": None,
     }
 
 
@@ -411,8 +416,15 @@ def test_corrupt(data):
 
 @pytest.mark.parametrize(
     "data",
-    [images.make_html_polyglot(), images.make_gif(10, 10), images.make_bmp(10, 10), b"just text"],
-    ids=["html-polyglot", "gif", "bmp", "text"],
+    [
+        images.make_html_polyglot(),
+        images.make_bmp(10, 10),
+        images.save(Image.new("RGB", (10, 10)), "TIFF"),
+        images.save(Image.new("RGB", (10, 10)), "AVIF"),  # Pillow reads it, the allow-list not
+        images.make_heic_header(),  # no pillow-heif plugin here
+        b"just text",
+    ],
+    ids=["html-polyglot", "bmp", "tiff", "avif", "heic", "text"],
 )
 def test_unsupported_format(data):
     assert _failure(data).code == "unsupported_format"

@@ -1,0 +1,160 @@
+"""Imaging: decode an upload once, make every variant of the spec, encode them.
+
+Pure functions over bytes (no S3, no broker), so the resize job, the CLI and tests share them.
+Bad input raises ``PermanentError`` with a reason code (``unsupported_format``,
+``too_many_pixels``, ``truncated``, ``corrupt``, ``empty_upload``).
+
+What comes out, whatever went in (JPEG, PNG, WebP or GIF — HEIC too with the optional
+pillow-heif plugin — checked on content, in any mode Pillow opens them as):
+
+- upright pixels (EXIF orientation 1-8 applied) and no metadata at all: no EXIF, XMP, IPTC,
+  comments, PNG text or ICC profile. ``Rendered.stripped`` names what the source had.
+- sRGB: an ICC-profiled source is converted (LittleCMS), CMYK and YCCK JPEGs through their
+  profile or else Pillow's formula; ``Rendered.colour_converted`` says whether it happened.
+- 8-bit L, LA, RGB or RGBA. ``Rendered.converted`` names each mode change (``P->RGB``,
+  ``I;16->L``, ``CMYK->RGB``, ``RGBA->RGB`` for an alpha channel that is fully opaque, and
+  ``thumb: RGBA->RGB on #ffffff`` where a variant's format cannot hold alpha).
+- an animated source gives its first frame (``Rendered.notes`` says so).
+
+Speed (see ``make bench BENCH_ARGS=imaging``): one decode for all variants, JPEG DCT scaling
+(draft) when every variant is much smaller, each variant resampled from the previous one when
+that is big enough, resampling on the stored axes so only small results are turned upright,
+colour conversion after the first resample, and — with ``threads`` > 1 — large resamples cut
+into strips and variants encoded while the next is made (Pillow releases the GIL for both).
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Sequence
+
+from imagepipe.errors import JobError, classify
+from imagepipe.imaging import colour, encode, geometry
+from imagepipe.imaging.encode import Encoded, can_write_avif
+from imagepipe.imaging.load import allowed_decoders, decode, open_upload
+from imagepipe.imaging.resample import REDUCING_GAP, Base, resample_all
+from imagepipe.spec import Variant
+
+LOGGER = logging.getLogger(__name__)
+
+__all__ = [
+    "Rendered", "RenderedVariant", "SourceInfo", "render", "allowed_decoders", "can_write_avif",
+]
+
+RenderedVariant = Encoded
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    format: str
+    width: int  # upright
+    height: int
+    mode: str  # as stored, before any conversion
+    orientation: int
+    icc_profile: str | None = None  # the source profile's description, if it had one
+    animated: bool = False
+    frames: int | None = None  # of an animated source, where its header says
+
+    def to_dict(self) -> dict:
+        return {
+            "format": self.format,
+            "width": self.width,
+            "height": self.height,
+            "mode": self.mode,
+            "orientation": self.orientation,
+            "icc_profile": self.icc_profile,
+            "animated": self.animated,
+            "frames": self.frames,
+        }
+
+
+@dataclass(frozen=True)
+class Rendered:
+    source: SourceInfo
+    variants: tuple[RenderedVariant, ...]
+    stripped: tuple[str, ...]
+    converted: tuple[str, ...]
+    colour_converted: bool = False  # pixels went through a profile or CMYK to reach sRGB
+    notes: tuple[str, ...] = ()  # what a person should know about how the variants were made
+
+
+def render(
+    data: bytes, variants: Sequence[Variant], *, max_pixels: int, threads: int = 1
+) -> Rendered:
+    """Every variant of ``data``. ``threads`` > 1 uses that many threads for one image: for a
+    worker that has the cores to itself (the CLI, one Lambda invocation with several vCPUs)."""
+    try:
+        if threads > 1:
+            with ThreadPoolExecutor(threads, thread_name_prefix="imaging") as pool:
+                return _render(data, variants, max_pixels, pool, threads)
+        return _render(data, variants, max_pixels, None, 1)
+    except JobError:
+        raise
+    except Exception as exc:
+        raise classify(exc) from exc
+
+
+def _render(data, variants, max_pixels, pool: Executor | None, threads: int) -> Rendered:
+    opened = open_upload(data, max_pixels)
+    image = opened.image
+    stored_mode = image.mode
+    upright = opened.upright_size
+    plans = [geometry.plan(v, upright, opened.orientation) for v in variants]
+    reduction = decode(opened, max((p.largest_scale for p in plans), default=1.0), REDUCING_GAP)
+    icc = image.info.get("icc_profile")
+    colours = colour.plan(icc, image.mode)
+    working = colour.normalise(image)
+    working.info = {}  # nothing of the source's metadata may reach an encoder
+
+    source = Base(working, 1 / reduction, 1 / reduction)
+    made = resample_all(source, plans, image.size, colours.apply, pool, threads)
+    pending: dict[int, Future | Encoded] = {}
+    final_mode = None
+    for index, resized in made:
+        final_mode = final_mode or resized.mode
+        variant = plans[index].variant
+        if pool is None:
+            pending[index] = _finish(resized, variant, opened.orientation)
+        else:
+            pending[index] = pool.submit(_finish, resized, variant, opened.orientation)
+    encoded = [
+        p.result() if isinstance(p, Future) else p for _, p in sorted(pending.items())
+    ]
+
+    stripped = opened.metadata + (("icc_profile",) if icc else ())
+    converted = ()
+    if final_mode and final_mode != stored_mode:
+        converted = (f"{stored_mode}->{final_mode}",)
+    if colours.converts:
+        converted += (f"{colours.description} -> sRGB",)
+    notes = ()
+    if opened.animated:
+        frames = f" of {opened.frames}" if opened.frames else ""
+        notes = (f"animated {opened.format}: the first frame{frames} was used",)
+    return Rendered(
+        source=geometry_source(opened, upright, stored_mode, colours.description),
+        variants=tuple(encoded),
+        stripped=stripped,
+        converted=converted + tuple(e.note for e in encoded if e.note),
+        colour_converted=colours.converts or stored_mode == "CMYK",
+        notes=notes,
+    )
+
+
+def _finish(image, variant: Variant, orientation: int) -> Encoded:
+    return encode.encode(geometry.turn_upright(image, orientation), variant)
+
+
+def geometry_source(opened, upright, stored_mode: str, profile: str | None) -> SourceInfo:
+    return SourceInfo(
+        format=opened.format,
+        width=upright[0],
+        height=upright[1],
+        mode=stored_mode,
+        orientation=opened.orientation,
+        icc_profile=profile,
+        animated=opened.animated,
+        frames=opened.frames,
+    )
