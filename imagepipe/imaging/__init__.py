@@ -40,7 +40,8 @@ from imagepipe.spec import Variant
 LOGGER = logging.getLogger(__name__)
 
 __all__ = [
-    "Rendered", "RenderedVariant", "SourceInfo", "render", "allowed_decoders", "can_write_avif",
+    "Rendered", "RenderedVariant", "SourceInfo", "render", "variant_images", "allowed_decoders",
+    "can_write_avif",
 ]
 
 RenderedVariant = Encoded
@@ -96,7 +97,18 @@ def render(
         raise classify(exc) from exc
 
 
-def _render(data, variants, max_pixels, pool: Executor | None, threads: int) -> Rendered:
+def variant_images(data: bytes, variants: Sequence[Variant], *, max_pixels: int) -> list:
+    """The upright pixels of every variant, in spec order, as they go to the encoder (before
+    any flattening): what the bench compares with a reference, with render's exact path."""
+    return list(_render(data, variants, max_pixels, None, 1, finish=_upright_only).variants)
+
+
+def _upright_only(image, variant: Variant, orientation: int):
+    return geometry.turn_upright(image, orientation)
+
+
+def _render(data, variants, max_pixels, pool: Executor | None, threads: int, finish=None):
+    finish = finish or _finish
     opened = open_upload(data, max_pixels)
     image = opened.image
     stored_mode = image.mode
@@ -116,9 +128,9 @@ def _render(data, variants, max_pixels, pool: Executor | None, threads: int) -> 
         final_mode = final_mode or resized.mode
         variant = plans[index].variant
         if pool is None:
-            pending[index] = _finish(resized, variant, opened.orientation)
+            pending[index] = finish(resized, variant, opened.orientation)
         else:
-            pending[index] = pool.submit(_finish, resized, variant, opened.orientation)
+            pending[index] = pool.submit(finish, resized, variant, opened.orientation)
     encoded = [
         p.result() if isinstance(p, Future) else p for _, p in sorted(pending.items())
     ]
@@ -137,7 +149,7 @@ def _render(data, variants, max_pixels, pool: Executor | None, threads: int) -> 
         source=geometry_source(opened, upright, stored_mode, colours.description),
         variants=tuple(encoded),
         stripped=stripped,
-        converted=converted + tuple(e.note for e in encoded if e.note),
+        converted=converted + tuple(e.note for e in encoded if isinstance(e, Encoded) and e.note),
         colour_converted=colours.converts or stored_mode == "CMYK",
         notes=notes,
     )

@@ -1,0 +1,327 @@
+"""``make bench BENCH_ARGS=imaging``: the resize engine against naive Pillow, in one process.
+
+Naive is what the issue names: open, ``exif_transpose``, ``convert``, resize every variant from
+the full image with LANCZOS, save. Each case runs both, interleaved, and reports the ratio of
+medians (so a busy machine slows both alike), plus:
+
+- ``ssim_min``: the lowest SSIM (luma, 11x11 Gaussian window) of any variant's pixels, taken
+  just before encoding, against naive's LANCZOS-from-full pixels. The engine's shortcuts (DCT
+  scaling, resampling from a larger variant) must keep it at or above 0.998.
+- threads: the same render with one thread per core (strips + overlapping encodes).
+- images/second with one worker process per core, for both.
+- peak RSS of a fresh process that renders one 24 MP JPEG (and of naive, for scale).
+
+Bench images are made at run time from a fixed seed: 1/f ("pink") noise in colour, like the
+statistics of natural photographs, with sharp-edged shapes and sensor grain, saved as JPEG q90
+(~3.2 MB for 12 MP) — flat colour would compress and resample unrealistically fast.
+
+numpy is used here only (SSIM, image generation); the engine and the Lambda package never
+import it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from typing import Callable, Sequence
+
+from PIL import Image, ImageDraw, ImageOps
+
+from imagepipe import imaging
+from imagepipe.spec import DEFAULT_VARIANTS, Variant, parse_variants
+
+MAX_PIXELS = 200_000_000
+SSIM_FLOOR = 0.998
+SEED = 20261128
+
+
+# --- images -------------------------------------------------------------------------------------
+
+
+def photo(width: int, height: int, seed: int = SEED) -> Image.Image:
+    """A deterministic photograph-like RGB image (see the module doc)."""
+    import numpy as np  # here, not at the top: the RSS probe imports this module without it
+
+    rng = np.random.default_rng(seed)
+    h, w = max(8, height // 4), max(8, width // 4)
+    fy = np.fft.fftfreq(h)[:, None]
+    fx = np.fft.rfftfreq(w)[None, :]
+    f = np.sqrt(fx * fx + fy * fy)
+    f[0, 0] = 1.0
+    channels = []
+    for _ in range(3):
+        spectrum = (rng.standard_normal(f.shape) + 1j * rng.standard_normal(f.shape)) / f
+        spectrum[0, 0] = 0
+        plane = np.fft.irfft2(spectrum, s=(h, w)).astype(np.float32)
+        channels.append((plane - plane.mean()) / (plane.std() + 1e-9))
+    mix = np.array([[0.8, 0.5, 0.3], [0.2, 0.7, 0.4], [0.1, 0.3, 0.9]], np.float32)
+    base = np.clip(128 + 40 * (np.stack(channels, -1) @ mix), 0, 255).astype(np.uint8)
+    image = Image.fromarray(base, "RGB").resize((width, height), Image.Resampling.BICUBIC)
+    draw = ImageDraw.Draw(image)
+    for _ in range(40):  # objects: hard edges at every scale
+        x, y = rng.integers(0, width), rng.integers(0, height)
+        size = int(rng.integers(max(2, width // 200), max(3, width // 6)))
+        colour = tuple(int(v) for v in rng.integers(0, 256, 3))
+        shape = draw.ellipse if rng.random() < 0.5 else draw.rectangle
+        shape((x, y, x + size, y + int(size * rng.uniform(0.3, 2))), fill=colour)
+    pixels = np.asarray(image).astype(np.int16)
+    pixels += rng.integers(-6, 7, size=pixels.shape, dtype=np.int16)  # grain
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+
+
+def photo_jpeg(width: int, height: int, seed: int = SEED) -> bytes:
+    return _save(photo(width, height, seed), "JPEG", quality=90)
+
+
+def photo_png_with_alpha(width: int, height: int, seed: int = SEED) -> bytes:
+    """The photo cut out with a soft-edged mask: a product shot on transparency."""
+    image = photo(width, height, seed).convert("RGBA")
+    mask = Image.new("L", (width, height), 0)
+    ImageDraw.Draw(mask).ellipse((width // 8, height // 8, width * 7 // 8, height * 7 // 8), 255)
+    mask = mask.resize((width // 16, height // 16), Image.Resampling.BOX).resize(
+        (width, height), Image.Resampling.BICUBIC)
+    image.putalpha(mask)
+    return _save(image, "PNG", compress_level=6)
+
+
+def _save(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+# --- SSIM ---------------------------------------------------------------------------------------
+
+
+def _gaussian_blur(plane, kernel):
+    import numpy as np
+
+    r = len(kernel) // 2
+    padded = np.pad(plane, ((r, r), (0, 0)), mode="reflect")
+    out = sum(kernel[i] * padded[i : i + plane.shape[0]] for i in range(len(kernel)))
+    padded = np.pad(out, ((0, 0), (r, r)), mode="reflect")
+    return sum(kernel[i] * padded[:, i : i + plane.shape[1]] for i in range(len(kernel)))
+
+
+def ssim(a: Image.Image, b: Image.Image) -> float:
+    """Mean SSIM (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5, K1 0.01, K2 0.03) of the
+    luma of two images of the same size. Images with alpha are compared as they are seen: the
+    lower of their SSIMs composited on black and on white (colour under alpha 0 is invisible,
+    and under low alpha quantised to nearly nothing)."""
+    if a.size != b.size:
+        raise ValueError(f"sizes differ: {a.size} and {b.size}")
+    if "A" in a.getbands() or "A" in b.getbands():
+        return min(ssim(_on(a, colour), _on(b, colour)) for colour in ("black", "white"))
+    return _ssim_luma(a, b)
+
+
+def _on(image: Image.Image, colour: str) -> Image.Image:
+    rgba = image.convert("RGBA")
+    background = Image.new("RGBA", image.size, colour)
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+def _ssim_luma(a: Image.Image, b: Image.Image) -> float:
+    import numpy as np
+
+    x = np.asarray(a.convert("L"), np.float64)
+    y = np.asarray(b.convert("L"), np.float64)
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    if min(x.shape) < 11:  # smaller than the window: the whole image is one window
+        mx, my = x.mean(), y.mean()
+        sxx, syy = x.var(), y.var()
+        sxy = ((x - mx) * (y - my)).mean()
+    else:
+        offsets = np.arange(11) - 5
+        kernel = np.exp(-(offsets**2) / (2 * 1.5**2))
+        kernel /= kernel.sum()
+        mx, my = _gaussian_blur(x, kernel), _gaussian_blur(y, kernel)
+        sxx = _gaussian_blur(x * x, kernel) - mx * mx
+        syy = _gaussian_blur(y * y, kernel) - my * my
+        sxy = _gaussian_blur(x * y, kernel) - mx * my
+    index = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
+    return float(index.mean())
+
+
+# --- the baseline -------------------------------------------------------------------------------
+
+
+def naive_images(data: bytes, variants: Sequence[Variant]) -> list[Image.Image]:
+    image = ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
+    image = image.convert("RGBA" if image.has_transparency_data else "RGB")
+    out = []
+    for v in variants:
+        if v.mode == "fit":
+            scale = min(1.0, v.width / image.width, v.height / image.height)
+            size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+            out.append(image.resize(size, Image.Resampling.LANCZOS))
+        else:
+            out.append(ImageOps.fit(image, (v.width, v.height), Image.Resampling.LANCZOS))
+    return out
+
+
+def naive(data: bytes, variants: Sequence[Variant]) -> list[bytes]:
+    outputs = []
+    for v, image in zip(variants, naive_images(data, variants)):
+        fmt = v.format if v.format != "auto" else ("png" if image.mode == "RGBA" else "jpeg")
+        options = {} if fmt == "png" else {"quality": v.quality}
+        outputs.append(_save(image, fmt.upper(), **options))
+    return outputs
+
+
+def engine(data: bytes, variants: Sequence[Variant], threads: int = 1):
+    return imaging.render(data, variants, max_pixels=MAX_PIXELS, threads=threads)
+
+
+# --- measuring ----------------------------------------------------------------------------------
+
+
+def _median_ms(samples: list[float]) -> float:
+    return round(statistics.median(samples) * 1000, 1)
+
+
+def compare(runs: dict[str, Callable[[], object]], reps: int) -> dict[str, float]:
+    """Median ms of each callable, run interleaved (one warm-up each)."""
+    samples: dict[str, list[float]] = {name: [] for name in runs}
+    for fn in runs.values():
+        fn()
+    for _ in range(reps):
+        for name, fn in runs.items():
+            started = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - started)
+    return {name: _median_ms(values) for name, values in samples.items()}
+
+
+def ssim_min(data: bytes, variants: Sequence[Variant]) -> tuple[float, dict[str, float]]:
+    ours = imaging.variant_images(data, variants, max_pixels=MAX_PIXELS)
+    reference = naive_images(data, variants)
+    scores = {}
+    for v, a, b in zip(variants, ours, reference):
+        if a.size != b.size:  # rounding of a cover crop: compare what both show
+            b = b.resize(a.size, Image.Resampling.LANCZOS)
+        scores[v.name] = round(ssim(a, b), 5)
+    return min(scores.values()), scores
+
+
+_WORKER_DATA: bytes = b""
+
+
+def _init_worker(data: bytes) -> None:
+    global _WORKER_DATA
+    _WORKER_DATA = data
+
+
+def _worker(kind: str) -> int:
+    if kind == "naive":
+        return len(naive(_WORKER_DATA, DEFAULT_VARIANTS))
+    return len(engine(_WORKER_DATA, DEFAULT_VARIANTS).variants)
+
+
+def images_per_second(data: bytes, kind: str, jobs: int, workers: int) -> float:
+    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(data,)) as pool:
+        list(pool.map(_worker, [kind] * workers))  # warm every worker
+        started = time.perf_counter()
+        list(pool.map(_worker, [kind] * jobs))
+        return round(jobs / (time.perf_counter() - started), 2)
+
+
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec, so a child forked from this big
+# process would report this process's peak.
+_RSS_SCRIPT = """
+import sys
+from imagepipe.devtools.bench import imaging as bench
+def hwm():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+data = open(sys.argv[2], "rb").read()
+before = hwm()
+if sys.argv[1] == "engine":
+    bench.engine(data, bench.DEFAULT_VARIANTS)
+elif sys.argv[1] == "naive":
+    bench.naive(data, bench.DEFAULT_VARIANTS)
+print(before, hwm())
+"""
+
+
+def peak_rss_mb(path: str, kind: str) -> tuple[float, float]:
+    """(peak RSS of the whole process, its peak before rendering — Python, Pillow and the file
+    read) in MB, for a fresh process."""
+    result = subprocess.run(
+        [sys.executable, "-c", _RSS_SCRIPT, kind, path],
+        capture_output=True, text=True, check=True, cwd=os.getcwd(),
+    )
+    before, after = (int(v) / 1024 for v in result.stdout.split())
+    return round(after, 1), round(before, 1)
+
+
+# --- the section --------------------------------------------------------------------------------
+
+
+def run(ctx) -> dict:
+    reps = 3 if ctx.quick else 7
+    cores = os.cpu_count() or 1
+    load = os.getloadavg()[0]
+    ctx.say(f"{cores} cores, load average {load:.2f} at the start; medians of {reps} interleaved runs")
+    webp = parse_variants([{**v.to_dict(), "format": "webp"} for v in DEFAULT_VARIANTS])
+    cases = {
+        "jpeg_12mp": (photo_jpeg(4000, 3000), DEFAULT_VARIANTS),
+        "jpeg_24mp": (photo_jpeg(6000, 4000, SEED + 1), DEFAULT_VARIANTS),
+        "webp_12mp": (photo_jpeg(4000, 3000), webp),
+        "png_alpha_6mp": (photo_png_with_alpha(3000, 2000, SEED + 2), DEFAULT_VARIANTS),
+    }
+    summary: dict[str, float] = {}
+    details: dict[str, dict] = {"load_average_start": load, "cores": cores}
+    for name, (data, variants) in cases.items():
+        times = compare({
+            "naive": lambda: naive(data, variants),
+            "engine": lambda: engine(data, variants),
+            "engine_threads": lambda: engine(data, variants, threads=cores),
+        }, reps)
+        worst, scores = ssim_min(data, variants)
+        ratio = round(times["naive"] / times["engine"], 2)
+        ratio_threads = round(times["naive"] / times["engine_threads"], 2)
+        summary[f"{name}_x_naive"] = ratio
+        summary[f"{name}_x_naive_threads"] = ratio_threads
+        summary[f"{name}_ssim_min"] = worst
+        details[name] = {"ms": times, "ssim": scores, "bytes": len(data)}
+        ctx.say(
+            f"{name:14} naive {times['naive']:7.0f} ms  engine {times['engine']:6.0f} ms "
+            f"({ratio:.2f}x)  {cores} threads {times['engine_threads']:6.0f} ms "
+            f"({ratio_threads:.2f}x)  SSIM min {worst:.4f}"
+            + ("" if worst >= SSIM_FLOOR else f"  BELOW {SSIM_FLOOR}")
+        )
+
+    data = cases["jpeg_12mp"][0]
+    jobs = cores * (2 if ctx.quick else 4)
+    throughput = {kind: images_per_second(data, kind, jobs, cores) for kind in ("naive", "engine")}
+    summary["jpeg_12mp_images_per_s"] = throughput["engine"]
+    summary["jpeg_12mp_images_per_s_x_naive"] = round(throughput["engine"] / throughput["naive"], 2)
+    details["throughput"] = {**throughput, "workers": cores, "jobs": jobs}
+    ctx.say(f"12 MP JPEG, {cores} worker processes: engine {throughput['engine']} images/s, "
+            f"naive {throughput['naive']} images/s")
+
+    path = os.path.join(_tmp_dir(), "bench-24mp.jpg")
+    with open(path, "wb") as file:
+        file.write(cases["jpeg_24mp"][0])
+    rss = {kind: peak_rss_mb(path, kind) for kind in ("engine", "naive")}
+    os.unlink(path)
+    summary["jpeg_24mp_peak_rss_mb"] = rss["engine"][0]
+    details["peak_rss_mb"] = {k: {"peak": v[0], "before_render": v[1]} for k, v in rss.items()}
+    ctx.say(f"24 MP JPEG peak RSS: engine {rss['engine'][0]} MB, naive {rss['naive'][0]} MB "
+            f"(the process before rendering: {rss['engine'][1]} MB)")
+    details["load_average_end"] = os.getloadavg()[0]
+    return {"summary": summary, "details": json.loads(json.dumps(details))}
+
+
+def _tmp_dir() -> str:
+    import tempfile
+
+    return tempfile.gettempdir()

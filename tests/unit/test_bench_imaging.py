@@ -1,0 +1,78 @@
+"""The imaging bench's own tools: its SSIM and its generated photographs (not timings)."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image, ImageFilter
+
+from imagepipe import imaging
+from imagepipe.devtools.bench import imaging as bench
+from imagepipe.spec import DEFAULT_VARIANTS
+
+pytest.importorskip("numpy")
+
+
+@pytest.fixture(scope="module")
+def picture() -> Image.Image:
+    return bench.photo(320, 240)
+
+
+def test_photo_is_deterministic_and_not_flat(picture):
+    again = bench.photo(320, 240)
+
+    assert picture.tobytes() == again.tobytes()
+    assert bench.photo(320, 240, seed=2).tobytes() != picture.tobytes()
+    assert all(high - low > 150 for low, high in picture.getextrema())
+    assert len(picture.getcolors(maxcolors=1 << 24)) > 20_000  # photographic, not posterised
+
+
+def test_ssim_of_identical_images_is_one(picture):
+    assert bench.ssim(picture, picture.copy()) == pytest.approx(1.0)
+
+
+def test_ssim_orders_degradations(picture):
+    slight = picture.filter(ImageFilter.GaussianBlur(0.5))
+    strong = picture.filter(ImageFilter.GaussianBlur(3))
+
+    assert 1.0 > bench.ssim(picture, slight) > bench.ssim(picture, strong) > 0.0
+    assert bench.ssim(picture, slight) == pytest.approx(bench.ssim(slight, picture))
+
+
+def test_ssim_matches_the_formula_on_one_window():
+    # Images smaller than the window are compared as one window: the textbook formula.
+    a = Image.new("L", (4, 1))
+    a.putdata([10, 20, 30, 40])
+    b = Image.new("L", (4, 1))
+    b.putdata([12, 18, 33, 41])
+    xs, ys = [10, 20, 30, 40], [12, 18, 33, 41]
+    mx, my = sum(xs) / 4, sum(ys) / 4
+    vx = sum((x - mx) ** 2 for x in xs) / 4
+    vy = sum((y - my) ** 2 for y in ys) / 4
+    cov = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / 4
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    expected = ((2 * mx * my + c1) * (2 * cov + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+
+    assert bench.ssim(a, b) == pytest.approx(expected, rel=1e-9)
+
+
+def test_ssim_sees_alpha_as_composited():
+    # Same visible picture, different colour under full transparency: identical to a viewer.
+    a = Image.new("RGBA", (40, 40), (255, 0, 0, 0))
+    b = Image.new("RGBA", (40, 40), (0, 0, 255, 0))
+    a.paste((0, 200, 0, 255), (0, 0, 20, 40))
+    b.paste((0, 200, 0, 255), (0, 0, 20, 40))
+
+    assert bench.ssim(a, b) == pytest.approx(1.0)
+
+
+def test_engine_variants_match_the_lanczos_reference(picture):
+    # The property the bench reports, on a small photo (large enough for draft and cascade).
+    data = bench._save(bench.photo(1600, 1200), "JPEG", quality=90)
+
+    worst, scores = bench.ssim_min(data, DEFAULT_VARIANTS)
+
+    assert set(scores) == {v.name for v in DEFAULT_VARIANTS}
+    assert worst >= bench.SSIM_FLOOR, scores
+    sizes = [im.size for im in imaging.variant_images(data, DEFAULT_VARIANTS, max_pixels=10**8)]
+    assert sizes == [(v.width, v.height) for v in imaging.render(
+        data, DEFAULT_VARIANTS, max_pixels=10**8).variants]
