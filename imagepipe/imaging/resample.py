@@ -25,7 +25,8 @@ from imagepipe.imaging.geometry import Plan
 # indistinguishable from resampling the full image.
 REDUCING_GAP = 2.0
 _EPSILON = 1e-9
-# Below this many output pixels strips cost more in overhead than they save.
+# Below this many output pixels strips cost more in overhead than they save. (Strips on one
+# thread were measured too: 5 MB less peak RSS at 24 MP, 4 % slower. Not taken.)
 _STRIP_MIN_PIXELS = 256 * 1024
 
 
@@ -88,6 +89,7 @@ def resample(base: Base, plan: Plan, pool: Executor | None = None, threads: int 
 
 def _resize_in_strips(image, size, box, pool: Executor, strips: int) -> Image.Image:
     width, height = size
+    strips = min(strips, height)
     rows = [round(height * i / strips) for i in range(strips + 1)]
     per_row = (box[3] - box[1]) / height
 
