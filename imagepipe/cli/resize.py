@@ -1,4 +1,4 @@
-"""``imagepipe resize FILE... --out DIR [--json] [--max-pixels N] [--threads N]``.
+"""``imagepipe resize FILE... --out DIR [--json] [--max-pixels N] [--threads N] [--engine E]``.
 
 Runs the resize job's imaging core on local files with the default variant spec. Every input
 gets exactly one line on stdout, in the order given, as soon as it is done:
@@ -25,6 +25,7 @@ import stat
 from pathlib import Path
 
 from imagepipe import imaging
+from imagepipe.imaging import vips
 from imagepipe.cli import EXIT_OK, one_line, positive_int
 from imagepipe.errors import INTERNAL, SOURCE_MISSING, JobError, PermanentError
 from imagepipe.keys import FORMAT_EXTENSIONS
@@ -48,10 +49,15 @@ def register(commands) -> None:
                         metavar="N", help=f"refuse larger images (default {DEFAULT_MAX_PIXELS})")
     resize.add_argument("--threads", type=positive_int, default=1, metavar="N",
                         help="threads for each image (resampling in strips, encoding): default 1")
+    resize.add_argument("--engine", choices=imaging.ENGINES, default="pillow",
+                        help="pillow (default, what the resize function uses) or vips "
+                             "(libvips for JPEG photos; needs pyvips)")
     resize.set_defaults(run=run_resize, parser=resize)
 
 
 def run_resize(args: argparse.Namespace) -> int:
+    if args.engine == "vips" and not vips.available():
+        args.parser.error("--engine vips: pyvips with libvips is not installed")  # exits 2
     try:
         args.out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -59,16 +65,19 @@ def run_resize(args: argparse.Namespace) -> int:
     used: set[str] = set()
     for name in args.files:
         stem = _unique_stem(name, used)
-        result = resize_one(name, args.out, stem, args.max_pixels, args.threads)
+        result = resize_one(name, args.out, stem, args.max_pixels, args.threads, args.engine)
         print(_json_line(result) if args.json else _text_line(result), flush=True)
     return EXIT_OK
 
 
-def resize_one(name: str, out: Path, stem: str, max_pixels: int, threads: int = 1) -> dict:
+def resize_one(name: str, out: Path, stem: str, max_pixels: int, threads: int = 1,
+               engine: str = "pillow") -> dict:
     """The result of one input in the ``--json`` shape; never raises (but for Ctrl-C)."""
     try:
         data = _read(Path(name))
-        rendered = imaging.render(data, DEFAULT_VARIANTS, max_pixels=max_pixels, threads=threads)
+        rendered = imaging.render(
+            data, DEFAULT_VARIANTS, max_pixels=max_pixels, threads=threads, engine=engine
+        )
         variants = _write(rendered, out / stem)
     except JobError as exc:
         return _failed(name, exc.code, exc.message)

@@ -30,8 +30,8 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Sequence
 
-from imagepipe.errors import JobError, classify
-from imagepipe.imaging import colour, encode, geometry
+from imagepipe.errors import ConfigError, JobError, classify
+from imagepipe.imaging import colour, encode, geometry, vips
 from imagepipe.imaging.encode import Encoded, can_write_avif
 from imagepipe.imaging.load import allowed_decoders, decode, open_upload
 from imagepipe.imaging.resample import REDUCING_GAP, Base, resample_all
@@ -81,47 +81,67 @@ class Rendered:
     notes: tuple[str, ...] = ()  # what a person should know about how the variants were made
 
 
+ENGINES = ("pillow", "vips")
+
+
 def render(
-    data: bytes, variants: Sequence[Variant], *, max_pixels: int, threads: int = 1
+    data: bytes,
+    variants: Sequence[Variant],
+    *,
+    max_pixels: int,
+    threads: int = 1,
+    engine: str = "pillow",
 ) -> Rendered:
     """Every variant of ``data``. ``threads`` > 1 uses that many threads for one image: for a
-    worker that has the cores to itself (the CLI, one Lambda invocation with several vCPUs)."""
+    worker that has the cores to itself (the CLI, one Lambda invocation with several vCPUs).
+    ``engine="vips"`` lets libvips decode and resample JPEG photos, where pyvips is installed."""
+    if engine not in ENGINES:
+        raise ConfigError(f"imaging engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if engine == "vips" and not vips.available():
+        raise ConfigError("imaging engine vips needs pyvips and libvips (pip install pyvips-binary pyvips)")
     try:
         if threads > 1:
             with ThreadPoolExecutor(threads, thread_name_prefix="imaging") as pool:
-                return _render(data, variants, max_pixels, pool, threads)
-        return _render(data, variants, max_pixels, None, 1)
+                return _render(data, variants, max_pixels, pool, threads, engine=engine)
+        return _render(data, variants, max_pixels, None, 1, engine=engine)
     except JobError:
         raise
     except Exception as exc:
         raise classify(exc) from exc
 
 
-def variant_images(data: bytes, variants: Sequence[Variant], *, max_pixels: int) -> list:
+def variant_images(
+    data: bytes, variants: Sequence[Variant], *, max_pixels: int, engine: str = "pillow"
+) -> list:
     """The upright pixels of every variant, in spec order, as they go to the encoder (before
     any flattening): what the bench compares with a reference, with render's exact path."""
-    return list(_render(data, variants, max_pixels, None, 1, finish=_upright_only).variants)
+    rendered = _render(data, variants, max_pixels, None, 1, finish=_upright_only, engine=engine)
+    return list(rendered.variants)
 
 
 def _upright_only(image, variant: Variant, orientation: int):
     return geometry.turn_upright(image, orientation)
 
 
-def _render(data, variants, max_pixels, pool: Executor | None, threads: int, finish=None):
+def _render(data, variants, max_pixels, pool: Executor | None, threads: int, finish=None,
+            engine: str = "pillow"):
     finish = finish or _finish
     opened = open_upload(data, max_pixels)
     image = opened.image
     stored_mode = image.mode
     upright = opened.upright_size
     plans = [geometry.plan(v, upright, opened.orientation) for v in variants]
-    reduction = decode(opened, max((p.largest_scale for p in plans), default=1.0), REDUCING_GAP)
     icc = image.info.get("icc_profile")
     colours = colour.plan(icc, image.mode)
-    working = colour.normalise(image)
-    working.info = {}  # nothing of the source's metadata may reach an encoder
-
-    source = Base(working, 1 / reduction, 1 / reduction)
-    made = resample_all(source, plans, image.size, colours.apply, pool, threads)
+    if engine == "vips" and vips.can_take(opened, colours):
+        made = vips.resample_all(data, opened, plans, threads)
+    else:
+        largest = max((p.largest_scale for p in plans), default=1.0)
+        reduction = decode(opened, largest, REDUCING_GAP)
+        working = colour.normalise(image)
+        working.info = {}  # nothing of the source's metadata may reach an encoder
+        source = Base(working, 1 / reduction, 1 / reduction)
+        made = resample_all(source, plans, image.size, colours.apply, pool, threads)
     pending: dict[int, Future | Encoded] = {}
     final_mode = None
     for index, resized in made:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from imagepipe.imaging import vips
 from tests import images
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -136,6 +137,7 @@ def test_max_pixels_and_same_stems(tmp_path):
         ("resize", "a.jpg"),
         ("resize", "a.jpg", "--out", "out", "--max-pixels", "0"),
         ("resize", "a.jpg", "--out", "a.jpg"),  # --out is a file
+        ("resize", "a.jpg", "--out", "out", "--engine", "magick"),
         ("nosuchcommand",),
     ],
 )
@@ -149,7 +151,11 @@ def test_usage_errors_exit_2(tmp_path, args):
     assert "usage:" in result.stderr
 
 
-def test_the_whole_corpus_and_garbage_one_line_each(tmp_path):
+ENGINES = ["pillow"] + (["vips"] if vips.available() else [])
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_the_whole_corpus_and_garbage_one_line_each(tmp_path, engine):
     """Every kind of file the engine knows, hostile ones included, plus what is not a file:
     exactly one JSON line each, in order, with the expected outcome; no traceback, no hang."""
     corpus = images.corpus()
@@ -163,7 +169,8 @@ def test_the_whole_corpus_and_garbage_one_line_each(tmp_path):
              "not-there.png": {"source_missing"}}
     names += list(extra)
 
-    result = run_cli("resize", *names, "--out", "out", "--json", "--threads", "2", cwd=tmp_path)
+    result = run_cli("resize", *names, "--out", "out", "--json", "--threads", "2",
+                     "--engine", engine, cwd=tmp_path)
 
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()

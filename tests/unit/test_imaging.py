@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageCms
 
 from imagepipe import imaging
-from imagepipe.imaging import load
+from imagepipe.imaging import load, vips
 from imagepipe.errors import PermanentError
 from imagepipe.spec import DEFAULT_VARIANTS, Variant
 from tests import images
@@ -21,8 +21,20 @@ ORIENTATION = images.ORIENTATION
 SMALL_SPEC = (Variant("s", "fit", 100, 100), Variant("c", "cover", 80, 80))
 
 
-def render(data, variants=DEFAULT_VARIANTS, max_pixels=LIMIT):
-    return imaging.render(data, variants, max_pixels=max_pixels)
+# Every test here runs on each engine installed: Pillow always, libvips where pyvips is.
+ENGINES = ["pillow"] + (["vips"] if vips.available() else [])
+ENGINE = {"name": "pillow"}
+
+
+@pytest.fixture(autouse=True, params=ENGINES)
+def engine(request):
+    ENGINE["name"] = request.param
+    yield request.param
+    ENGINE["name"] = "pillow"
+
+
+def render(data, variants=DEFAULT_VARIANTS, max_pixels=LIMIT, **kwargs):
+    return imaging.render(data, variants, max_pixels=max_pixels, engine=ENGINE["name"], **kwargs)
 
 
 def decoded(variant) -> Image.Image:

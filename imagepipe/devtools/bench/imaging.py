@@ -8,6 +8,7 @@ medians (so a busy machine slows both alike), plus:
   just before encoding, against naive's LANCZOS-from-full pixels. The engine's shortcuts (DCT
   scaling, resampling from a larger variant) must keep it at or above 0.998.
 - threads: the same render with one thread per core (strips + overlapping encodes).
+- each engine installed: Pillow, and libvips (``engine="vips"``) where pyvips is.
 - images/second with one worker process per core, for both.
 - peak RSS of a fresh process that renders one 24 MP JPEG (and of naive, for scale).
 
@@ -21,12 +22,14 @@ import it.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import Callable, Sequence
@@ -34,6 +37,7 @@ from typing import Callable, Sequence
 from PIL import Image, ImageDraw, ImageOps
 
 from imagepipe import imaging
+from imagepipe.imaging import vips
 from imagepipe.spec import DEFAULT_VARIANTS, Variant, parse_variants
 
 MAX_PIXELS = 200_000_000
@@ -175,8 +179,8 @@ def naive(data: bytes, variants: Sequence[Variant]) -> list[bytes]:
     return outputs
 
 
-def engine(data: bytes, variants: Sequence[Variant], threads: int = 1):
-    return imaging.render(data, variants, max_pixels=MAX_PIXELS, threads=threads)
+def engine(data: bytes, variants: Sequence[Variant], threads: int = 1, name: str = "pillow"):
+    return imaging.render(data, variants, max_pixels=MAX_PIXELS, threads=threads, engine=name)
 
 
 # --- measuring ----------------------------------------------------------------------------------
@@ -199,8 +203,10 @@ def compare(runs: dict[str, Callable[[], object]], reps: int) -> dict[str, float
     return {name: _median_ms(values) for name, values in samples.items()}
 
 
-def ssim_min(data: bytes, variants: Sequence[Variant]) -> tuple[float, dict[str, float]]:
-    ours = imaging.variant_images(data, variants, max_pixels=MAX_PIXELS)
+def ssim_min(
+    data: bytes, variants: Sequence[Variant], name: str = "pillow"
+) -> tuple[float, dict[str, float]]:
+    ours = imaging.variant_images(data, variants, max_pixels=MAX_PIXELS, engine=name)
     reference = naive_images(data, variants)
     scores = {}
     for v, a, b in zip(variants, ours, reference):
@@ -221,7 +227,7 @@ def _init_worker(data: bytes) -> None:
 def _worker(kind: str) -> int:
     if kind == "naive":
         return len(naive(_WORKER_DATA, DEFAULT_VARIANTS))
-    return len(engine(_WORKER_DATA, DEFAULT_VARIANTS).variants)
+    return len(engine(_WORKER_DATA, DEFAULT_VARIANTS, name=kind).variants)
 
 
 def images_per_second(data: bytes, kind: str, jobs: int, workers: int) -> float:
@@ -243,10 +249,10 @@ def hwm():
             return int(line.split()[1])
 data = open(sys.argv[2], "rb").read()
 before = hwm()
-if sys.argv[1] == "engine":
-    bench.engine(data, bench.DEFAULT_VARIANTS)
-elif sys.argv[1] == "naive":
+if sys.argv[1] == "naive":
     bench.naive(data, bench.DEFAULT_VARIANTS)
+elif sys.argv[1] != "none":
+    bench.engine(data, bench.DEFAULT_VARIANTS, name=sys.argv[1])
 print(before, hwm())
 """
 
@@ -269,7 +275,9 @@ def run(ctx) -> dict:
     reps = 3 if ctx.quick else 7
     cores = os.cpu_count() or 1
     load = os.getloadavg()[0]
-    ctx.say(f"{cores} cores, load average {load:.2f} at the start; medians of {reps} interleaved runs")
+    engines = ["pillow"] + (["vips"] if vips.available() else [])
+    ctx.say(f"{cores} cores, load average {load:.2f} at the start; medians of {reps} "
+            f"interleaved runs; engines: {', '.join(engines)}")
     webp = parse_variants([{**v.to_dict(), "format": "webp"} for v in DEFAULT_VARIANTS])
     cases = {
         "jpeg_12mp": (photo_jpeg(4000, 3000), DEFAULT_VARIANTS),
@@ -278,50 +286,56 @@ def run(ctx) -> dict:
         "png_alpha_6mp": (photo_png_with_alpha(3000, 2000, SEED + 2), DEFAULT_VARIANTS),
     }
     summary: dict[str, float] = {}
-    details: dict[str, dict] = {"load_average_start": load, "cores": cores}
-    for name, (data, variants) in cases.items():
-        times = compare({
-            "naive": lambda: naive(data, variants),
-            "engine": lambda: engine(data, variants),
-            "engine_threads": lambda: engine(data, variants, threads=cores),
-        }, reps)
-        worst, scores = ssim_min(data, variants)
-        ratio = round(times["naive"] / times["engine"], 2)
-        ratio_threads = round(times["naive"] / times["engine_threads"], 2)
-        summary[f"{name}_x_naive"] = ratio
-        summary[f"{name}_x_naive_threads"] = ratio_threads
-        summary[f"{name}_ssim_min"] = worst
-        details[name] = {"ms": times, "ssim": scores, "bytes": len(data)}
-        ctx.say(
-            f"{name:14} naive {times['naive']:7.0f} ms  engine {times['engine']:6.0f} ms "
-            f"({ratio:.2f}x)  {cores} threads {times['engine_threads']:6.0f} ms "
-            f"({ratio_threads:.2f}x)  SSIM min {worst:.4f}"
-            + ("" if worst >= SSIM_FLOOR else f"  BELOW {SSIM_FLOOR}")
-        )
+    details: dict[str, dict] = {"load_average_start": load, "cores": cores, "engines": engines}
+    for case, (data, variants) in cases.items():
+        runs: dict[str, Callable[[], object]] = {"naive": lambda: naive(data, variants)}
+        for name in engines:
+            prefix = "" if name == "pillow" else f"{name}_"
+            runs[f"{prefix}engine"] = functools.partial(engine, data, variants, 1, name)
+            runs[f"{prefix}engine_threads"] = functools.partial(engine, data, variants, cores, name)
+        times = compare(runs, reps)
+        details[case] = {"ms": times, "bytes": len(data)}
+        for name in engines:
+            prefix = "" if name == "pillow" else f"{name}_"
+            worst, scores = ssim_min(data, variants, name)
+            one = round(times["naive"] / times[f"{prefix}engine"], 2)
+            threaded = round(times["naive"] / times[f"{prefix}engine_threads"], 2)
+            summary[f"{case}_{prefix}x_naive"] = one
+            summary[f"{case}_{prefix}x_naive_threads"] = threaded
+            summary[f"{case}_{prefix}ssim_min"] = worst
+            details[case][f"{prefix}ssim"] = scores
+            ctx.say(
+                f"{case:14} {name:6} naive {times['naive']:6.0f} ms  1 thread "
+                f"{times[f'{prefix}engine']:5.0f} ms ({one:.2f}x)  {cores} threads "
+                f"{times[f'{prefix}engine_threads']:5.0f} ms ({threaded:.2f}x)  SSIM min {worst:.4f}"
+                + ("" if worst >= SSIM_FLOOR else f"  BELOW {SSIM_FLOOR}")
+            )
 
     data = cases["jpeg_12mp"][0]
     jobs = cores * (2 if ctx.quick else 4)
-    throughput = {kind: images_per_second(data, kind, jobs, cores) for kind in ("naive", "engine")}
-    summary["jpeg_12mp_images_per_s"] = throughput["engine"]
-    summary["jpeg_12mp_images_per_s_x_naive"] = round(throughput["engine"] / throughput["naive"], 2)
+    throughput = {kind: images_per_second(data, kind, jobs, cores) for kind in ["naive", *engines]}
     details["throughput"] = {**throughput, "workers": cores, "jobs": jobs}
-    ctx.say(f"12 MP JPEG, {cores} worker processes: engine {throughput['engine']} images/s, "
-            f"naive {throughput['naive']} images/s")
+    for name in engines:
+        prefix = "" if name == "pillow" else f"{name}_"
+        summary[f"jpeg_12mp_{prefix}images_per_s"] = throughput[name]
+        summary[f"jpeg_12mp_{prefix}images_per_s_x_naive"] = round(
+            throughput[name] / throughput["naive"], 2)
+    ctx.say(f"12 MP JPEG, {cores} worker processes, images/s: "
+            + ", ".join(f"{k} {v}" for k, v in throughput.items()))
 
-    path = os.path.join(_tmp_dir(), "bench-24mp.jpg")
+    path = os.path.join(tempfile.gettempdir(), f"imagepipe-bench-24mp-{os.getpid()}.jpg")
     with open(path, "wb") as file:
         file.write(cases["jpeg_24mp"][0])
-    rss = {kind: peak_rss_mb(path, kind) for kind in ("engine", "naive")}
-    os.unlink(path)
-    summary["jpeg_24mp_peak_rss_mb"] = rss["engine"][0]
+    try:
+        rss = {kind: peak_rss_mb(path, kind) for kind in ["naive", *engines]}
+    finally:
+        os.unlink(path)
+    for name in engines:
+        prefix = "" if name == "pillow" else f"{name}_"
+        summary[f"jpeg_24mp_{prefix}peak_rss_mb"] = rss[name][0]
     details["peak_rss_mb"] = {k: {"peak": v[0], "before_render": v[1]} for k, v in rss.items()}
-    ctx.say(f"24 MP JPEG peak RSS: engine {rss['engine'][0]} MB, naive {rss['naive'][0]} MB "
-            f"(the process before rendering: {rss['engine'][1]} MB)")
+    ctx.say("24 MP JPEG peak RSS (MB): " + ", ".join(f"{k} {v[0]}" for k, v in rss.items())
+            + f" (the process before rendering: {rss['naive'][1]})")
     details["load_average_end"] = os.getloadavg()[0]
+    ctx.say(f"load average at the end {details['load_average_end']:.2f}")
     return {"summary": summary, "details": json.loads(json.dumps(details))}
-
-
-def _tmp_dir() -> str:
-    import tempfile
-
-    return tempfile.gettempdir()

@@ -1,0 +1,131 @@
+"""An optional engine: libvips decodes and resamples JPEG photographs; all else is shared.
+
+Only where ``pyvips`` (with the ``pyvips-binary`` wheel's libvips) is installed — never in the
+Lambda package, whose engine is Pillow. The allow-list, limits, orientation, colour plans and
+encoding stay the Pillow engine's, so both give the same variants, bytes aside; what libvips
+does better is the work in between: a JPEG streams through its decoder into a SIMD lanczos3
+resampler without the full-size image ever being held (the peak RSS of a 24 MP JPEG is a
+fraction of Pillow's), several times faster than Pillow's resample.
+
+It takes JPEGs in RGB or grey without a profile to convert and not animated; other images go
+through Pillow (``can_take``).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Iterator
+
+from PIL import Image
+
+from imagepipe.errors import CORRUPT, TRUNCATED, PermanentError
+from imagepipe.imaging.colour import ColourPlan
+from imagepipe.imaging.geometry import Plan
+from imagepipe.imaging.load import Opened
+from imagepipe.imaging.resample import REDUCING_GAP
+
+_EPSILON = 1e-9
+_MODES = {1: "L", 3: "RGB"}
+
+
+@functools.lru_cache(maxsize=1)
+def available() -> bool:
+    try:
+        import pyvips
+    except (ImportError, OSError):  # no module, or no libvips for it to load
+        return False
+    pyvips.cache_set_max(0)  # no operation cache: it would pin decoded images in memory
+    return True
+
+
+def can_take(opened: Opened, colours: ColourPlan) -> bool:
+    return (
+        opened.is_jpeg
+        and opened.image.mode in ("RGB", "L")
+        and not colours.converts
+        and not opened.animated
+    )
+
+
+def resample_all(
+    data: bytes, opened: Opened, plans: list[Plan], threads: int = 1
+) -> Iterator[tuple[int, Image.Image]]:
+    """As ``resample.resample_all``: (plan index, Pillow image on the stored axes), largest
+    first, each from the smallest made image still REDUCING_GAP times its size, else from a
+    fresh sequential decode of the source."""
+    import pyvips
+
+    pyvips.concurrency_set(max(1, threads))
+    width, height = opened.image.size
+    largest = max((p.largest_scale for p in plans), default=1.0)
+    shrink = _jpeg_shrink(opened.image.size, largest)
+
+    def source():
+        image = pyvips.Image.new_from_buffer(
+            data, "", shrink=shrink, access="sequential", fail_on="truncated"
+        )
+        return image, image.width / width, image.height / height
+
+    bases: list[tuple[object, float, float]] = []
+    gap = REDUCING_GAP - _EPSILON
+    for index in sorted(range(len(plans)), key=lambda i: plans[i].largest_scale, reverse=True):
+        plan = plans[index]
+        fitting = [b for b in bases if b[1] >= gap * plan.scale[0] and b[2] >= gap * plan.scale[1]]
+        try:
+            base = min(fitting, key=lambda b: b[1] * b[2]) if fitting else source()
+            made = _resample(*base, plan).copy_memory()  # the decode happens here
+        except pyvips.Error as exc:
+            raise _bad_data(exc) from None
+        if plan.variant.mode == "fit":
+            bases.append((made, made.width / width, made.height / height))
+        yield index, _to_pillow(made)
+
+
+def _bad_data(exc) -> PermanentError:
+    # The header was read (by Pillow) and the steps are sound: what fails is the data.
+    text = f"{exc.message} {exc.detail}".strip()
+    lowered = text.lower()
+    if "premature end" in lowered or "truncated" in lowered:
+        return PermanentError(TRUNCATED, f"image data is truncated: {text}")
+    return PermanentError(CORRUPT, f"image data is corrupt: {text}")
+
+
+def _jpeg_shrink(size: tuple[int, int], scale: float) -> int:
+    """The DCT scaling the Pillow engine's draft() would choose (same rule, same factor)."""
+    wanted = REDUCING_GAP * scale
+    if wanted > 0.5:
+        return 1
+    target = (max(1, math.ceil(size[0] * wanted)), max(1, math.ceil(size[1] * wanted)))
+    ratio = min(size[0] // target[0], size[1] // target[1])
+    return next(n for n in (8, 4, 2, 1) if ratio >= n)
+
+
+def _resample(image, sx: float, sy: float, plan: Plan):
+    left, top, right, bottom = plan.box
+    box = (
+        max(0.0, left * sx),
+        max(0.0, top * sy),
+        min(float(image.width), right * sx),
+        min(float(image.height), bottom * sy),
+    )
+    w, h = plan.size
+    if box != (0.0, 0.0, float(image.width), float(image.height)):
+        x0, y0 = int(box[0]), int(box[1])
+        x1, y1 = min(image.width, math.ceil(box[2])), min(image.height, math.ceil(box[3]))
+        image = image.crop(x0, y0, x1 - x0, y1 - y0)
+        if (x1 - x0, y1 - y0) == (w, h):
+            return image  # pixel for pixel
+    elif (image.width, image.height) == (w, h):
+        return image
+    hscale, vscale = w / (box[2] - box[0]), h / (box[3] - box[1])
+    resized = image.resize(hscale, vscale=vscale, kernel="lanczos3")
+    if (resized.width, resized.height) != (w, h):  # libvips rounds the size its own way
+        resized = resized.embed(0, 0, w, h, extend="copy")
+    return resized
+
+
+def _to_pillow(image) -> Image.Image:
+    if image.format != "uchar":
+        image = image.cast("uchar")
+    return Image.frombytes(_MODES[image.bands], (image.width, image.height), image.write_to_memory())
