@@ -62,3 +62,19 @@ def test_invalid_manifest_is_refused_with_the_field(tmp_path, mutate, message):
     (tmp_path / "chalicefile.json").write_text(json.dumps(manifest))
     with pytest.raises(ConfigError, match=message):
         chalicefile.load(tmp_path / "chalicefile.json")
+
+
+def test_a_rich_variant_spec_is_validated_and_reaches_the_function_environment():
+    manifest = chalicefile.load(ROOT / "chalicefile.json")
+    card = {"name": "card", "mode": "cover", "width": 600, "height": 315, "format": "webp",
+            "gravity": "north", "options": {"webp": {"method": 6}}}
+    manifest["variants"] = [*manifest["variants"], card]
+    chalicefile.validate(manifest)
+
+    settings = chalicefile.stage_settings(manifest, "local")
+    again = Settings.from_env(settings.to_env())
+
+    assert again.variants == settings.variants and again.variants[-1].gravity == "north"
+    manifest["variants"][-1] = {**card, "options": {"webp": {"method": 9}}}
+    with pytest.raises(ConfigError, match=r"variants\[5\] \(card\)\.options\.webp\.method"):
+        chalicefile.validate(manifest)
