@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import struct
 import sys
 
 # --- reason codes -----------------------------------------------------------------------------
@@ -157,12 +158,19 @@ def _classify_pillow(exc: BaseException) -> JobError | None:
         return PermanentError(TOO_MANY_PIXELS, str(exc))
     if isinstance(exc, pil_image.UnidentifiedImageError):
         return PermanentError(UNSUPPORTED_FORMAT, "not an image in an allowed format")
-    if isinstance(exc, (OSError, SyntaxError, ValueError, EOFError)) and _from_pillow(exc):
+    # Pillow's decoders report bad data as OSError, SyntaxError or ValueError, and its plugins,
+    # parsing a hostile header, also raise IndexError, KeyError or struct.error (found by fuzzing).
+    if isinstance(exc, _PILLOW_DATA_ERRORS) and _from_pillow(exc):
         text = str(exc).lower()
         if "truncated" in text or "premature end" in text or isinstance(exc, EOFError):
             return PermanentError(TRUNCATED, f"image data is truncated: {exc}")
         return PermanentError(CORRUPT, f"image data is corrupt: {exc}")
     return None
+
+
+_PILLOW_DATA_ERRORS = (
+    OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, struct.error, ArithmeticError,
+)
 
 
 def _from_pillow(exc: BaseException) -> bool:

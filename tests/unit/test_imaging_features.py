@@ -365,3 +365,18 @@ def test_unknown_or_missing_engine_is_a_configuration_error(monkeypatch):
     monkeypatch.setattr(vips, "available", lambda: False)
     with pytest.raises(ConfigError, match="pyvips"):
         imaging.render(images.make_jpeg(20, 20), DEFAULT_VARIANTS, max_pixels=LIMIT, engine="vips")
+
+
+# Found by fuzzing: a GIF whose header makes Pillow's plugin raise IndexError (not OSError).
+FUZZED_GIF = bytes.fromhex(
+    "47494638396128001e00810000ff000000000000000000ba0021ff0b4e45545343415045322e30030100000021f90400"
+    "0a0000002c0000000028001e0000083a0001081c48b0a0c18308132a5cc8b0a1c38710234a9c48b1a2c58b18336adcc8"
+    "b1a3c78f20438a1c49b2a4c9932853aa5cc9b2a5cb97303106040021"
+)
+
+
+def test_a_header_that_trips_pillow_with_an_index_error_is_corrupt_not_internal():
+    with pytest.raises(PermanentError) as caught:
+        render(FUZZED_GIF)
+
+    assert caught.value.code == "corrupt"
