@@ -309,6 +309,16 @@ def make_gif_claiming(width: int, height: int) -> bytes:
     return bytes(data)
 
 
+def make_broken_exif_jpeg(width: int, height: int) -> bytes:
+    """A JPEG whose EXIF IFD0 claims 255 entries (it has 1): Pillow warns as it parses it."""
+    data = bytearray(make_jpeg(width, height, orientation=1))
+    tiff = data.index(b"Exif\x00\x00") + 6
+    byte_order = "<" if data[tiff : tiff + 2] == b"II" else ">"
+    (ifd,) = struct.unpack(byte_order + "I", data[tiff + 4 : tiff + 8])
+    data[tiff + ifd : tiff + ifd + 2] = struct.pack(byte_order + "H", 255)
+    return bytes(data)
+
+
 def make_heic_header() -> bytes:
     """The start of an HEIC file (an ISO-BMFF ftyp box, brand heic): enough to be recognised."""
     ftyp = b"ftypheic" + b"\0\0\0\0" + b"mif1heic"
@@ -350,6 +360,7 @@ def corpus() -> dict[str, tuple[bytes, frozenset[str] | None]]:
         "animated.png": (make_animated("PNG", 40, 30, [RED, BLUE]), DONE),
         "animated.webp": (make_animated("WEBP", 40, 30, [RED, BLUE]), DONE),
         "gps-xmp.jpg": (make_jpeg(64, 48, gps=True, xmp=b"<x/>", comment=b"hi"), DONE),
+        "broken-exif.jpg": (make_broken_exif_jpeg(64, 48), DONE),
         "one-pixel.png": (make_png(1, 1), DONE),
         "line-10000x1.png": (make_png(10000, 1), DONE),
         "line-1x10000.png": (make_png(1, 10000), DONE),

@@ -58,6 +58,9 @@ def register(commands) -> None:
 def run_resize(args: argparse.Namespace) -> int:
     if args.engine == "vips" and not vips.available():
         args.parser.error("--engine vips: pyvips with libvips is not installed")  # exits 2
+    # libvips logs each failed decode ("error in tile") as a warning; the input's line already
+    # says it failed, and why.
+    logging.getLogger("pyvips").setLevel(logging.ERROR)
     try:
         args.out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -28,6 +28,7 @@ photos instead; everything else is shared, so both engines pass the same tests.
 from __future__ import annotations
 
 import logging
+import warnings
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Sequence
@@ -102,10 +103,14 @@ def render(
     if engine == "vips" and not vips.available():
         raise ConfigError("imaging engine vips needs pyvips and libvips (pip install pyvips-binary pyvips)")
     try:
-        if threads > 1:
-            with ThreadPoolExecutor(threads, thread_name_prefix="imaging") as pool:
-                return _render(data, variants, max_pixels, pool, threads, engine=engine)
-        return _render(data, variants, max_pixels, None, 1, engine=engine)
+        # Pillow warns (UserWarning) about broken EXIF in hostile files as it parses them; the
+        # outcome is ours to report, not a warning to print to a CLI user or a Lambda log.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            if threads > 1:
+                with ThreadPoolExecutor(threads, thread_name_prefix="imaging") as pool:
+                    return _render(data, variants, max_pixels, pool, threads, engine=engine)
+            return _render(data, variants, max_pixels, None, 1, engine=engine)
     except JobError:
         raise
     except Exception as exc:

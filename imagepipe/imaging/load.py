@@ -123,9 +123,7 @@ def _open(data: bytes) -> Image.Image:
 
 def _orientation(image: Image.Image) -> int:
     try:
-        with warnings.catch_warnings():  # a broken EXIF block is ours to judge, not to print
-            warnings.simplefilter("ignore")
-            value = image.getexif().get(ORIENTATION_TAG, 1)
+        value = image.getexif().get(ORIENTATION_TAG, 1)
     except Exception:  # a broken EXIF block must not fail an image that decodes fine
         LOGGER.debug("unreadable EXIF, taking orientation 1", exc_info=True)
         return 1

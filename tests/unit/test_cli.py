@@ -173,6 +173,7 @@ def test_the_whole_corpus_and_garbage_one_line_each(tmp_path, engine):
                      "--engine", engine, cwd=tmp_path)
 
     assert result.returncode == 0, result.stderr
+    assert result.stderr == "", "nothing but the lines: no warnings either"
     lines = result.stdout.splitlines()
     assert len(lines) == len(names)
     for line, name in zip(lines, names):

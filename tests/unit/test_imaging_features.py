@@ -3,6 +3,7 @@ mode, upscaling, per-format encoder options, AVIF, and threads — on real pixel
 
 from __future__ import annotations
 
+import warnings
 
 import pytest
 from PIL import Image, ImageChops
@@ -380,3 +381,12 @@ def test_a_header_that_trips_pillow_with_an_index_error_is_corrupt_not_internal(
         render(FUZZED_GIF)
 
     assert caught.value.code == "corrupt"
+
+
+def test_broken_exif_is_no_failure_and_no_warning():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rendered = render(images.make_broken_exif_jpeg(64, 48))
+
+    assert [str(w.message) for w in caught] == []
+    assert rendered.source.orientation == 1 and len(rendered.variants) == len(DEFAULT_VARIANTS)
