@@ -13,18 +13,20 @@ from PIL import Image
 
 from imagepipe.errors import CORRUPT, EMPTY_UPLOAD, TOO_MANY_PIXELS, UNSUPPORTED_FORMAT, PermanentError
 from imagepipe.formats import SNIFF_BYTES, sniff
+from imagepipe.imaging import geometry
 
 LOGGER = logging.getLogger(__name__)
 
 # Pillow's decoder name -> the format name of manifests. MPO is a JPEG with extra frames (phones
 # write it); Pillow's JPEG decoder hands it over as MPO and we use its first frame.
-SOURCE_FORMATS = {"JPEG": "jpeg", "MPO": "jpeg", "PNG": "png", "WEBP": "webp", "GIF": "gif"}
+SOURCE_FORMATS = {
+    "JPEG": "jpeg", "MPO": "jpeg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "HEIF": "heic",
+}
 BASE_DECODERS = ("JPEG", "PNG", "WEBP", "GIF")
 _HEIF = "HEIF"  # the decoder name pillow-heif registers, when it is installed
 _ALLOWED_MIME = ("image/jpeg", "image/png", "image/webp", "image/gif", "image/heic")
 
 ORIENTATION_TAG = 0x0112
-SWAPS_AXES = frozenset({5, 6, 7, 8})
 ORIENTATIONS = range(1, 9)
 
 # Image.info keys that carry metadata -> the name reported in ``stripped``.
@@ -52,8 +54,7 @@ class Opened:
 
     @property
     def upright_size(self) -> tuple[int, int]:
-        w, h = self.image.size
-        return (h, w) if self.orientation in SWAPS_AXES else (w, h)
+        return geometry.upright_size(self.image.size, self.orientation)
 
 
 def allowed_decoders() -> tuple[str, ...]:
@@ -146,10 +147,9 @@ def decode(opened: Opened, scale: float, gap: float) -> float:
     works on the stored axes, before any transpose.
     """
     image = opened.image
-    wanted = gap * scale
     reduction = 1.0
-    if opened.is_jpeg and wanted <= 0.5:
-        size = (max(1, math.ceil(image.width * wanted)), max(1, math.ceil(image.height * wanted)))
+    size = draft_target(image.size, scale, gap) if opened.is_jpeg else None
+    if size is not None:
         stored_width = image.width
         result = image.draft(None, size)
         if result:
@@ -157,3 +157,11 @@ def decode(opened: Opened, scale: float, gap: float) -> float:
             reduction = stored_width / box[2]
     image.load()
     return reduction
+
+
+def draft_target(size: tuple[int, int], scale: float, gap: float) -> tuple[int, int] | None:
+    """The smallest size a JPEG may be decoded at (DCT scaling halves at least), or None."""
+    wanted = gap * scale
+    if wanted > 0.5:
+        return None
+    return (max(1, math.ceil(size[0] * wanted)), max(1, math.ceil(size[1] * wanted)))

@@ -32,15 +32,32 @@ _STRIP_MIN_PIXELS = 256 * 1024
 
 @dataclass(frozen=True)
 class Base:
-    """An image to resample variants from, and how its pixels map to the source's."""
+    """An image to resample variants from (Pillow's, or libvips' for that engine), and how its
+    pixels map to the source's."""
 
-    image: Image.Image
+    image: object  # has .width and .height
     sx: float
     sy: float
 
     def covers(self, plan: Plan) -> bool:
         gap = REDUCING_GAP - _EPSILON
         return self.sx >= gap * plan.scale[0] and self.sy >= gap * plan.scale[1]
+
+    def box(self, plan: Plan) -> tuple[float, float, float, float]:
+        """The plan's region of the source, in this image's pixels."""
+        left, top, right, bottom = plan.box
+        return (
+            max(0.0, left * self.sx),
+            max(0.0, top * self.sy),
+            min(float(self.image.width), right * self.sx),
+            min(float(self.image.height), bottom * self.sy),
+        )
+
+
+def pick_base(bases: list[Base], plan: Plan) -> Base | None:
+    """The smallest base still REDUCING_GAP times the plan's size, if any."""
+    fitting = [b for b in bases if b.covers(plan)]
+    return min(fitting, key=lambda b: b.sx * b.sy) if fitting else None
 
 
 def resample_all(
@@ -57,9 +74,8 @@ def resample_all(
     width, height = stored_size
     for index in sorted(range(len(plans)), key=lambda i: plans[i].largest_scale, reverse=True):
         plan = plans[index]
-        fitting = [b for b in bases if b.covers(plan)]
-        if fitting:
-            base = min(fitting, key=lambda b: b.sx * b.sy)
+        base = pick_base(bases, plan)
+        if base is not None:
             image = resample(base, plan, pool, threads)
         else:
             image = finish(resample(source, plan, pool, threads))
@@ -70,13 +86,7 @@ def resample_all(
 
 def resample(base: Base, plan: Plan, pool: Executor | None = None, threads: int = 1) -> Image.Image:
     image = base.image
-    left, top, right, bottom = plan.box
-    box = (
-        max(0.0, left * base.sx),
-        max(0.0, top * base.sy),
-        min(float(image.width), right * base.sx),
-        min(float(image.height), bottom * base.sy),
-    )
+    box = base.box(plan)
     whole = box == (0.0, 0.0, float(image.width), float(image.height))
     if whole and plan.size == image.size:
         return image

@@ -22,10 +22,9 @@ from PIL import Image
 from imagepipe.errors import CORRUPT, TRUNCATED, PermanentError
 from imagepipe.imaging.colour import ColourPlan
 from imagepipe.imaging.geometry import Plan
-from imagepipe.imaging.load import Opened
-from imagepipe.imaging.resample import REDUCING_GAP
+from imagepipe.imaging.load import Opened, draft_target
+from imagepipe.imaging.resample import REDUCING_GAP, Base, pick_base
 
-_EPSILON = 1e-9
 _MODES = {1: "L", 3: "RGB"}
 
 
@@ -61,24 +60,22 @@ def resample_all(
     largest = max((p.largest_scale for p in plans), default=1.0)
     shrink = _jpeg_shrink(opened.image.size, largest)
 
-    def source():
+    def source() -> Base:
         image = pyvips.Image.new_from_buffer(
             data, "", shrink=shrink, access="sequential", fail_on="truncated"
         )
-        return image, image.width / width, image.height / height
+        return Base(image, image.width / width, image.height / height)
 
-    bases: list[tuple[object, float, float]] = []
-    gap = REDUCING_GAP - _EPSILON
+    bases: list[Base] = []
     for index in sorted(range(len(plans)), key=lambda i: plans[i].largest_scale, reverse=True):
         plan = plans[index]
-        fitting = [b for b in bases if b[1] >= gap * plan.scale[0] and b[2] >= gap * plan.scale[1]]
         try:
-            base = min(fitting, key=lambda b: b[1] * b[2]) if fitting else source()
-            made = _resample(*base, plan).copy_memory()  # the decode happens here
+            base = pick_base(bases, plan) or source()
+            made = _resample(base, plan).copy_memory()  # the decode happens here
         except pyvips.Error as exc:
             raise _bad_data(exc) from None
         if plan.variant.mode == "fit":
-            bases.append((made, made.width / width, made.height / height))
+            bases.append(Base(made, made.width / width, made.height / height))
         yield index, _to_pillow(made)
 
 
@@ -92,23 +89,18 @@ def _bad_data(exc) -> PermanentError:
 
 
 def _jpeg_shrink(size: tuple[int, int], scale: float) -> int:
-    """The DCT scaling the Pillow engine's draft() would choose (same rule, same factor)."""
-    wanted = REDUCING_GAP * scale
-    if wanted > 0.5:
+    """The DCT scaling the Pillow engine's draft() chooses for the same target (Pillow's rule:
+    the largest of 8, 4, 2 that the whole-number ratio allows)."""
+    target = draft_target(size, scale, REDUCING_GAP)
+    if target is None:
         return 1
-    target = (max(1, math.ceil(size[0] * wanted)), max(1, math.ceil(size[1] * wanted)))
     ratio = min(size[0] // target[0], size[1] // target[1])
     return next(n for n in (8, 4, 2, 1) if ratio >= n)
 
 
-def _resample(image, sx: float, sy: float, plan: Plan):
-    left, top, right, bottom = plan.box
-    box = (
-        max(0.0, left * sx),
-        max(0.0, top * sy),
-        min(float(image.width), right * sx),
-        min(float(image.height), bottom * sy),
-    )
+def _resample(base: Base, plan: Plan):
+    image = base.image
+    box = base.box(plan)
     w, h = plan.size
     if box != (0.0, 0.0, float(image.width), float(image.height)):
         x0, y0 = int(box[0]), int(box[1])

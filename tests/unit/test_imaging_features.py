@@ -390,3 +390,16 @@ def test_broken_exif_is_no_failure_and_no_warning():
 
     assert [str(w.message) for w in caught] == []
     assert rendered.source.orientation == 1 and len(rendered.variants) == len(DEFAULT_VARIANTS)
+
+
+@pytest.mark.parametrize("size, box", [
+    ((4000, 3000), 256), ((4000, 3000), 150), ((1200, 800), 100), ((6000, 4000), 512),
+    ((4000, 3000), 2048), ((640, 480), 40),
+])
+def test_both_engines_decode_a_jpeg_at_the_same_reduced_size(size, box):
+    scale = box / max(size)
+    opened = imaging.load.open_upload(images.make_jpeg(*size, quality=40), LIMIT)
+
+    pillow_reduction = imaging.load.decode(opened, scale, 2.0)
+
+    assert vips._jpeg_shrink(size, scale) == pillow_reduction
