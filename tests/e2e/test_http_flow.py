@@ -30,6 +30,9 @@ def stack(tmp_path_factory):
         "dead_letter_queue": f"{name}.resize.dead",
         "dead_letter_exchange": f"{name}.resize.dlx",
         "results_exchange": f"{name}.results",
+        # The local stage turns callbacks on: keep the dispatcher's queues private too.
+        "callback_queue": f"{name}.callbacks",
+        "callback_dead_letter_queue": f"{name}.callbacks.dead",
         "workers": 2,
     }
     local = LocalStack(tmp_path_factory.mktemp("run"), api_port=free_port(), s3_port=free_port(),
@@ -39,7 +42,8 @@ def stack(tmp_path_factory):
     local.stop()
     connection = pika.BlockingConnection(pika.URLParameters(local.settings.amqp_url))
     channel = connection.channel()
-    for queue in (local.settings.resize_queue, local.settings.dead_letter_queue):
+    for queue in (local.settings.resize_queue, local.settings.dead_letter_queue,
+                  local.settings.callback_queue, local.settings.callback_dead_letter_queue):
         channel.queue_delete(queue)
     for exchange in (local.settings.dead_letter_exchange, local.settings.results_exchange):
         channel.exchange_delete(exchange)
