@@ -64,6 +64,12 @@ def settings(s3_mock, broker_settings) -> Settings:
 
 
 @pytest.fixture
+def offline_settings(s3_mock) -> Settings:
+    """For tests that never publish: no queues to declare, and a publish would fail (503)."""
+    return Settings(bucket=s3_mock[1], amqp_url="amqp://guest:guest@127.0.0.1:1/%2F")
+
+
+@pytest.fixture
 def make_api(chalice_client):
     """``make_api(settings)`` -> a test client over a freshly loaded upload app."""
     modules = []
