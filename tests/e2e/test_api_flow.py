@@ -159,3 +159,21 @@ def test_completion_callback_reaches_a_local_receiver_signed(stack, receiver):
     assert headers[callbacks.EVENT_HEADER] == "imagepipe.job.done"
     assert {v["name"] for v in event["variants"]} == {v.name for v in stack.settings.variants}
     assert _wait_done(api, upload["upload_id"])["status"] == "done"
+
+
+def test_api_answers_cors_for_the_stage_origins_under_chalice_local(stack):
+    allowed = stack.settings.allowed_origins[0]
+    preflight = requests.options(f"{stack.api_url}/uploads", timeout=10, headers={
+        "Origin": allowed, "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type"})
+    assert preflight.status_code == 204
+    assert preflight.headers["Access-Control-Allow-Origin"] == allowed
+    assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
+
+    refused = requests.options(f"{stack.api_url}/uploads", timeout=10, headers={
+        "Origin": "https://elsewhere.example", "Access-Control-Request-Method": "POST"})
+    assert refused.status_code == 403
+    assert "Access-Control-Allow-Origin" not in refused.headers
+
+    limits = requests.get(f"{stack.api_url}/limits", headers={"Origin": allowed}, timeout=10)
+    assert limits.headers["Access-Control-Allow-Origin"] == allowed
