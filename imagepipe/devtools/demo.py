@@ -8,7 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from imagepipe.devtools.client import UploadClient, UploadFailed, UploadOutcome
+from imagepipe.client import UploadClient, UploadFailed, UploadOutcome
 from imagepipe.devtools.stack import LocalStack
 
 LOGGER = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ def upload_and_wait(client: UploadClient, path: Path, out_dir: Path) -> UploadOu
             suffix = {"jpeg": "jpg"}.get(variant["format"], variant["format"])
             client.download(variant, target / f"{variant['name']}.{suffix}")
     except UploadFailed as exc:
-        outcome.status, outcome.error = "failed", {"code": exc.step, "message": str(exc)}
+        outcome.status, outcome.error = "failed", exc.to_dict()
     outcome.seconds = time.monotonic() - started
     return outcome
 
