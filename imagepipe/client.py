@@ -260,7 +260,9 @@ class UploadClient:
                 break
             sent, last = self._send_parts(urls, data, part_bytes, progress)
             etags.update(sent)
-            if last is not None and not last.transient and last.status != 403:
+            if last is None:
+                break
+            if not last.transient and last.status != 403:
                 raise last  # 403: the URL expired or was refused; fresh ones may do
         expected = set(range(1, int(upload["part_count"]) + 1))
         missing = sorted(expected - set(etags))
