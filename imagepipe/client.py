@@ -43,6 +43,7 @@ HTTP_ERROR = "http_error"  # an answer without our error body (a proxy, S3)
 UNSUPPORTED_TYPE = "unsupported_type"  # the server's code for a type it does not take
 TIMEOUT = "timeout"
 UPLOAD_INCOMPLETE = "upload_incomplete"
+CANCELLED = "cancelled"  # the server's code too, for an upload its client cancelled
 
 # S3 refuses parts under 5 MiB (but the last): a client never splits finer than this.
 S3_MIN_PART_BYTES = 5 * 1024 * 1024
@@ -164,6 +165,8 @@ class UploadClient:
         self.retry_delay = retry_delay
         self._limits: Limits | None = None
         self._limits_lock = threading.Lock()
+        # Set (by Ctrl-C) to stop every upload of this client at its next step.
+        self.stopping = threading.Event()
 
     # --- the API, one method per route ------------------------------------------------------
     def limits(self) -> Limits | None:
@@ -212,7 +215,8 @@ class UploadClient:
             current = self.status(upload_id)
             if current["status"] in TERMINAL or time.monotonic() > deadline:
                 return current
-            time.sleep(min(interval, max(0.0, deadline - time.monotonic())) or interval)
+            if self.stopping.wait(min(interval, max(0.0, deadline - time.monotonic())) or interval):
+                raise UploadFailed("wait", CANCELLED, "stopped while waiting")
 
     # --- sending the bytes --------------------------------------------------------------------
     def send(self, upload: dict, data: bytes, filename: str, progress: Progress | None = None,
@@ -295,6 +299,8 @@ class UploadClient:
                    progress: Progress | None) -> str:
         """PUT one part and return its ETag; retried with backoff on errors worth retrying."""
         for attempt in range(1, self.part_attempts + 1):
+            if self.stopping.is_set():
+                raise UploadFailed(f"part {number}", CANCELLED, "stopped before it was sent")
             sent = [0]
 
             def counted(n: int) -> None:
@@ -344,12 +350,25 @@ class UploadClient:
         created = self.create(path.name, content_type, len(data), method)
         upload_id = created["upload_id"]
         try:
-            parts = self.send(created["upload"], data, path.name, progress, upload_id=upload_id)
+            try:
+                parts = self.send(created["upload"], data, path.name, progress,
+                                  upload_id=upload_id)
+            except UploadFailed:
+                self._cancel_quietly(upload_id)
+                raise
             self.complete(upload_id, parts)
         except UploadFailed as exc:
             exc.upload_id = upload_id
             raise
         return upload_id
+
+    def _cancel_quietly(self, upload_id: str) -> None:
+        """A failed send is given up: the server marks it cancelled and aborts any multipart
+        upload, so S3 keeps no orphan parts. Best effort: the original error is what counts."""
+        try:
+            self.cancel(upload_id)
+        except UploadFailed as exc:
+            LOGGER.info("upload %s not cancelled: %s", upload_id, exc)
 
     def download(self, variant: dict, target: Path) -> None:
         response = self._s3("download", "GET", variant["url"])

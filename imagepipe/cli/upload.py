@@ -93,7 +93,8 @@ def run_upload(args: argparse.Namespace) -> int:
     stems = [unique_stem(name, used) for name in args.files]
     bars = _progress(args)
     failed = False
-    with bars or nullcontext(), ThreadPoolExecutor(max_workers=args.jobs) as pool:
+    with bars or nullcontext():
+        pool = ThreadPoolExecutor(max_workers=args.jobs, thread_name_prefix="upload")
         futures = [pool.submit(upload_one, client, name, stem, args, bars)
                    for name, stem in zip(args.files, stems)]
         try:
@@ -102,8 +103,12 @@ def run_upload(args: argparse.Namespace) -> int:
                 failed |= result["status"] == "failed"
                 print(_json_line(result) if args.json else _text_line(result), flush=True)
         except KeyboardInterrupt:
-            pool.shutdown(wait=False, cancel_futures=True)
+            # Files not started never start; those in flight stop at their next step (a part
+            # being sent finishes first) and cancel their upload on the server.
+            client.stopping.set()
+            pool.shutdown(wait=True, cancel_futures=True)
             raise
+        pool.shutdown()
     return EXIT_FAILED if failed else EXIT_OK
 
 

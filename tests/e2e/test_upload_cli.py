@@ -19,7 +19,7 @@ from requests.adapters import HTTPAdapter
 
 from imagepipe import keys
 from imagepipe.aws import s3_client
-from imagepipe.client import UploadClient
+from imagepipe.client import UploadClient, UploadFailed
 from imagepipe.devtools.stack import free_port
 from tests import images
 from tests.e2e.conftest import running_stack
@@ -196,3 +196,24 @@ def test_multipart_retries_a_part_then_resumes_through_parts(stack, tmp_path):
     original = s3_client(stack.settings).head_object(
         Bucket=stack.settings.bucket, Key=keys.original_key(upload_id))
     assert original["ContentLength"] == path.stat().st_size
+
+
+def test_a_multipart_upload_given_up_is_cancelled_and_aborted(stack, tmp_path):
+    path = tmp_path / "wide.png"
+    path.write_bytes(noise_png(1800, 1200))
+    session = requests.Session()
+    session.mount("http://", DropParts(part_number=2, times=100))
+    client = UploadClient(stack.api_url, session=session, part_attempts=1, resume_rounds=1,
+                          retry_delay=0.01)
+
+    with pytest.raises(UploadFailed) as caught:
+        client.upload_file(path)
+
+    failure = caught.value
+    assert failure.code == "network_error" and failure.step == "part 2"
+    status = UploadClient(stack.api_url).status(failure.upload_id)
+    assert status["status"] == "failed" and status["error"]["code"] == "cancelled"
+    s3 = s3_client(stack.settings)
+    pending = s3.list_multipart_uploads(Bucket=stack.settings.bucket,
+                                        Prefix=keys.original_key(failure.upload_id))
+    assert pending.get("Uploads", []) == []  # no orphan parts kept
