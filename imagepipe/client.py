@@ -47,6 +47,8 @@ CANCELLED = "cancelled"  # the server's code too, for an upload its client cance
 
 # S3 refuses parts under 5 MiB (but the last): a client never splits finer than this.
 S3_MIN_PART_BYTES = 5 * 1024 * 1024
+# The longest a client waits on the server's Retry-After before trying again.
+MAX_RETRY_AFTER_S = 10.0
 # Read and send in chunks this big, so progress moves while a part is in flight.
 CHUNK_BYTES = 64 * 1024
 
@@ -155,7 +157,7 @@ def content_type_of(path: Path, head: bytes) -> str:
 class UploadClient:
     def __init__(self, api_url: str, session: requests.Session | None = None,
                  timeout: float = 30, part_workers: int = 4, part_attempts: int = 3,
-                 resume_rounds: int = 3, retry_delay: float = 0.5):
+                 resume_rounds: int = 3, retry_delay: float = 0.5, api_attempts: int = 3):
         self.api_url = api_url.rstrip("/")
         self.http = session or _session(pool=4 * part_workers)
         self.timeout = timeout
@@ -163,6 +165,7 @@ class UploadClient:
         self.part_attempts = part_attempts
         self.resume_rounds = resume_rounds
         self.retry_delay = retry_delay
+        self.api_attempts = api_attempts
         self._limits: Limits | None = None
         self._limits_lock = threading.Lock()
         # Set (by Ctrl-C) to stop every upload of this client at its next step.
@@ -378,7 +381,26 @@ class UploadClient:
 
     # --- plumbing -----------------------------------------------------------------------------
     def _call(self, step: str, method: str, path: str, **kwargs) -> requests.Response:
-        return self._request(step, method, f"{self.api_url}{path}", **kwargs)
+        """One API call. Every route but ``POST /uploads`` is idempotent (complete queues a job
+        at most once), so those are retried on no answer, a 5xx or 429, after the server's
+        ``Retry-After`` when it gives one; the last answer is returned as it is."""
+        url = f"{self.api_url}{path}"
+        attempts = 1 if (method, path) == ("POST", "/uploads") else self.api_attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                response = self._request(step, method, url, **kwargs)
+            except UploadFailed:
+                if attempt == attempts or self.stopping.is_set():
+                    raise
+                delay = self.retry_delay * 2 ** (attempt - 1)
+            else:
+                if (response.status_code < 500 and response.status_code != 429) \
+                        or attempt == attempts or self.stopping.is_set():
+                    return response
+                delay = _retry_after(response) or self.retry_delay * 2 ** (attempt - 1)
+            LOGGER.info("%s %s: retrying in %.1f s", method, path, delay)
+            self.stopping.wait(delay)
+        raise AssertionError("unreachable")
 
     def _s3(self, step: str, method: str, url: str, **kwargs) -> requests.Response:
         return self._request(step, method, url, **kwargs)
@@ -441,6 +463,14 @@ def _open_regular(path: Path):
     except OSError as exc:
         raise UploadFailed("read", errors.SOURCE_MISSING,
                            f"{path}: {exc.strerror or exc}") from None
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    """The server's ``Retry-After`` in seconds (capped: a user is waiting), if it gave one."""
+    try:
+        return min(float(response.headers["Retry-After"]), MAX_RETRY_AFTER_S)
+    except (KeyError, ValueError):
+        return None
 
 
 def _no_such_route(response: requests.Response) -> bool:

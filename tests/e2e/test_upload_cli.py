@@ -4,11 +4,13 @@ multipart above 1 MiB in 5 MiB parts) so that a multipart upload and an oversize
 
 from __future__ import annotations
 
+import http.server
 import io
 import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -152,6 +154,42 @@ def test_unreachable_api_is_one_line_per_file(tmp_path):
     assert lines[0] == f"a.jpg: failed network_error: connection failed talking to {api}"
     assert lines[1].startswith("missing.jpg: failed ")
     assert len(lines) == 2
+
+
+class BrokenApi(http.server.BaseHTTPRequestHandler):
+    """An API that answers every request with a 500 and an HTML page."""
+
+    paths: list[str] = []
+
+    def do_GET(self):
+        self.paths.append(self.path)
+        body = b"<html><body>oops\n</body></html>"
+        self.send_response(500)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_POST = do_GET
+
+    def log_message(self, *args):
+        pass
+
+
+def test_server_errors_are_retried_then_one_line(tmp_path):
+    (tmp_path / "a.jpg").write_bytes(images.make_jpeg(30, 20))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), BrokenApi)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    api = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        result = run_cli("a.jpg", "--api", api, "--wait", cwd=tmp_path)
+    finally:
+        server.shutdown()
+
+    assert result.returncode == 1
+    assert result.stdout == ("a.jpg: failed http_error: HTTP 500: <html><body>oops "
+                             "</body></html>\n")
+    assert BrokenApi.paths == ["/limits"] * 3  # an idempotent call, tried three times
 
 
 class DropParts(HTTPAdapter):
