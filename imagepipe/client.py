@@ -23,14 +23,14 @@ import stat
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import requests
 from requests.adapters import HTTPAdapter
 
-from imagepipe import errors, formats
+from imagepipe import errors, formats, keys
 
 LOGGER = logging.getLogger(__name__)
 
@@ -45,8 +45,6 @@ TIMEOUT = "timeout"
 UPLOAD_INCOMPLETE = "upload_incomplete"
 CANCELLED = "cancelled"  # the server's code too, for an upload its client cancelled
 
-# S3 refuses parts under 5 MiB (but the last): a client never splits finer than this.
-S3_MIN_PART_BYTES = 5 * 1024 * 1024
 # The longest a client waits on the server's Retry-After before trying again.
 MAX_RETRY_AFTER_S = 10.0
 # Read and send in chunks this big, so progress moves while a part is in flight.
@@ -138,16 +136,6 @@ class Limits:
                                f"{self.max_upload_bytes} bytes")
 
 
-@dataclass
-class UploadOutcome:
-    path: Path
-    upload_id: str | None = None
-    status: str = "not started"
-    variants: list[dict] = field(default_factory=list)
-    error: dict | None = None
-    seconds: float = 0.0
-
-
 def content_type_of(path: Path, head: bytes) -> str:
     """The type the bytes announce; failing that, the one the name suggests (as a browser)."""
     return (formats.sniff(head[:formats.SNIFF_BYTES]) or mimetypes.guess_type(path.name)[0]
@@ -167,6 +155,7 @@ class UploadClient:
         self.retry_delay = retry_delay
         self.api_attempts = api_attempts
         self._limits: Limits | None = None
+        self._limits_asked = False
         self._limits_lock = threading.Lock()
         # Set (by Ctrl-C) to stop every upload of this client at its next step.
         self.stopping = threading.Event()
@@ -175,16 +164,17 @@ class UploadClient:
     def limits(self) -> Limits | None:
         """The server's limits (asked once); None from a server that has no ``/limits``."""
         with self._limits_lock:
-            if self._limits is None:
+            if not self._limits_asked:
                 response = self._call("limits", "GET", "/limits")
-                if _no_such_route(response):
-                    return None
-                self._expect("limits", response, 200)
-                try:
-                    self._limits = Limits.from_json(response.json())
-                except (ValueError, KeyError, TypeError):
-                    raise UploadFailed("limits", HTTP_ERROR, "GET /limits answered an unexpected "
-                                       "body", response.status_code, response.text) from None
+                if not _no_such_route(response):
+                    self._expect("limits", response, 200)
+                    try:
+                        self._limits = Limits.from_json(response.json())
+                    except (ValueError, KeyError, TypeError):
+                        raise UploadFailed("limits", HTTP_ERROR, "GET /limits answered an "
+                                           "unexpected body", response.status_code,
+                                           response.text) from None
+                self._limits_asked = True
             return self._limits
 
     def create(self, filename: str, content_type: str, size: int, method: str = POST,
@@ -322,7 +312,7 @@ class UploadClient:
                 if not exc.transient or attempt == self.part_attempts:
                     raise
                 LOGGER.info("part %d: %s; retrying", number, exc.message)
-                time.sleep(self.retry_delay * 2 ** (attempt - 1))
+                self.stopping.wait(self.retry_delay * 2 ** (attempt - 1))
         raise AssertionError("unreachable")
 
     # --- whole files ------------------------------------------------------------------------
@@ -378,6 +368,15 @@ class UploadClient:
         if response.status_code != 200:
             raise UploadFailed.from_response("download", response)
         target.write_bytes(response.content)
+
+    def save_variants(self, variants: list[dict], folder: Path) -> None:
+        """Download each variant of a ``done`` status to ``folder/<name>.<ext>``; each variant
+        gets its ``path``."""
+        folder.mkdir(parents=True, exist_ok=True)
+        for variant in variants:
+            path = folder / f"{variant['name']}.{keys.FORMAT_EXTENSIONS[variant['format']]}"
+            self.download(variant, path)
+            variant["path"] = str(path)
 
     # --- plumbing -----------------------------------------------------------------------------
     def _call(self, step: str, method: str, path: str, **kwargs) -> requests.Response:

@@ -42,7 +42,6 @@ from imagepipe.cli import (
 )
 from imagepipe.client import TIMEOUT, UploadClient, UploadFailed
 from imagepipe.errors import INTERNAL
-from imagepipe.keys import FORMAT_EXTENSIONS
 
 LOGGER = logging.getLogger(__name__)
 
@@ -131,7 +130,7 @@ def upload_one(client: UploadClient, name: str, stem: str, args, bars) -> dict:
                     "code": TIMEOUT,
                     "message": f"still {final['status']} after {args.timeout:g} s"})
             elif final["status"] == "done" and args.out is not None:
-                _download(client, result["variants"], args.out / stem)
+                client.save_variants(result["variants"], args.out / stem)
     except UploadFailed as exc:
         result.update(status="failed", error=exc.to_dict(),
                       upload_id=exc.upload_id or result["upload_id"])
@@ -143,14 +142,6 @@ def upload_one(client: UploadClient, name: str, stem: str, args, bars) -> dict:
         bars.state(task, result["status"] if result["error"] is None
                    else f"failed: {result['error']['code']}")
     return result
-
-
-def _download(client: UploadClient, variants: list[dict], folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for variant in variants:
-        path = folder / f"{variant['name']}.{FORMAT_EXTENSIONS[variant['format']]}"
-        client.download(variant, path)
-        variant["path"] = str(path)
 
 
 def _json_line(result: dict) -> str:
