@@ -319,11 +319,11 @@ class UploadClient:
     def prepare(self, path: Path) -> tuple[bytes, str]:
         """The file's bytes and its content type, checked against the server's limits before
         any URL is asked for (and before an oversize file is read)."""
-        limits = self.limits()
         with _open_regular(path) as file:
             size = os.fstat(file.fileno()).st_size
             head = file.read(formats.SNIFF_BYTES)
             content_type = content_type_of(path, head)
+            limits = self.limits()  # a file that cannot be read fails without the network
             if limits is not None:
                 limits.check(content_type, size)
             elif size == 0:

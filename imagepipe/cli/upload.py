@@ -91,6 +91,16 @@ def run_upload(args: argparse.Namespace) -> int:
     used: set[str] = set()
     stems = [unique_stem(name, used) for name in args.files]
     bars = _progress(args)
+    try:
+        client.limits()
+    except UploadFailed as exc:
+        # The API did not answer even after retries: say so once per file, without asking
+        # again for each.
+        for name in args.files:
+            result = {"input": name, "upload_id": None, "status": "failed", "variants": [],
+                      "error": exc.to_dict()}
+            print(_json_line(result) if args.json else _text_line(result), flush=True)
+        return EXIT_FAILED
     failed = False
     with bars or nullcontext():
         pool = ThreadPoolExecutor(max_workers=args.jobs, thread_name_prefix="upload")
