@@ -8,6 +8,8 @@ import http.server
 import io
 import json
 import os
+import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -191,14 +193,44 @@ def test_server_errors_are_retried_then_one_line(tmp_path):
     assert BrokenApi.paths == ["/limits"] * 3  # an idempotent call, tried three times
 
 
-class DropParts(HTTPAdapter):
-    """Drops the connection of the first ``times`` PUTs of one part, before any byte is sent;
-    records (method, path, part number) of every request."""
+class CutConnection:
+    """A TCP server that reads part of a request, then closes the connection: a connection
+    that drops while the body is being sent."""
 
-    def __init__(self, part_number: int, times: int):
+    def __init__(self, after_bytes: int = 256 * 1024):
+        self.after_bytes = after_bytes
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            with conn:
+                received = 0
+                while received < self.after_bytes:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    received += len(chunk)
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    def close(self) -> None:
+        self.server.close()
+
+
+class DropParts(HTTPAdapter):
+    """Sends the first ``times`` PUTs of one part to a server that cuts the connection midway
+    through the body; records (method, path, part number) of every request."""
+
+    def __init__(self, part_number: int, times: int, cut: CutConnection):
         super().__init__()
         self.part_number = str(part_number)
         self.left = times
+        self.cut = cut
         self.seen: list[tuple[str, str, int | None]] = []
 
     def send(self, request, **kwargs):
@@ -207,19 +239,27 @@ class DropParts(HTTPAdapter):
         self.seen.append((request.method, url.path, int(part) if part else None))
         if request.method == "PUT" and part == self.part_number and self.left > 0:
             self.left -= 1
-            raise requests.ConnectionError("connection reset by peer (injected)")
+            request.url = url._replace(netloc=f"127.0.0.1:{self.cut.port}").geturl()
         return super().send(request, **kwargs)
 
 
-def test_multipart_retries_a_part_then_resumes_through_parts(stack, tmp_path):
+@pytest.fixture
+def cut():
+    server = CutConnection()
+    yield server
+    server.close()
+
+
+def test_multipart_retries_a_part_then_resumes_through_parts(stack, tmp_path, cut):
     path = tmp_path / "wide.png"
     path.write_bytes(noise_png(1800, 1200))  # 6.5 MB: parts 1 (5 MiB) and 2
     session = requests.Session()
-    dropper = DropParts(part_number=2, times=2)
+    dropper = DropParts(part_number=2, times=2, cut=cut)
     session.mount("http://", dropper)
     client = UploadClient(stack.api_url, session=session, part_attempts=2, retry_delay=0.05)
+    progress: list[int] = []
 
-    upload_id = client.upload_file(path)
+    upload_id = client.upload_file(path, progress=progress.append)
 
     final = client.wait(upload_id, timeout=90)
     assert final["status"] == "done", final
@@ -230,16 +270,19 @@ def test_multipart_retries_a_part_then_resumes_through_parts(stack, tmp_path):
     assert part_puts == [1, 2, 2, 2]
     resumes = [path for method, path, _ in dropper.seen if path.endswith("/parts")]
     assert resumes == [f"/uploads/{upload_id}/parts"]
+    # What a cut part had sent was taken back: the bar ends at the file's size.
+    assert any(n < 0 for n in progress)
+    assert sum(progress) == path.stat().st_size
     original = s3_client(stack.settings).head_object(
         Bucket=stack.settings.bucket, Key=keys.original_key(upload_id))
     assert original["ContentLength"] == path.stat().st_size
 
 
-def test_a_multipart_upload_given_up_is_cancelled_and_aborted(stack, tmp_path):
+def test_a_multipart_upload_given_up_is_cancelled_and_aborted(stack, tmp_path, cut):
     path = tmp_path / "wide.png"
     path.write_bytes(noise_png(1800, 1200))
     session = requests.Session()
-    session.mount("http://", DropParts(part_number=2, times=100))
+    session.mount("http://", DropParts(part_number=2, times=100, cut=cut))
     client = UploadClient(stack.api_url, session=session, part_attempts=1, resume_rounds=1,
                           retry_delay=0.01)
 
