@@ -18,7 +18,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from imagepipe import chalicefile, cors
+from imagepipe import bucket_cors, chalicefile
 from imagepipe.aws import s3_client
 from imagepipe.devtools import rabbitmq
 from imagepipe.settings import Settings
@@ -141,7 +141,7 @@ class LocalStack:
     def _create_bucket(self) -> None:
         s3 = s3_client(self.settings)
         s3.create_bucket(Bucket=self.settings.bucket)
-        configuration = cors.s3_cors_configuration(self.settings.allowed_origins)
+        configuration = bucket_cors.s3_cors_configuration(self.settings.allowed_origins)
         if configuration:
             # Real rules on the local bucket too: moto then applies them to preflights and PUT
             # uploads (and refuses other origins), as S3 does.

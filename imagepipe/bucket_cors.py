@@ -1,4 +1,5 @@
-"""The upload bucket's CORS rule: which browser origins may send bytes straight to S3.
+"""The upload bucket's CORS rule: which browser origins may send bytes straight to S3 (the API's own
+CORS is ``imagepipe.cors``).
 
 One rule, built here for every place that sets it: the local stack (``put_bucket_cors`` on
 moto) and the cloud stack (the bucket's ``CorsConfiguration`` in CloudFormation). Origins
