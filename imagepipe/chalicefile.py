@@ -25,7 +25,9 @@ from imagepipe.spec import parse_variants
 FILENAME = "chalicefile.json"
 _REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SETTINGS_FIELDS = {f.name for f in fields(Settings)}
-_LIMITS = {"max_upload_bytes", "allowed_types", "max_pixels"}
+_LIMITS = {"max_upload_bytes", "allowed_types", "max_pixels", "multipart_threshold_bytes",
+           "multipart_part_bytes"}
+_OPTIONAL_LIMITS = ("multipart_threshold_bytes", "multipart_part_bytes")
 _FUNCTION_FIELDS = {"project_dir", "memory_mb", "timeout_s"}
 
 
@@ -82,6 +84,7 @@ def stage_settings(
         "max_upload_bytes": limits["max_upload_bytes"],
         "allowed_types": tuple(limits["allowed_types"]),
         "max_pixels": limits["max_pixels"],
+        **{name: limits[name] for name in _OPTIONAL_LIMITS if name in limits},
         "variants": parse_variants(manifest["variants"]),
         **resolved,
     }

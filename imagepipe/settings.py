@@ -37,6 +37,8 @@ ENV_WORKERS = "IMAGEPIPE_WORKERS"
 ENV_PREFETCH = "IMAGEPIPE_PREFETCH"
 ENV_RETRY_BACKOFF = "IMAGEPIPE_RETRY_BACKOFF_S"
 ENV_ALLOWED_ORIGINS = "IMAGEPIPE_ALLOWED_ORIGINS"
+ENV_MULTIPART_THRESHOLD = "IMAGEPIPE_MULTIPART_THRESHOLD_BYTES"
+ENV_MULTIPART_PART_BYTES = "IMAGEPIPE_MULTIPART_PART_BYTES"
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 DEFAULT_RESIZE_QUEUE = "imagepipe.resize"
@@ -51,6 +53,11 @@ DEFAULT_MAX_PIXELS = 50_000_000
 MAX_PRESIGN_EXPIRES = 600
 DEFAULT_PRESIGN_EXPIRES = 600
 DEFAULT_DOWNLOAD_EXPIRES = 3600
+DEFAULT_MULTIPART_THRESHOLD = 16 * 1024 * 1024
+DEFAULT_MULTIPART_PART_BYTES = 8 * 1024 * 1024
+# S3's own limits: every part but the last is at least 5 MiB; at most 10,000 parts.
+S3_MIN_PART_BYTES = 5 * 1024 * 1024
+S3_MAX_PARTS = 10_000
 INVOKERS = ("local", "lambda")
 
 
@@ -78,6 +85,8 @@ class Settings:
     prefetch: int = 0  # 0: twice the workers
     retry_backoff_s: float = 0.5
     allowed_origins: tuple[str, ...] = ()  # browser origins allowed to upload (CORS)
+    multipart_threshold_bytes: int = DEFAULT_MULTIPART_THRESHOLD  # clients go multipart above
+    multipart_part_bytes: int = DEFAULT_MULTIPART_PART_BYTES
 
     def __post_init__(self) -> None:
         if not self.bucket:
@@ -97,6 +106,14 @@ class Settings:
             raise ConfigError(f"{ENV_RESIZE_FUNCTION} is required with the lambda invoker")
         if not self.allowed_types:
             raise ConfigError(f"{ENV_ALLOWED_TYPES} must name at least one type")
+        if self.multipart_threshold_bytes < 1:
+            raise ConfigError(f"{ENV_MULTIPART_THRESHOLD} must be positive")
+        if self.multipart_part_bytes < S3_MIN_PART_BYTES:
+            raise ConfigError(f"{ENV_MULTIPART_PART_BYTES} must be at least {S3_MIN_PART_BYTES} "
+                              "(S3's minimum part size)")
+        if -(-self.max_upload_bytes // self.multipart_part_bytes) > S3_MAX_PARTS:
+            raise ConfigError(f"{ENV_MULTIPART_PART_BYTES} is too small: the largest upload "
+                              f"would need more than {S3_MAX_PARTS} parts")
 
     @property
     def worker_count(self) -> int:
@@ -133,6 +150,8 @@ class Settings:
             "download_expires": ENV_DOWNLOAD_EXPIRES,
             "workers": ENV_WORKERS,
             "prefetch": ENV_PREFETCH,
+            "multipart_threshold_bytes": ENV_MULTIPART_THRESHOLD,
+            "multipart_part_bytes": ENV_MULTIPART_PART_BYTES,
         }
         for attr, name in numbers.items():
             if env.get(name):
@@ -181,6 +200,8 @@ class Settings:
             ENV_PREFETCH: str(self.prefetch),
             ENV_RETRY_BACKOFF: str(self.retry_backoff_s),
             ENV_ALLOWED_ORIGINS: ",".join(self.allowed_origins),
+            ENV_MULTIPART_THRESHOLD: str(self.multipart_threshold_bytes),
+            ENV_MULTIPART_PART_BYTES: str(self.multipart_part_bytes),
         }
         if self.s3_endpoint_url:
             env[ENV_S3_ENDPOINT_URL] = self.s3_endpoint_url

@@ -108,16 +108,40 @@ def create_upload():
     return service().create_upload(parse_json_object(request.raw_body), _collection_path(request))
 
 
+def _optional_json_object() -> dict:
+    # Bodies that are optional by contract (complete, parts): none at all means "defaults".
+    raw = app.current_request.raw_body
+    return parse_json_object(raw) if raw and raw.strip() else {}
+
+
+@app.route("/limits", methods=["GET"], content_types=ANY_CONTENT_TYPE)
+@api(200)
+def get_limits():
+    return service().limits()
+
+
+@app.route("/uploads/{upload_id}/parts", methods=["POST"], content_types=ANY_CONTENT_TYPE)
+@api(200)
+def list_parts(upload_id):
+    return service().parts(upload_id, _optional_json_object())
+
+
 @app.route("/uploads/{upload_id}/complete", methods=["POST"], content_types=ANY_CONTENT_TYPE)
 @api(202)
 def complete_upload(upload_id):
-    return service().complete(upload_id)
+    return service().complete(upload_id, _optional_json_object())
 
 
 @app.route("/uploads/{upload_id}", methods=["GET"], content_types=ANY_CONTENT_TYPE)
 @api(200)
 def get_upload(upload_id):
     return service().get_status(upload_id)
+
+
+@app.route("/uploads/{upload_id}", methods=["DELETE"], content_types=ANY_CONTENT_TYPE)
+@api(200)
+def cancel_upload(upload_id):
+    return service().cancel(upload_id)
 
 
 @app.lambda_function(name="on_object_created")

@@ -25,6 +25,9 @@ def test_repo_manifest_is_valid_and_has_the_required_stages():
     prod = chalicefile.stage_settings(manifest, "prod", environ=PROD_ENV)
     assert prod.invoker == "lambda" and prod.bucket == "photos-prod"
     assert prod.allowed_origins == ("https://photos.example",)
+    limits = manifest["limits"]
+    assert (local.multipart_threshold_bytes, local.multipart_part_bytes) == (
+        limits["multipart_threshold_bytes"], limits["multipart_part_bytes"])
 
 
 def test_unset_reference_is_named():
