@@ -455,8 +455,9 @@
     };
 
     input.addEventListener("change", () => {
-      uploadAll(input.files);
-      input.value = "";
+      const chosen = [...input.files]; // a live list: clearing the input empties it
+      input.value = ""; // choosing the same file again is a new upload
+      uploadAll(chosen);
     });
     for (const name of ["dragenter", "dragover"]) {
       zone.addEventListener(name, (event) => { event.preventDefault(); zone.classList.add("dragging"); });
