@@ -40,7 +40,7 @@ chromium:
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  echo "installing Debian's chromium for the browser tests ..."; \
 	  export DEBIAN_FRONTEND=noninteractive; \
-  apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	  apt-get install -y -qq chromium >/dev/null 2>&1 || \
 	    { apt-get update -qq >/dev/null && apt-get install -y -qq chromium >/dev/null; }; \
 	else \
 	  echo "note: $(CHROMIUM) is missing, so the browser tests are skipped;" \
