@@ -6,14 +6,19 @@ and the real RabbitMQ. The stack allows exactly one browser origin, the page's o
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from imagepipe.devtools.client import UploadClient
 from imagepipe.devtools.demo import SAMPLES
+from imagepipe.devtools.stack import ROOT
 
 from .conftest import running_stack
 
@@ -29,6 +34,9 @@ MAX_UPLOAD_BYTES = 12 * MiB
 PART_BYTES = 5 * MiB
 VARIANTS = {"xl", "lg", "md", "sm", "thumb"}
 WAIT_MS = 90_000
+# Pinned: the README's snippet is tested against exactly these; cached under .run/ between runs.
+UPPY_PACKAGES = {"@uppy/core": "6.3.1", "@uppy/aws-s3": "6.3.1", "esbuild": "0.28.2"}
+UPPY_DIR = ROOT / ".run" / "uppy"
 
 
 @pytest.fixture(scope="module")
@@ -223,3 +231,86 @@ def _s3(stack):
     from imagepipe.aws import s3_client
 
     return s3_client(stack.settings)
+
+
+def _readme_uppy_snippet() -> str:
+    readme = (ROOT / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```js\n(.*?)```", readme, re.S) if "@uppy/aws-s3" in b]
+    assert len(blocks) == 1, "the README has one Uppy snippet"
+    return blocks[0]
+
+
+@pytest.fixture(scope="module")
+def uppy_bundle() -> str:
+    """The README's Uppy snippet bundled for the browser with esbuild (Uppy ships ES modules)."""
+    npm = shutil.which("npm")
+    if npm is None:
+        pytest.skip("npm is missing: the Uppy test installs @uppy/aws-s3 and esbuild from npm")
+    UPPY_DIR.mkdir(parents=True, exist_ok=True)
+    package = {"private": True, "dependencies": UPPY_PACKAGES}
+    installed = UPPY_DIR / "installed.json"
+    if not installed.exists() or json.loads(installed.read_text()) != package:
+        (UPPY_DIR / "package.json").write_text(json.dumps(package, indent=2))
+        result = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--loglevel=error"],
+                                cwd=UPPY_DIR, capture_output=True, text=True, timeout=300)
+        if result.returncode != 0:
+            pytest.skip(f"npm install of Uppy failed (is the npm registry reachable?): "
+                        f"{result.stderr.strip()[-400:]}")
+        installed.write_text(json.dumps(package))
+    # Beside node_modules, so esbuild resolves the packages.
+    (UPPY_DIR / "imagepipe-uppy.js").write_text(_readme_uppy_snippet())
+    (UPPY_DIR / "entry.js").write_text(
+        "import { imagepipeUppy } from './imagepipe-uppy.js'\n"
+        "window.imagepipeUppy = imagepipeUppy\n")
+    bundle = UPPY_DIR / "bundle.js"
+    subprocess.run([str(UPPY_DIR / "node_modules" / ".bin" / "esbuild"), "entry.js", "--bundle",
+                    "--format=iife", "--platform=browser", "--target=chrome120",
+                    f"--outfile={bundle.name}", "--log-level=warning"],
+                   cwd=UPPY_DIR, check=True, timeout=120)
+    return bundle.read_text()
+
+
+def test_uppy_6_uploads_through_the_put_mode_with_sign_request(stack, page, files, uppy_bundle):
+    # Served from the allowed origin (the API's own), as an app embedding Uppy would be.
+    html = ('<!doctype html><meta charset="utf-8"><title>Uppy</title>'
+            '<input type="file" id="files" multiple><script src="uppy-test.js"></script>')
+    page.route(f"{stack.api_url}/uppy-test.html",
+               lambda route: route.fulfill(body=html, content_type="text/html"))
+    page.route(f"{stack.api_url}/uppy-test.js",
+               lambda route: route.fulfill(body=uppy_bundle, content_type="text/javascript"))
+    page.on("console", lambda m: print("CONSOLE", m.text))
+    page.on("requestfailed", lambda r: print("FAILED", r.method, r.url[:90], r.failure, r.headers))
+    page.on("response", lambda r: print("RESP", r.status, r.request.method, r.url[:90], r.headers))
+    page.goto(f"{stack.api_url}/uppy-test.html")
+    page.locator("#files").set_input_files([files["landscape.jpg"], files["badge.png"],
+                                            files["lying.jpg"]])
+    result = page.evaluate("""async () => {
+        const uppy = imagepipeUppy(location.origin)
+        for (const file of document.getElementById('files').files) {
+            uppy.addFile({ name: file.name, type: file.type, data: file })
+        }
+        const result = await uppy.upload()
+        return {
+            successful: result.successful.map(f => ({
+                name: f.name, uploadId: f.meta.imagepipeUploadId, key: f.response.body.key })),
+            failed: result.failed.map(f => ({ name: f.name, error: String(f.error) })),
+        }
+    }""")
+
+    print(result)
+    # The lying file reached S3 but the API refused it at complete: Uppy reports it failed.
+    assert [f["name"] for f in result["failed"]] == ["lying.jpg"]
+    assert "unsupported_format" in result["failed"][0]["error"]
+    uploaded = {f["name"]: f for f in result["successful"]}
+    assert set(uploaded) == {"landscape.jpg", "badge.png"}
+    client = UploadClient(stack.api_url)
+    for name, file in uploaded.items():
+        # Uppy reports the key the API chose, not its own placeholder.
+        assert file["key"] == f"originals/{file['uploadId']}"
+        final = client.wait(file["uploadId"], timeout=90)
+        assert final["status"] == "done", (name, final)
+        assert {v["name"] for v in final["variants"]} == VARIANTS
+    stored = _s3(stack).get_object(Bucket=stack.settings.bucket,
+                                   Key=uploaded["badge.png"]["key"])
+    assert stored["ContentType"] == "image/png"
+    assert stored["Body"].read() == files["badge.png"].read_bytes()
