@@ -39,6 +39,13 @@ ENV_RETRY_BACKOFF = "IMAGEPIPE_RETRY_BACKOFF_S"
 ENV_ALLOWED_ORIGINS = "IMAGEPIPE_ALLOWED_ORIGINS"
 ENV_MULTIPART_THRESHOLD = "IMAGEPIPE_MULTIPART_THRESHOLD_BYTES"
 ENV_MULTIPART_PART_BYTES = "IMAGEPIPE_MULTIPART_PART_BYTES"
+ENV_CALLBACK_SECRET = "IMAGEPIPE_CALLBACK_SECRET"
+ENV_CALLBACK_ALLOW_PRIVATE = "IMAGEPIPE_CALLBACK_ALLOW_PRIVATE"
+ENV_CALLBACK_QUEUE = "IMAGEPIPE_CALLBACK_QUEUE"
+ENV_CALLBACK_DEAD_LETTER_QUEUE = "IMAGEPIPE_CALLBACK_DEAD_LETTER_QUEUE"
+ENV_CALLBACK_ATTEMPTS = "IMAGEPIPE_CALLBACK_ATTEMPTS"
+ENV_CALLBACK_BACKOFF = "IMAGEPIPE_CALLBACK_BACKOFF_S"
+ENV_CALLBACK_TIMEOUT = "IMAGEPIPE_CALLBACK_TIMEOUT_S"
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 DEFAULT_RESIZE_QUEUE = "imagepipe.resize"
@@ -59,6 +66,10 @@ DEFAULT_MULTIPART_PART_BYTES = 8 * 1024 * 1024
 S3_MIN_PART_BYTES = 5 * 1024 * 1024
 S3_MAX_PARTS = 10_000
 INVOKERS = ("local", "lambda")
+DEFAULT_CALLBACK_QUEUE = "imagepipe.callbacks"
+DEFAULT_CALLBACK_DEAD_LETTER_QUEUE = "imagepipe.callbacks.dead"
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
 
 
 @dataclass(frozen=True)
@@ -87,6 +98,15 @@ class Settings:
     allowed_origins: tuple[str, ...] = ()  # browser origins allowed to upload (CORS)
     multipart_threshold_bytes: int = DEFAULT_MULTIPART_THRESHOLD  # clients go multipart above
     multipart_part_bytes: int = DEFAULT_MULTIPART_PART_BYTES
+    # Completion callbacks are on when a secret signs them; repr=False keeps it out of logs.
+    callback_secret: str = field(default="", repr=False)
+    # Allow callback targets on loopback/private networks and plain http: local stages only.
+    callback_allow_private: bool = False
+    callback_queue: str = DEFAULT_CALLBACK_QUEUE
+    callback_dead_letter_queue: str = DEFAULT_CALLBACK_DEAD_LETTER_QUEUE
+    callback_attempts: int = 6
+    callback_backoff_s: float = 1.0  # first retry delay; doubles per attempt, capped
+    callback_timeout_s: float = 10.0  # per attempt: connect, send, read the answer
 
     def __post_init__(self) -> None:
         if not self.bucket:
@@ -111,6 +131,11 @@ class Settings:
         if self.multipart_part_bytes < S3_MIN_PART_BYTES:
             raise ConfigError(f"{ENV_MULTIPART_PART_BYTES} must be at least {S3_MIN_PART_BYTES} "
                               "(S3's minimum part size)")
+        if self.callback_attempts < 1:
+            raise ConfigError(f"{ENV_CALLBACK_ATTEMPTS} must be at least 1")
+        if self.callback_timeout_s <= 0 or self.callback_backoff_s < 0:
+            raise ConfigError(f"{ENV_CALLBACK_TIMEOUT} must be positive and "
+                              f"{ENV_CALLBACK_BACKOFF} not negative")
         if -(-self.max_upload_bytes // self.multipart_part_bytes) > S3_MAX_PARTS:
             raise ConfigError(f"{ENV_MULTIPART_PART_BYTES} is too small: the largest upload "
                               f"would need more than {S3_MAX_PARTS} parts")
@@ -138,6 +163,9 @@ class Settings:
             "results_exchange": ENV_RESULTS_EXCHANGE,
             "invoker": ENV_INVOKER,
             "resize_function": ENV_RESIZE_FUNCTION,
+            "callback_secret": ENV_CALLBACK_SECRET,
+            "callback_queue": ENV_CALLBACK_QUEUE,
+            "callback_dead_letter_queue": ENV_CALLBACK_DEAD_LETTER_QUEUE,
         }
         for attr, name in text.items():
             if env.get(name):
@@ -152,15 +180,25 @@ class Settings:
             "prefetch": ENV_PREFETCH,
             "multipart_threshold_bytes": ENV_MULTIPART_THRESHOLD,
             "multipart_part_bytes": ENV_MULTIPART_PART_BYTES,
+            "callback_attempts": ENV_CALLBACK_ATTEMPTS,
         }
         for attr, name in numbers.items():
             if env.get(name):
                 kwargs[attr] = _int(name, env[name])
-        if env.get(ENV_RETRY_BACKOFF):
-            try:
-                kwargs["retry_backoff_s"] = float(env[ENV_RETRY_BACKOFF])
-            except ValueError:
-                raise ConfigError(f"{ENV_RETRY_BACKOFF} must be a number") from None
+        decimals = {
+            "retry_backoff_s": ENV_RETRY_BACKOFF,
+            "callback_backoff_s": ENV_CALLBACK_BACKOFF,
+            "callback_timeout_s": ENV_CALLBACK_TIMEOUT,
+        }
+        for attr, name in decimals.items():
+            if env.get(name):
+                try:
+                    kwargs[attr] = float(env[name])
+                except ValueError:
+                    raise ConfigError(f"{name} must be a number") from None
+        if ENV_CALLBACK_ALLOW_PRIVATE in env:
+            kwargs["callback_allow_private"] = _bool(ENV_CALLBACK_ALLOW_PRIVATE,
+                                                     env[ENV_CALLBACK_ALLOW_PRIVATE])
         if env.get(ENV_ALLOWED_TYPES):
             kwargs["allowed_types"] = tuple(
                 t.strip() for t in env[ENV_ALLOWED_TYPES].split(",") if t.strip()
@@ -202,11 +240,19 @@ class Settings:
             ENV_ALLOWED_ORIGINS: ",".join(self.allowed_origins),
             ENV_MULTIPART_THRESHOLD: str(self.multipart_threshold_bytes),
             ENV_MULTIPART_PART_BYTES: str(self.multipart_part_bytes),
+            ENV_CALLBACK_ALLOW_PRIVATE: "true" if self.callback_allow_private else "false",
+            ENV_CALLBACK_QUEUE: self.callback_queue,
+            ENV_CALLBACK_DEAD_LETTER_QUEUE: self.callback_dead_letter_queue,
+            ENV_CALLBACK_ATTEMPTS: str(self.callback_attempts),
+            ENV_CALLBACK_BACKOFF: str(self.callback_backoff_s),
+            ENV_CALLBACK_TIMEOUT: str(self.callback_timeout_s),
         }
         if self.s3_endpoint_url:
             env[ENV_S3_ENDPOINT_URL] = self.s3_endpoint_url
         if self.resize_function:
             env[ENV_RESIZE_FUNCTION] = self.resize_function
+        if self.callback_secret:
+            env[ENV_CALLBACK_SECRET] = self.callback_secret
         return env
 
 
@@ -215,3 +261,11 @@ def _int(name: str, value: str) -> int:
         return int(value)
     except ValueError:
         raise ConfigError(f"{name} must be a whole number, got {value!r}") from None
+
+
+def _bool(name: str, value: str) -> bool:
+    if value.strip().lower() in _TRUE:
+        return True
+    if value.strip().lower() in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {value!r}")

@@ -15,7 +15,7 @@ import logging
 import re
 import unicodedata
 
-from imagepipe import errors, formats, keys, status
+from imagepipe import callbacks, errors, formats, keys, status
 from imagepipe.errors import TransientError
 from imagepipe.messages import ResizeJob, utc_now
 from imagepipe.multipart import MultipartGone, MultipartUploads, PartPlan, PartsRejected
@@ -46,6 +46,7 @@ OBJECT_CHANGED = "object_changed"
 NOT_MULTIPART = "not_multipart"
 PARTS_MISSING = "parts_missing"
 INVALID_PARTS = "invalid_parts"
+BAD_CALLBACK_URL = "bad_callback_url"
 NOT_CANCELLABLE = "not_cancellable"
 # The reason code in the status of an upload its client cancelled.
 CANCELLED = "cancelled"
@@ -114,6 +115,8 @@ class UploadService:
             "method": request["method"],
             "created_at": utc_now(),
         }
+        if request["callback_url"] is not None:
+            record["callback_url"] = request["callback_url"]
         if request["method"] == PUT:
             upload = self._presigned_put(upload_id, request)
         elif request["method"] == MULTIPART:
@@ -155,7 +158,19 @@ class UploadService:
                 # client believe its checksum is enforced.
                 raise ApiError(400, INVALID_CHECKSUM, "checksum_sha256 needs method PUT")
         return {"filename": filename, "content_type": content_type, "size": size,
-                "method": method, "checksum_sha256": checksum}
+                "method": method, "checksum_sha256": checksum,
+                "callback_url": self._checked_callback_url(payload.get("callback_url"))}
+
+    def _checked_callback_url(self, url) -> str | None:
+        if url is None:
+            return None
+        if not self.settings.callback_secret:
+            raise ApiError(400, BAD_CALLBACK_URL, "completion callbacks are not enabled on "
+                           "this stage")
+        try:
+            return callbacks.check_url(url, self.settings.callback_allow_private)
+        except callbacks.CallbackUrlError as exc:
+            raise ApiError(400, BAD_CALLBACK_URL, str(exc)) from None
 
     def _presigned_post(self, upload_id: str, request: dict) -> dict:
         content_type = request["content_type"]
@@ -286,7 +301,8 @@ class UploadService:
         if not self.status.mark(upload_id, status.QUEUED, exclusive=True):
             LOGGER.info("upload %s was enqueued by another caller", upload_id)
             return {"upload_id": upload_id, "status": self.status.state_of(upload_id).state}
-        job = ResizeJob.for_upload(upload_id, self.settings.bucket, record["content_type"], etag)
+        job = ResizeJob.for_upload(upload_id, self.settings.bucket, record["content_type"], etag,
+                                   callback_url=record.get("callback_url"))
         try:
             self.publisher.publish(job)
         except Exception as exc:

@@ -12,7 +12,7 @@ from urllib.parse import unquote_plus
 
 from chalice import Chalice, Response
 
-from imagepipe import aws, keys
+from imagepipe import aws, cors, keys
 from imagepipe.broker import JobPublisher
 from imagepipe.errors import INTERNAL
 from imagepipe.settings import Settings
@@ -54,21 +54,39 @@ def _json(status: int, body: dict, headers: dict | None = None) -> Response:
 
 
 def api(success_status: int):
-    """Wrap a view returning a dict: that dict with ``success_status``, or the error as JSON."""
+    """Wrap a view returning a dict: that dict with ``success_status``, or the error as JSON;
+    either way with the CORS headers the request's origin may see."""
     def decorate(view):
         @functools.wraps(view)
         def respond(**path_params):
-            try:
-                return _json(success_status, view(**path_params))
-            except ApiError as exc:
-                headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
-                return _json(exc.status, exc.to_body(), headers)
-            except Exception:
-                app.log.exception("unexpected error in %s", view.__name__)
-                return _json(500, {"error": {"code": INTERNAL,
-                                             "message": "an internal error occurred"}})
+            response = _respond(view, success_status, path_params)
+            response.headers.update(cors.response_headers(_origin(), _allowed_origins()))
+            return response
         return respond
     return decorate
+
+
+def _respond(view, success_status: int, path_params: dict) -> Response:
+    try:
+        return _json(success_status, view(**path_params))
+    except ApiError as exc:
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+        return _json(exc.status, exc.to_body(), headers)
+    except Exception:
+        app.log.exception("unexpected error in %s", view.__name__)
+        return _json(500, {"error": {"code": INTERNAL, "message": "an internal error occurred"}})
+
+
+def _origin() -> str | None:
+    return (app.current_request.headers or {}).get("origin")
+
+
+def _allowed_origins() -> tuple[str, ...]:
+    try:
+        return service().settings.allowed_origins
+    except Exception:  # bad settings: the view's own response says so; allow no origin
+        app.log.exception("could not read the allowed origins")
+        return ()
 
 
 def _collection_path(request) -> str:
@@ -193,3 +211,22 @@ def _field(event, *path):
     for name in path:
         event = event.get(name) if isinstance(event, dict) else None
     return event
+
+
+# --- CORS preflights (keep this last: it covers the routes defined above) ---------------------
+
+def _preflight_view(methods: list[str]):
+    def preflight(**_path_params):
+        headers = cors.preflight_headers(_origin(), _allowed_origins(), methods)
+        if headers is None:
+            return _json(403, {"error": {"code": cors.ORIGIN_NOT_ALLOWED,
+                                         "message": "this origin may not call the API"}},
+                         {"Vary": "Origin"})
+        return Response(body="", status_code=204, headers=headers)
+    return preflight
+
+
+for _number, (_path, _views) in enumerate(list(app.routes.items())):
+    if "OPTIONS" not in _views:
+        app.route(_path, methods=["OPTIONS"], content_types=ANY_CONTENT_TYPE,
+                  name=f"preflight_{_number}")(_preflight_view(sorted(_views)))

@@ -64,3 +64,14 @@ def test_multipart_defaults_and_round_trip():
     assert settings.multipart_part_bytes == 8 * 1024 * 1024
     changed = Settings(bucket="b", multipart_threshold_bytes=1, multipart_part_bytes=6 * 2**20)
     assert Settings.from_env(changed.to_env()) == changed
+
+
+def test_callback_settings_round_trip_and_keep_the_secret_out_of_repr():
+    settings = Settings(bucket="b", callback_secret="s3cr3t", callback_allow_private=True,
+                        callback_queue="cq", callback_dead_letter_queue="cdq",
+                        callback_attempts=2, callback_backoff_s=0.1, callback_timeout_s=3)
+    assert Settings.from_env(settings.to_env()) == settings
+    assert "s3cr3t" not in repr(settings)
+    assert Settings(bucket="b").callback_secret == ""  # callbacks are off by default
+    with pytest.raises(ConfigError, match="IMAGEPIPE_CALLBACK_ALLOW_PRIVATE"):
+        Settings.from_env({s.ENV_BUCKET: "b", s.ENV_CALLBACK_ALLOW_PRIVATE: "maybe"})
