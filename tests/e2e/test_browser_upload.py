@@ -11,6 +11,9 @@ import os
 import re
 import shutil
 import subprocess
+import threading
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -18,7 +21,7 @@ from PIL import Image
 
 from imagepipe.devtools.client import UploadClient
 from imagepipe.devtools.demo import SAMPLES
-from imagepipe.devtools.stack import ROOT
+from imagepipe.devtools.stack import ROOT, free_port, page_origins
 
 from .conftest import running_stack
 
@@ -40,11 +43,16 @@ UPPY_DIR = ROOT / ".run" / "uppy"
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    from imagepipe.devtools.stack import free_port, page_origins
+def app_port() -> int:
+    """The port of another web app on this machine that embeds Uppy (an allowed origin)."""
+    return free_port()
 
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, app_port):
     api_port = free_port()
-    allowed = page_origins(api_port)[:1]  # 127.0.0.1 only: localhost is the refused origin
+    # The page's own origin on 127.0.0.1 (localhost is the refused one) and the Uppy app's.
+    allowed = (page_origins(api_port)[0], f"http://127.0.0.1:{app_port}")
     with running_stack(tmp_path_factory, api_port=api_port, allowed_origins=allowed,
                        max_upload_bytes=MAX_UPLOAD_BYTES, multipart_threshold_bytes=MiB,
                        multipart_part_bytes=PART_BYTES) as local:
@@ -270,22 +278,34 @@ def uppy_bundle() -> str:
     return bundle.read_text()
 
 
-def test_uppy_6_uploads_through_the_put_mode_with_sign_request(stack, page, files, uppy_bundle):
-    # Served from the allowed origin (the API's own), as an app embedding Uppy would be.
-    html = ('<!doctype html><meta charset="utf-8"><title>Uppy</title>'
-            '<input type="file" id="files" multiple><script src="uppy-test.js"></script>')
-    page.route(f"{stack.api_url}/uppy-test.html",
-               lambda route: route.fulfill(body=html, content_type="text/html"))
-    page.route(f"{stack.api_url}/uppy-test.js",
-               lambda route: route.fulfill(body=uppy_bundle, content_type="text/javascript"))
-    page.on("console", lambda m: print("CONSOLE", m.text))
-    page.on("requestfailed", lambda r: print("FAILED", r.method, r.url[:90], r.failure, r.headers))
-    page.on("response", lambda r: print("RESP", r.status, r.request.method, r.url[:90], r.headers))
-    page.goto(f"{stack.api_url}/uppy-test.html")
+@pytest.fixture(scope="module")
+def uppy_app(app_port, uppy_bundle, tmp_path_factory):
+    """A static web app on its own loopback origin that embeds the README's Uppy snippet."""
+    folder = tmp_path_factory.mktemp("uppy-app")
+    (folder / "index.html").write_text(
+        '<!doctype html><meta charset="utf-8"><title>Uppy</title>'
+        '<input type="file" id="files" multiple><script src="bundle.js"></script>')
+    (folder / "bundle.js").write_text(uppy_bundle)
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", app_port), partial(Quiet, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{app_port}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_uppy_6_uploads_through_the_put_mode_with_sign_request(stack, page, files, uppy_app):
+    # Another app's origin: the API answers it by CORS, and the bucket accepts its PUTs.
+    page.goto(f"{uppy_app}/index.html")
     page.locator("#files").set_input_files([files["landscape.jpg"], files["badge.png"],
                                             files["lying.jpg"]])
-    result = page.evaluate("""async () => {
-        const uppy = imagepipeUppy(location.origin)
+    result = page.evaluate("""async (api) => {
+        const uppy = imagepipeUppy(api)
         for (const file of document.getElementById('files').files) {
             uppy.addFile({ name: file.name, type: file.type, data: file })
         }
@@ -295,9 +315,8 @@ def test_uppy_6_uploads_through_the_put_mode_with_sign_request(stack, page, file
                 name: f.name, uploadId: f.meta.imagepipeUploadId, key: f.response.body.key })),
             failed: result.failed.map(f => ({ name: f.name, error: String(f.error) })),
         }
-    }""")
+    }""", stack.api_url)
 
-    print(result)
     # The lying file reached S3 but the API refused it at complete: Uppy reports it failed.
     assert [f["name"] for f in result["failed"]] == ["lying.jpg"]
     assert "unsupported_format" in result["failed"][0]["error"]
