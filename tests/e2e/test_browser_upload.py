@@ -127,6 +127,8 @@ def _wait_images_loaded(page, filename: str) -> list[dict]:
 def test_the_page_uploads_several_images_and_shows_variants_and_errors(stack, page, files, tmp_path):
     page.goto(f"{stack.api_url}/")
     page.get_by_text("images up to 12.0 MiB each").wait_for()
+    page.keyboard.press("Tab")  # the file input is the first stop for a keyboard user
+    assert page.evaluate("document.activeElement.id") == "files"
     chosen = ["landscape.jpg", "portrait-rotated.jpg", "badge.png", "noise.png", "notes.txt",
               "huge.jpg", "lying.jpg"]
     # The label names the input: what a screen reader (and a keyboard user) finds.
@@ -214,6 +216,28 @@ def test_a_part_is_retried_and_a_dropped_connection_resumes_through_parts(
     upload_id = item.get_attribute("data-upload-id")
     original = _s3(stack).get_object(Bucket=stack.settings.bucket, Key=f"originals/{upload_id}")
     assert original["Body"].read() == files["noise.png"].read_bytes()
+
+
+def test_cancel_stops_the_upload_and_tells_the_api(stack, page, files):
+    held = []
+    page.route("**/originals/*", lambda route: held.append(route))  # S3 never answers
+    page.goto(f"{stack.api_url}/")
+    page.get_by_text("images up to").wait_for()
+    page.get_by_label("Choose images to upload").set_input_files(files["landscape.jpg"])
+    item = _item(page, "landscape.jpg")
+    item.get_by_role("button", name="Cancel").click()
+
+    item.and_(page.locator('[data-state="cancelled"]')).wait_for()
+    upload_id = item.get_attribute("data-upload-id")
+    assert held, "the PUT had started"
+    client = UploadClient(stack.api_url)
+    for _ in range(50):
+        status = client.status(upload_id)
+        if status["status"] == "failed":
+            break
+        page.wait_for_timeout(100)
+    assert status["error"]["code"] == "cancelled"
+    assert not item.get_by_role("button", name="Cancel").is_visible()
 
 
 def test_an_origin_the_bucket_does_not_allow_is_refused_with_a_clear_error(stack, page, files):
