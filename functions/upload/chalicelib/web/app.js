@@ -284,6 +284,11 @@
           await this.refreshParts();
         }
       }
+      return this.partList();
+    }
+
+    // In part order, as CompleteMultipartUpload requires.
+    partList() {
       return [...this.etags.entries()].sort((a, b) => a[0] - b[0])
         .map(([partNumber, etag]) => ({ part_number: partNumber, etag }));
     }
@@ -372,7 +377,7 @@
           if (err.code === "parts_missing" && parts) {
             await this.refreshParts();
             await this.sendParts();
-            parts = [...this.etags.entries()].map(([n, etag]) => ({ part_number: n, etag }));
+            parts = this.partList();
             continue;
           }
           if (!err.retryable || attempt >= COMPLETE_ATTEMPTS) throw err;
