@@ -6,6 +6,7 @@ never a traceback or Chalice's own error body.
 """
 
 import functools
+import json
 import logging
 from pathlib import Path
 from urllib.parse import unquote_plus
@@ -30,6 +31,9 @@ logging.getLogger("imagepipe").setLevel(logging.INFO)
 # our error format instead of Chalice's 415.
 ANY_CONTENT_TYPE = ["*/*"]
 JSON_HEADERS = {"Content-Type": "application/json"}
+# Resolved: the local stack links app.py into a private project dir. Chalice packages
+# chalicelib/ with the function.
+OPENAPI_PATH = Path(__file__).resolve().parent / "chalicelib" / "openapi.json"
 
 _service = None
 # The demo page ships in chalicelib/, which Chalice packages with the function.
@@ -130,6 +134,17 @@ def _optional_json_object() -> dict:
     # Bodies that are optional by contract (complete, parts): none at all means "defaults".
     raw = app.current_request.raw_body
     return parse_json_object(raw) if raw and raw.strip() else {}
+
+
+@app.route("/openapi.json", methods=["GET"], content_types=ANY_CONTENT_TYPE)
+@api(200)
+def get_openapi():
+    return _openapi_document()
+
+
+@functools.lru_cache(maxsize=1)
+def _openapi_document() -> dict:
+    return json.loads(OPENAPI_PATH.read_text())
 
 
 @app.route("/limits", methods=["GET"], content_types=ANY_CONTENT_TYPE)
