@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import re
 import socket
 import time
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ SIGNATURE_PREFIX = "sha256="
 # How old a signed timestamp a receiver should accept (our retries re-sign each attempt).
 DEFAULT_TOLERANCE_S = 300
 MAX_URL_CHARS = 2048
+_HOSTNAME = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*$")
 
 
 class CallbackUrlError(ValueError):
@@ -62,6 +64,8 @@ def resolve_target(url, allow_private: bool, resolver=socket.getaddrinfo) -> Tar
         literal = None
     if literal is not None:
         addresses = (str(literal),)
+    elif allow_private:
+        addresses = (host,)  # any address will do: connect by name
     else:
         try:
             found = resolver(host, port, type=socket.SOCK_STREAM)
@@ -105,11 +109,28 @@ def _parse(url, allow_private: bool) -> tuple[str, str, int, str]:
     host = (parts.hostname or "").rstrip(".")
     if not host:
         raise CallbackUrlError("callback_url has no host")
+    host = _checked_host(host)
     scheme = parts.scheme.lower()
     path = parts.path or "/"
     if parts.query:
         path = f"{path}?{parts.query}"
     return scheme, host, port or (443 if scheme == "https" else 80), path
+
+
+def _checked_host(host: str) -> str:
+    """An IP literal or a DNS name (an internationalised one in its ASCII form)."""
+    try:
+        ipaddress.ip_address(host)
+        return host
+    except ValueError:
+        pass
+    try:
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        ascii_host = ""
+    if not _HOSTNAME.match(ascii_host):
+        raise CallbackUrlError(f"callback_url host {host!r} is not a valid host name")
+    return ascii_host
 
 
 # --- signing -----------------------------------------------------------------------------------

@@ -141,8 +141,8 @@ class UploadService:
         if content_type not in self.settings.allowed_types:
             raise ApiError(400, UNSUPPORTED_TYPE, f"content_type {content_type!r} is not one of "
                            f"{', '.join(self.settings.allowed_types)}")
-        size = _required(payload, "size")
-        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        size = _whole_number(_required(payload, "size"))
+        if size is None or size < 1:
             raise ApiError(400, INVALID_SIZE, "size must be a positive whole number of bytes")
         if size > self.settings.max_upload_bytes:
             raise ApiError(400, errors.TOO_LARGE, f"size {size} is over the limit of "
@@ -424,8 +424,10 @@ def _required(payload: dict, name: str, kind: type = object):
 
 
 def _part_numbers(value, plan: PartPlan) -> list[int]:
-    if not isinstance(value, list) or not all(_is_int(n) for n in value):
+    numbers = [_whole_number(n) for n in value] if isinstance(value, list) else [None]
+    if None in numbers:
         raise ApiError(400, INVALID_REQUEST, "field 'part_numbers' must be a list of integers")
+    value = numbers
     outside = [n for n in value if n not in plan.numbers]
     if outside:
         raise ApiError(400, INVALID_REQUEST, f"part numbers must be 1..{plan.count}; got "
@@ -436,19 +438,26 @@ def _part_numbers(value, plan: PartPlan) -> list[int]:
 def _given_parts(value, plan: PartPlan) -> list[dict]:
     """The client's ``[{"part_number", "etag"}]``, checked for shape and range."""
     if not isinstance(value, list) or not all(
-            isinstance(p, dict) and _is_int(p.get("part_number"))
+            isinstance(p, dict) and _whole_number(p.get("part_number")) is not None
             and isinstance(p.get("etag"), str) and p["etag"] for p in value):
         raise ApiError(400, INVALID_REQUEST, "field 'parts' must be a list of "
                        "{part_number: integer, etag: string}")
-    numbers = [p["part_number"] for p in value]
+    numbers = [_whole_number(p["part_number"]) for p in value]
     _part_numbers(numbers, plan)
     if len(set(numbers)) != len(numbers):
         raise ApiError(400, INVALID_REQUEST, "field 'parts' names a part more than once")
-    return [{"part_number": p["part_number"], "etag": p["etag"]} for p in value]
+    return [{"part_number": n, "etag": p["etag"]} for n, p in zip(numbers, value)]
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _whole_number(value) -> int | None:
+    """An integer as JSON means it (``5`` or ``5.0``), else None; never a boolean."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
 
 
 def _sanitised_filename(filename: str) -> str:

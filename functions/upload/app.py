@@ -6,7 +6,9 @@ never a traceback or Chalice's own error body.
 """
 
 import functools
+import json
 import logging
+from pathlib import Path
 from urllib.parse import unquote_plus
 
 from chalice import Chalice, Response
@@ -17,6 +19,7 @@ from imagepipe.errors import INTERNAL
 from imagepipe.settings import Settings
 from imagepipe.status import StatusStore
 from imagepipe.uploads import ApiError, UploadService, parse_json_object
+from imagepipe.webpage import WebPage
 
 app = Chalice(app_name="imagepipe-upload")
 app.log.setLevel(logging.INFO)
@@ -28,8 +31,13 @@ logging.getLogger("imagepipe").setLevel(logging.INFO)
 # our error format instead of Chalice's 415.
 ANY_CONTENT_TYPE = ["*/*"]
 JSON_HEADERS = {"Content-Type": "application/json"}
+# Resolved: the local stack links app.py into a private project dir. Chalice packages
+# chalicelib/ with the function.
+OPENAPI_PATH = Path(__file__).resolve().parent / "chalicelib" / "openapi.json"
 
 _service = None
+# The demo page ships in chalicelib/, which Chalice packages with the function.
+_page = WebPage(Path(__file__).parent / "chalicelib" / "web")
 
 
 def service() -> UploadService:
@@ -90,6 +98,31 @@ def _collection_path(request) -> str:
     return (request.context or {}).get("path") or "/uploads"
 
 
+def _web(name: str) -> Response:
+    try:
+        body, headers = _page.asset(name, (app.current_request.context or {}).get("path") or "/")
+    except Exception:
+        app.log.exception("the demo page's %s cannot be served", name)
+        return _json(500, {"error": {"code": INTERNAL, "message": "an internal error occurred"}})
+    return Response(body=body, status_code=200, headers=headers)
+
+
+# --- the demo page (same origin as the API, so only S3 is cross-origin) ------------------------
+@app.route("/", methods=["GET"])
+def demo_page():
+    return _web("index.html")
+
+
+@app.route("/app.js", methods=["GET"])
+def demo_page_script():
+    return _web("app.js")
+
+
+@app.route("/app.css", methods=["GET"])
+def demo_page_style():
+    return _web("app.css")
+
+
 @app.route("/uploads", methods=["POST"], content_types=ANY_CONTENT_TYPE)
 @api(201)
 def create_upload():
@@ -101,6 +134,17 @@ def _optional_json_object() -> dict:
     # Bodies that are optional by contract (complete, parts): none at all means "defaults".
     raw = app.current_request.raw_body
     return parse_json_object(raw) if raw and raw.strip() else {}
+
+
+@app.route("/openapi.json", methods=["GET"], content_types=ANY_CONTENT_TYPE)
+@api(200)
+def get_openapi():
+    return _openapi_document()
+
+
+@functools.lru_cache(maxsize=1)
+def _openapi_document() -> dict:
+    return json.loads(OPENAPI_PATH.read_text())
 
 
 @app.route("/limits", methods=["GET"], content_types=ANY_CONTENT_TYPE)

@@ -1,5 +1,5 @@
-"""The local stack for end-to-end tests: moto's S3 server, ``chalice local`` and a bridge as
-subprocesses on free ports, against the real RabbitMQ, with unique broker and bucket names."""
+"""The local stack for end-to-end tests: moto S3, `chalice local` and a bridge as subprocesses on
+free ports, with broker names of their own that are deleted afterwards."""
 
 from __future__ import annotations
 
@@ -12,9 +12,8 @@ from imagepipe.devtools.stack import LocalStack, free_port
 
 
 @contextlib.contextmanager
-def running_stack(tmp_path_factory, **overrides):
-    """A started ``LocalStack`` whose settings take ``overrides``; its queues and exchanges are
-    deleted afterwards."""
+def running_stack(tmp_path_factory, api_port: int | None = None, **overrides):
+    """A started ``LocalStack``; ``overrides`` replace settings (limits, allowed origins ...)."""
     name = f"imagepipe-e2e-{uuid.uuid4().hex[:10]}"
     settings = {
         "bucket": name,
@@ -25,8 +24,8 @@ def running_stack(tmp_path_factory, **overrides):
         "workers": 2,
         **overrides,
     }
-    local = LocalStack(tmp_path_factory.mktemp("run"), api_port=free_port(), s3_port=free_port(),
-                       settings_overrides=settings)
+    local = LocalStack(tmp_path_factory.mktemp("run"), api_port=api_port or free_port(),
+                       s3_port=free_port(), settings_overrides=settings)
     local.start()
     try:
         yield local

@@ -15,7 +15,8 @@ from PIL import Image
 
 from imagepipe.client import UploadClient, UploadFailed
 from imagepipe.devtools.demo import SAMPLES
-from tests.e2e.conftest import running_stack
+
+from .conftest import running_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 

@@ -26,7 +26,7 @@ from imagepipe.aws import s3_client
 from imagepipe.client import UploadClient, UploadFailed
 from imagepipe.devtools.stack import free_port
 from tests import images
-from tests.e2e.conftest import running_stack
+from .conftest import running_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 

@@ -50,6 +50,9 @@ def test_public_https_targets_are_allowed(url):
     ("https://no-such-host.invalid/hook", "resolve"),
     (f"https://user:pw@{PUBLIC_V4}/hook", "credentials"),
     ("https:///hook", "no host"),
+    ("https://\u0084/hook", "valid host name"),
+    ("https://a_b.example/hook", "valid host name"),
+    ("https://-a.example/hook", "valid host name"),
     (f"https://{PUBLIC_V4}:99999/hook", "valid URL"),
     (f"https://{PUBLIC_V4}/a b", "spaces"),
     ("https://" + "a" * 2050 + ".example", "characters"),
@@ -63,6 +66,9 @@ def test_other_targets_are_refused_with_a_reason(url, reason):
 
 def test_a_stage_may_allow_private_targets_and_plain_http():
     assert check_url("http://127.0.0.1:8123/hook", allow_private=True)
+    assert check_url("http://receiver.internal:8123/hook", allow_private=True)
+    with pytest.raises(CallbackUrlError, match="valid host name"):
+        check_url("https://\u0084/hook", allow_private=True)
     with pytest.raises(CallbackUrlError, match="http"):
         check_url("ftp://127.0.0.1/hook", allow_private=True)
 
