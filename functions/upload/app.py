@@ -19,6 +19,7 @@ from imagepipe.errors import INTERNAL
 from imagepipe.settings import Settings
 from imagepipe.status import StatusStore
 from imagepipe.uploads import ApiError, UploadService, parse_json_object
+from imagepipe.webpage import WebPage
 
 app = Chalice(app_name="imagepipe-upload")
 app.log.setLevel(logging.INFO)
@@ -35,6 +36,8 @@ JSON_HEADERS = {"Content-Type": "application/json"}
 OPENAPI_PATH = Path(__file__).resolve().parent / "chalicelib" / "openapi.json"
 
 _service = None
+# The demo page ships in chalicelib/, which Chalice packages with the function.
+_page = WebPage(Path(__file__).parent / "chalicelib" / "web")
 
 
 def service() -> UploadService:
@@ -93,6 +96,31 @@ def _allowed_origins() -> tuple[str, ...]:
 def _collection_path(request) -> str:
     # API Gateway puts the stage in the request path ("/api/uploads"), chalice local does not.
     return (request.context or {}).get("path") or "/uploads"
+
+
+def _web(name: str) -> Response:
+    try:
+        body, headers = _page.asset(name, (app.current_request.context or {}).get("path") or "/")
+    except Exception:
+        app.log.exception("the demo page's %s cannot be served", name)
+        return _json(500, {"error": {"code": INTERNAL, "message": "an internal error occurred"}})
+    return Response(body=body, status_code=200, headers=headers)
+
+
+# --- the demo page (same origin as the API, so only S3 is cross-origin) ------------------------
+@app.route("/", methods=["GET"])
+def demo_page():
+    return _web("index.html")
+
+
+@app.route("/app.js", methods=["GET"])
+def demo_page_script():
+    return _web("app.js")
+
+
+@app.route("/app.css", methods=["GET"])
+def demo_page_style():
+    return _web("app.css")
 
 
 @app.route("/uploads", methods=["POST"], content_types=ANY_CONTENT_TYPE)

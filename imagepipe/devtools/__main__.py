@@ -39,7 +39,7 @@ def vendor(args) -> int:
 
 
 def dev(args) -> int:
-    local = stack.LocalStack(RUN_DIR, api_port=args.api_port)
+    local = stack.LocalStack(RUN_DIR, api_port=args.api_port, allow_page_origin=True)
     stopping = []
     # Explicit handlers: a shell may start a background job with SIGINT ignored.
     for signum in (signal.SIGINT, signal.SIGTERM):

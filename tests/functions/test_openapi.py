@@ -17,8 +17,9 @@ from .api_helpers import JPEG, post_json
 from .conftest import FUNCTIONS, load_app_module
 
 DOCUMENT = json.loads((FUNCTIONS / "upload" / "chalicelib" / "openapi.json").read_text())
-# Not the API: CORS preflights (documented in info.description) and the demo page (HTML).
-NOT_DOCUMENTED = {("/", "GET")}
+# Not the API: CORS preflights (documented in info.description) and the demo page (its HTML,
+# script and style).
+NOT_DOCUMENTED = {("/", "GET"), ("/app.js", "GET"), ("/app.css", "GET")}
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head"}
 
 
