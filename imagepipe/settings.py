@@ -37,6 +37,7 @@ ENV_WORKERS = "IMAGEPIPE_WORKERS"
 ENV_PREFETCH = "IMAGEPIPE_PREFETCH"
 ENV_RETRY_BACKOFF = "IMAGEPIPE_RETRY_BACKOFF_S"
 ENV_ALLOWED_ORIGINS = "IMAGEPIPE_ALLOWED_ORIGINS"
+ENV_AMQP_SECRET_ARN = "IMAGEPIPE_AMQP_SECRET_ARN"
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 DEFAULT_RESIZE_QUEUE = "imagepipe.resize"
@@ -78,6 +79,9 @@ class Settings:
     prefetch: int = 0  # 0: twice the workers
     retry_backoff_s: float = 0.5
     allowed_origins: tuple[str, ...] = ()  # browser origins allowed to upload (CORS)
+    # In the cloud the broker's user and password live in Secrets Manager, never in the
+    # environment: ``amqp_url`` is then the endpoint alone (see ``load``).
+    amqp_secret_arn: str | None = None
 
     def __post_init__(self) -> None:
         if not self.bucket:
@@ -121,6 +125,7 @@ class Settings:
             "results_exchange": ENV_RESULTS_EXCHANGE,
             "invoker": ENV_INVOKER,
             "resize_function": ENV_RESIZE_FUNCTION,
+            "amqp_secret_arn": ENV_AMQP_SECRET_ARN,
         }
         for attr, name in text.items():
             if env.get(name):
@@ -186,7 +191,53 @@ class Settings:
             env[ENV_S3_ENDPOINT_URL] = self.s3_endpoint_url
         if self.resize_function:
             env[ENV_RESIZE_FUNCTION] = self.resize_function
+        if self.amqp_secret_arn:
+            env[ENV_AMQP_SECRET_ARN] = self.amqp_secret_arn
         return env
+
+
+def load(environ: Mapping[str, str] | None = None, secrets_client_factory=None) -> Settings:
+    """The settings of a deployed component: ``Settings.from_env`` plus the broker credentials.
+
+    An edge (a handler's first call, the bridge's main) calls this once and keeps the result,
+    so the secret is read once per cold start. Without ``IMAGEPIPE_AMQP_SECRET_ARN`` nothing
+    but the environment is read.
+    """
+    settings = Settings.from_env(environ)
+    if not settings.amqp_secret_arn:
+        return settings
+    if secrets_client_factory is None:
+        from imagepipe import aws
+
+        secrets_client_factory = aws.secrets_client
+    return with_broker_credentials(settings, secrets_client_factory(settings))
+
+
+def with_broker_credentials(settings: Settings, secrets_client) -> Settings:
+    """``settings`` with the user and password of the secret put into ``amqp_url``.
+
+    The secret is the JSON ``{"username": ..., "password": ...}`` that the infra stack generates
+    for the Amazon MQ broker; ``amqp_url`` is the broker's endpoint (``amqps://host:5671``).
+    """
+    from dataclasses import replace
+    from urllib.parse import quote, urlsplit, urlunsplit
+
+    where = f"secret {settings.amqp_secret_arn}"
+    try:
+        response = secrets_client.get_secret_value(SecretId=settings.amqp_secret_arn)
+    except Exception as exc:
+        raise ConfigError(f"{where}: cannot be read: {exc}") from None
+    try:
+        secret = json.loads(response["SecretString"])
+        user, password = secret["username"], secret["password"]
+    except (KeyError, TypeError, ValueError):
+        raise ConfigError(f"{where}: must be JSON with username and password") from None
+    parts = urlsplit(settings.amqp_url)
+    if not parts.hostname:
+        raise ConfigError(f"{ENV_AMQP_URL} must be a broker URL, got {settings.amqp_url!r}")
+    host = parts.hostname + (f":{parts.port}" if parts.port else "")
+    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}"
+    return replace(settings, amqp_url=urlunsplit(parts._replace(netloc=netloc)))
 
 
 def _int(name: str, value: str) -> int:
