@@ -49,5 +49,7 @@ def lint(paths, regions=("us-east-1",)) -> list[str]:
     findings = []
     for path in paths:
         matches = lint_file(Path(path), ManualArgs(regions=list(regions)))
-        findings += [f"{path}:{m.linenumber}: {m.rule.id} {m.message}" for m in matches]
+        findings += [f"{path}:{m.linenumber}: {m.rule.id} {m.message}"
+                     + (f" at {'/'.join(map(str, m.path))}" if getattr(m, "path", None) else "")
+                     for m in matches]
     return findings
