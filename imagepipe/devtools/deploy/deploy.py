@@ -181,9 +181,12 @@ def destroy(package_names, clients: Clients, waiter=None) -> list[str]:
         if stacks.delete_stack(cfn, stack_name, waiter=waiter):
             report.append(f"deleted  {stack_name}")
     if infra is not None:
-        # CloudFormation deletes only empty buckets; the bundles are ours to remove.
+        # CloudFormation deletes only empty buckets and repositories: bundles and bridge
+        # images are ours to remove (the photo bucket is not: it is kept).
         if outputs.get("ArtifactsBucketName"):
             empty_bucket(clients.s3, outputs["ArtifactsBucketName"])
+        if outputs.get("BridgeRepositoryUri"):
+            empty_repository(clients.ecr, outputs["BridgeRepositoryUri"].split("/", 1)[1])
         stacks.delete_stack(cfn, package_names.infra_stack, waiter=waiter)
         report.append(f"deleted  {package_names.infra_stack}")
         if outputs.get("BucketName"):
@@ -192,6 +195,15 @@ def destroy(package_names, clients: Clients, waiter=None) -> list[str]:
     if not report:
         report.append("nothing to delete")
     return report
+
+
+def empty_repository(ecr, repository: str) -> None:
+    try:
+        for page in ecr.get_paginator("list_images").paginate(repositoryName=repository):
+            if page.get("imageIds"):
+                ecr.batch_delete_image(repositoryName=repository, imageIds=page["imageIds"])
+    except ecr.exceptions.RepositoryNotFoundException:
+        return
 
 
 def empty_bucket(s3, bucket: str) -> None:
