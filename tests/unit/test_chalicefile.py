@@ -55,6 +55,9 @@ def test_render_writes_configs_that_read_back_as_the_stage_settings(tmp_path):
     (lambda m: m["functions"]["resize"].update(memory_mb="lots"), "memory_mb"),
     (lambda m: m["stages"]["local"].update(buckett="x"), "buckett"),
     (lambda m: m["variants"][0].update(mode="zoom"), "mode"),
+    (lambda m: m["functions"]["resize"].update(merge_templat="x"), "merge_templat"),
+    (lambda m: m["stages"]["prod"]["deploy"].update(parameter={}), "parameter"),
+    (lambda m: m["stages"]["prod"]["deploy"]["parameters"].update(VpcId={"a": 1}), "VpcId"),
 ])
 def test_invalid_manifest_is_refused_with_the_field(tmp_path, mutate, message):
     manifest = json.loads((ROOT / "chalicefile.json").read_text())
@@ -62,3 +65,16 @@ def test_invalid_manifest_is_refused_with_the_field(tmp_path, mutate, message):
     (tmp_path / "chalicefile.json").write_text(json.dumps(manifest))
     with pytest.raises(ConfigError, match=message):
         chalicefile.load(tmp_path / "chalicefile.json")
+
+
+def test_cloud_stage_deploy_parameters_expand_the_environment():
+    manifest = chalicefile.load(ROOT / "chalicefile.json")
+    env = {"IMAGEPIPE_VPC_ID": "vpc-1", "IMAGEPIPE_SUBNET_IDS": "subnet-1,subnet-2"}
+    parameters = chalicefile.stage_deploy(manifest, "prod", env)["parameters"]
+    assert parameters["VpcId"] == "vpc-1" and parameters["SubnetIds"] == "subnet-1,subnet-2"
+    with pytest.raises(ConfigError, match="IMAGEPIPE_VPC_ID"):
+        chalicefile.stage_deploy(manifest, "prod", {})
+    with pytest.raises(ConfigError, match="not a cloud stage"):
+        chalicefile.stage_deploy(manifest, "local", env)
+    # The deploy section is not a setting.
+    assert chalicefile.stage_settings(manifest, "prod", environ=PROD_ENV).bucket == "photos-prod"
