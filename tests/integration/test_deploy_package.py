@@ -68,6 +68,8 @@ def test_resize_bundle_has_pillow_from_a_manylinux_wheel_for_the_runtime(package
         assert imaging == f"PIL/_imaging.{platform.ABI.replace('cp', 'cpython-')}-x86_64-linux-gnu.so"
         elf = archive.read(imaging)[:20]
         assert elf[:4] == b"\x7fELF" and int.from_bytes(elf[18:20], "little") == ELF_MACHINE_X86_64
+        # The shared libraries the wheel brings (libjpeg, zlib...) come along.
+        assert [n for n in names if n.startswith("pillow.libs/libjpeg")]
         # Nothing compiled for this machine's Python.
         assert not [n for n in names if n.endswith(".so") and "cpython-312" not in n
                     and not n.startswith("pillow.libs/")]

@@ -125,7 +125,7 @@ def deploy(package: Package, settings: Settings, stage_parameters: dict, clients
     values = {**outputs, **names.function_parameters()}
     function_outputs = {}
     for function, template_path in package.function_templates.items():
-        stack_name = getattr(names, f"{function}_stack")
+        stack_name = names.function_stack(function)
         LOGGER.info("3/5 function stack %s", stack_name)
         template = artifacts.with_code_location(
             templates.load(template_path), template_path.parent, clients.s3,
@@ -177,7 +177,7 @@ def destroy(package_names, clients: Clients, waiter=None) -> list[str]:
     report = []
     infra = stacks.describe(cfn, package_names.infra_stack)
     outputs = stacks.outputs_of(infra)
-    for stack_name in (package_names.upload_stack, package_names.resize_stack):
+    for stack_name in (package_names.upload_stack, package_names.resize_stack):  # functions first
         if stacks.delete_stack(cfn, stack_name, waiter=waiter):
             report.append(f"deleted  {stack_name}")
     if infra is not None:

@@ -26,13 +26,17 @@ class Names:
         app, stage = manifest["app_name"], settings.stage
         return cls(
             infra_stack=f"{app}-{stage}",
-            upload_stack=f"{app}-{stage}-upload",
+            upload_stack=f"{app}-{stage}-upload",  # function_stack("upload")
             resize_stack=f"{app}-{stage}-resize",
             upload_api_function=f"{app}-upload-{stage}",
             object_created_function=f"{app}-upload-{stage}-on_object_created",
             # The bridge invokes this name (IMAGEPIPE_RESIZE_FUNCTION): the stage's setting.
             resize_function=settings.resize_function or f"{app}-resize-{stage}-resize",
         )
+
+    def function_stack(self, function: str) -> str:
+        """The stack of a ``chalicefile.json`` function (``upload``, ``resize``)."""
+        return f"{self.infra_stack}-{function}"
 
     def function_parameters(self) -> dict[str, str]:
         return {

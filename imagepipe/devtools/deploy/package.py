@@ -46,6 +46,8 @@ LAMBDA_RESERVED_ENV = {
     "AWS_SESSION_TOKEN", "AWS_EXECUTION_ENV", "AWS_LAMBDA_FUNCTION_NAME", "_HANDLER",
     "LAMBDA_TASK_ROOT", "LAMBDA_RUNTIME_DIR",
 }
+# Lambda's limit for all of a function's environment variables together.
+LAMBDA_ENV_LIMIT = 4096
 # Environment variables that make the AWS SDK find credentials: `chalice package` runs without.
 _CREDENTIAL_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
                    "AWS_PROFILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE")
@@ -172,10 +174,13 @@ def _stage_project(root, manifest, function, spec, settings, build_dir, wheel_ca
     stage_config = config["stages"][settings.stage]
     stage_config["manage_iam_role"] = False
     stage_config["iam_role_arn"] = ROLE_PLACEHOLDER
-    stage_config["environment_variables"] = {
-        k: v for k, v in stage_config["environment_variables"].items()
-        if k not in LAMBDA_RESERVED_ENV
-    }
+    environment = {k: v for k, v in stage_config["environment_variables"].items()
+                   if k not in LAMBDA_RESERVED_ENV}
+    size = sum(len(k) + len(v) for k, v in environment.items())
+    if size > LAMBDA_ENV_LIMIT:
+        raise PackageError(f"{function}: the settings take {size} bytes of environment; "
+                           f"Lambda allows {LAMBDA_ENV_LIMIT} (a smaller variant spec?)")
+    stage_config["environment_variables"] = environment
     (project / ".chalice").mkdir(exist_ok=True)
     (project / ".chalice" / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     return project
