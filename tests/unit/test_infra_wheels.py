@@ -55,3 +55,17 @@ def test_a_failed_download_is_an_error_not_a_build(tmp_path):
     with pytest.raises(wheels.WheelError, match="could not download"):
         wheels.lambda_wheels(["x==1"], tmp_path, download)
     assert not list(tmp_path.glob("*.json"))  # nothing cached
+
+
+def test_function_pins_match_the_repositorys_so_lambda_runs_what_the_tests_ran():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    repository = {p.split("==")[0].split("[")[0].lower(): p.split("==")[1]
+                  for p in wheels.pinned_requirements(root / "requirements.txt")}
+    functions = sorted((root / "functions").glob("*/requirements.txt"))
+    assert len(functions) >= 2
+    for path in functions:
+        for pin in wheels.pinned_requirements(path):
+            name, version = pin.split("==")
+            assert repository.get(name.lower()) == version, f"{path}: {pin}"
