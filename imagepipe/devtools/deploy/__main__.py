@@ -24,7 +24,8 @@ EXIT_CONFIG = 2
 
 def run_package(args) -> int:
     result = package.package(ROOT, args.stage, args.out and Path(args.out))
-    findings = templates.lint(result.all_templates())
+    # The stage's region decides which resource types and values exist.
+    findings = templates.lint(result.all_templates(), [result.region])
     for line in findings:
         print(line, file=sys.stderr)
     if findings:

@@ -64,6 +64,7 @@ class Package:
     infra_template: Path
     function_templates: dict  # function -> template.json
     names: names_module.Names
+    region: str = "us-east-1"
 
     def write(self) -> Path:
         body = {
@@ -72,6 +73,7 @@ class Package:
             "function_templates": {k: str(v.relative_to(self.out_dir))
                                    for k, v in self.function_templates.items()},
             "names": asdict(self.names),
+            "region": self.region,
         }
         return templates.dump(body, self.out_dir / "package.json")
 
@@ -87,6 +89,7 @@ class Package:
             infra_template=out_dir / body["infra_template"],
             function_templates={k: out_dir / v for k, v in body["function_templates"].items()},
             names=names_module.Names(**body["names"]),
+            region=body.get("region", "us-east-1"),
         )
 
     def all_templates(self) -> list[Path]:
@@ -114,7 +117,7 @@ def package(root: Path, stage: str, out_dir: Path | None = None, environ=None,
         function_templates[function] = _chalice_package(root, project, spec, settings,
                                                         out_dir / function)
     infra = templates.dump(render_infra(root, settings), out_dir / "infra.json")
-    result = Package(stage, out_dir, infra, function_templates, names)
+    result = Package(stage, out_dir, infra, function_templates, names, settings.region)
     result.write()
     return result
 
