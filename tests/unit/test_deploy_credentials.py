@@ -59,3 +59,16 @@ def test_make_deploy_without_credentials_stops_before_packaging(aws_env, capsys,
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: no AWS credentials: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and "
                    "AWS_SECRET_ACCESS_KEY (or run `aws sso login`)"]
+
+
+def test_make_deploy_without_docker_stops_before_packaging(aws_env, capsys, monkeypatch):
+    from imagepipe.devtools.deploy import __main__ as cli
+
+    aws_env.setenv("AWS_REGION", "eu-west-1")
+    aws_env.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+    aws_env.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    monkeypatch.setattr(cli.bridge_image.shutil, "which", lambda name: None)
+    monkeypatch.setattr(cli.package, "package", lambda *a, **k: pytest.fail("packaged"))
+    assert cli.main(["deploy", "--stage", "prod"]) == cli.EXIT_CONFIG
+    assert capsys.readouterr().err.strip() == (
+        "error: docker is not installed (make deploy builds the bridge image with it)")

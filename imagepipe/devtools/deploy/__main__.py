@@ -14,7 +14,7 @@ from pathlib import Path
 from botocore.exceptions import BotoCoreError, ClientError
 
 from imagepipe import chalicefile
-from imagepipe.devtools.deploy import credentials, deploy, package, stacks, templates
+from imagepipe.devtools.deploy import bridge_image, credentials, deploy, package, stacks, templates
 from imagepipe.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -39,6 +39,7 @@ def run_package(args) -> int:
 
 def run_deploy(args) -> int:
     region = credentials.check()  # before anything is packaged or changed
+    bridge_image.require_docker()
     manifest = chalicefile.load(ROOT / chalicefile.FILENAME)
     stage_parameters = chalicefile.stage_deploy(manifest, args.stage)["parameters"]
     settings = chalicefile.stage_settings(manifest, args.stage)
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return args.func(args)
-    except (credentials.MissingCredentials, ConfigError) as exc:
+    except (credentials.MissingCredentials, ConfigError, bridge_image.ImageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except (package.PackageError, stacks.StackError, deploy.DeployError, BotoCoreError,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -31,6 +32,12 @@ def content_tag(root: Path) -> str:
     for path in sorted(set(files)):
         digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:20]
+
+
+def require_docker(which=None) -> None:
+    """Checked before a deploy changes anything: the bridge image is built with docker."""
+    if not (which or shutil.which)("docker"):
+        raise ImageError("docker is not installed (make deploy builds the bridge image with it)")
 
 
 def run_command(command: list[str], input: str | None = None) -> None:
