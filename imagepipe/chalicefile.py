@@ -27,7 +27,8 @@ from imagepipe.settings import Settings
 from imagepipe.spec import parse_variants
 
 FILENAME = "chalicefile.json"
-_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# ${NAME}, or ${NAME:-default} for a value used when NAME is unset or empty (as in a shell).
+_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _SETTINGS_FIELDS = {f.name for f in fields(Settings)}
 _LIMITS = {"max_upload_bytes", "allowed_types", "max_pixels"}
 _FUNCTION_FIELDS = {"project_dir", "memory_mb", "timeout_s"}
@@ -101,6 +102,36 @@ def stage_deploy(manifest: dict, stage: str, environ: Mapping[str, str] | None =
             for name, value in deploy.get("parameters", {}).items()
         }
     }
+
+
+class Placeholders(Mapping):
+    """An environment in which every unset variable reads as ``unset-<name>`` (and is noted).
+
+    For output that must be complete but whose deploy-time values are set later (``make
+    package`` alone: the bucket name, for one, is a parameter of the deployed stacks).
+    """
+
+    def __init__(self, environ: Mapping[str, str]):
+        self._environ = environ
+        self.unset: set[str] = set()
+
+    def __getitem__(self, name: str) -> str:
+        if name in self._environ:
+            return self._environ[name]
+        self.unset.add(name)
+        return "unset-" + name.lower().replace("_", "-")
+
+    def __contains__(self, name) -> bool:
+        return True
+
+    def get(self, name, default=None):
+        return self._environ.get(name, default)
+
+    def __iter__(self):
+        return iter(self._environ)
+
+    def __len__(self) -> int:
+        return len(self._environ)
 
 
 def require_cloud_stage(manifest: dict, stage: str) -> None:
@@ -183,7 +214,11 @@ def _expand(value, where: str, environ: Mapping[str, str]):
         return value
 
     def substitute(match: re.Match) -> str:
-        name = match.group(1)
+        name, default = match.group(1), match.group(2)
+        if environ.get(name):
+            return environ[name]
+        if default is not None:
+            return default
         if name not in environ:
             raise ConfigError(f"chalicefile.{where}: environment variable {name} is not set")
         return environ[name]

@@ -78,3 +78,23 @@ def test_cloud_stage_deploy_parameters_expand_the_environment():
         chalicefile.stage_deploy(manifest, "local", env)
     # The deploy section is not a setting.
     assert chalicefile.stage_settings(manifest, "prod", environ=PROD_ENV).bucket == "photos-prod"
+
+
+def test_a_reference_may_have_a_default_for_unset_or_empty(tmp_path):
+    manifest = chalicefile.load(ROOT / "chalicefile.json")
+    manifest["stages"]["prod"]["resize_function"] = "${RESIZE_FN:-imagepipe-resize-x}"
+    env = dict(PROD_ENV)
+    env.pop("AWS_REGION")
+    prod = chalicefile.stage_settings(manifest, "prod", environ=env)
+    assert prod.region == "us-east-1" and prod.resize_function == "imagepipe-resize-x"
+    prod = chalicefile.stage_settings(manifest, "prod", environ={**env, "RESIZE_FN": "mine",
+                                                                 "AWS_REGION": ""})
+    assert prod.resize_function == "mine" and prod.region == "us-east-1"
+
+
+def test_placeholders_let_a_stage_render_without_its_variables_and_name_them():
+    manifest = chalicefile.load(ROOT / "chalicefile.json")
+    environ = chalicefile.Placeholders({"AWS_REGION": "eu-west-1"})
+    prod = chalicefile.stage_settings(manifest, "prod", environ=environ)
+    assert prod.bucket == "unset-imagepipe-bucket" and prod.region == "eu-west-1"
+    assert environ.unset == {"IMAGEPIPE_BUCKET", "IMAGEPIPE_ALLOWED_ORIGIN"}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -16,14 +17,22 @@ from botocore.exceptions import BotoCoreError, ClientError
 from imagepipe import chalicefile
 from imagepipe.devtools.deploy import bridge_image, credentials, deploy, package, stacks, templates
 from imagepipe.errors import ConfigError
+from imagepipe.settings import ENV_REGION
 
 ROOT = Path(__file__).resolve().parents[3]
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
 
 
-def run_package(args) -> int:
-    result = package.package(ROOT, args.stage, args.out and Path(args.out))
+def run_package(args, environ=None) -> int:
+    """Package and lint. Alone, unset stage variables become placeholders (and are named)."""
+    lenient = environ is None
+    if lenient:
+        environ = chalicefile.Placeholders(os.environ)
+    result = package.package(ROOT, args.stage, args.out and Path(args.out), environ=environ)
+    if lenient and environ.unset:
+        print(f"note: {', '.join(sorted(environ.unset))} not set: packaged with placeholders "
+              "(make deploy needs them set)", file=sys.stderr)
     # The stage's region decides which resource types and values exist.
     findings = templates.lint(result.all_templates(), [result.region])
     for line in findings:
@@ -40,12 +49,14 @@ def run_package(args) -> int:
 def run_deploy(args) -> int:
     region = credentials.check()  # before anything is packaged or changed
     bridge_image.require_docker()
+    # The stage's ${AWS_REGION} is the region AWS is configured for, however it was set.
+    environ = {**os.environ, ENV_REGION: os.environ.get(ENV_REGION) or region}
     manifest = chalicefile.load(ROOT / chalicefile.FILENAME)
-    stage_parameters = chalicefile.stage_deploy(manifest, args.stage)["parameters"]
-    settings = chalicefile.stage_settings(manifest, args.stage)
+    stage_parameters = chalicefile.stage_deploy(manifest, args.stage, environ)["parameters"]
+    settings = chalicefile.stage_settings(manifest, args.stage, environ=environ)
     if settings.region != region:
         raise ConfigError(f"the stage's region is {settings.region} but AWS is set to {region}")
-    if run_package(args) != 0:
+    if run_package(args, environ) != 0:
         return EXIT_FAILED
     result = package.Package.read(Path(args.out) if args.out
                                   else package.default_out_dir(ROOT, args.stage))

@@ -102,6 +102,8 @@ def default_out_dir(root: Path, stage: str) -> Path:
 
 def package(root: Path, stage: str, out_dir: Path | None = None, environ=None,
             wheel_cache: Path | None = None, download=wheels.pip_download) -> Package:
+    """Package ``stage``; ``environ`` may be ``chalicefile.Placeholders`` (``make package``
+    alone): deploy-time values then read as ``unset-<name>`` and ``make deploy`` packages again."""
     root = Path(root).resolve()
     out_dir = Path(out_dir or default_out_dir(root, stage)).resolve()
     manifest = chalicefile.load(root / chalicefile.FILENAME)
