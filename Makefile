@@ -11,7 +11,12 @@ BENCH_ARGS ?=
 # `make test` finds (or starts) a RabbitMQ and hands its URL to whatever needs one.
 WITH_BROKER = AMQP_URL="$$($(PY) -m imagepipe.devtools broker-url)" && export AMQP_URL &&
 
-.PHONY: help venv chromium render vendor build demo dev bridge test test-unit soak bench lint clean
+# package/deploy/destroy default to the cloud stage; STAGE=... on the command line picks another.
+CLOUD_STAGE = $(if $(filter command line environment,$(origin STAGE)),$(STAGE),prod)
+DEPLOY = $(PY) -m imagepipe.devtools.deploy
+
+.PHONY: help venv chromium render vendor build demo dev bridge test test-unit soak bench lint clean \
+	package deploy destroy
 
 help:
 	@echo "make demo     set up, run the stack, upload the samples, save variants to demo-out/"
@@ -22,6 +27,9 @@ help:
 	@echo "make soak     long-running fault and load tests (not part of make test)"
 	@echo "make build    render functions/*/.chalice/config.json (STAGE=$(STAGE)) and vendor the core"
 	@echo "make lint     ruff"
+	@echo "make package  chalice package the functions and render the infra template (STAGE=prod), offline"
+	@echo "make deploy   package, then deploy the stage to AWS (credentials and region from the environment)"
+	@echo "make destroy  delete the stage's stacks (the photo bucket is kept)"
 
 venv: $(VENV)/.installed
 
@@ -54,6 +62,15 @@ vendor: venv
 	$(PY) -m imagepipe.devtools vendor
 
 build: render vendor
+
+package: venv
+	$(DEPLOY) package --stage $(CLOUD_STAGE)
+
+deploy: venv
+	$(DEPLOY) deploy --stage $(CLOUD_STAGE)
+
+destroy: venv
+	$(DEPLOY) destroy --stage $(CLOUD_STAGE)
 
 demo: venv
 	$(PY) -m imagepipe.devtools demo

@@ -14,7 +14,7 @@ from bridge.callbacks import CallbackDispatcher
 from bridge.consumer import Bridge
 from bridge.invokers import make_invoker
 from imagepipe.errors import ConfigError
-from imagepipe.settings import Settings
+from imagepipe import settings as settings_edge
 
 LOGGER = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def main() -> int:
 
 
 def run() -> None:
-    settings = Settings.from_env()
+    settings = settings_edge.load()  # the broker's credentials come from its secret
     configure_logging()
     invoker = make_invoker(settings)
     dispatcher = callback_thread = None

@@ -46,6 +46,7 @@ ENV_CALLBACK_DEAD_LETTER_QUEUE = "IMAGEPIPE_CALLBACK_DEAD_LETTER_QUEUE"
 ENV_CALLBACK_ATTEMPTS = "IMAGEPIPE_CALLBACK_ATTEMPTS"
 ENV_CALLBACK_BACKOFF = "IMAGEPIPE_CALLBACK_BACKOFF_S"
 ENV_CALLBACK_TIMEOUT = "IMAGEPIPE_CALLBACK_TIMEOUT_S"
+ENV_AMQP_SECRET_ARN = "IMAGEPIPE_AMQP_SECRET_ARN"
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 DEFAULT_RESIZE_QUEUE = "imagepipe.resize"
@@ -107,6 +108,9 @@ class Settings:
     callback_attempts: int = 6
     callback_backoff_s: float = 1.0  # first retry delay; doubles per attempt, capped
     callback_timeout_s: float = 10.0  # per attempt: connect, send, read the answer
+    # In the cloud the broker's user and password live in Secrets Manager, never in the
+    # environment: ``amqp_url`` is then the endpoint alone (see ``load``).
+    amqp_secret_arn: str | None = None
 
     def __post_init__(self) -> None:
         if not self.bucket:
@@ -166,6 +170,7 @@ class Settings:
             "callback_secret": ENV_CALLBACK_SECRET,
             "callback_queue": ENV_CALLBACK_QUEUE,
             "callback_dead_letter_queue": ENV_CALLBACK_DEAD_LETTER_QUEUE,
+            "amqp_secret_arn": ENV_AMQP_SECRET_ARN,
         }
         for attr, name in text.items():
             if env.get(name):
@@ -253,7 +258,53 @@ class Settings:
             env[ENV_RESIZE_FUNCTION] = self.resize_function
         if self.callback_secret:
             env[ENV_CALLBACK_SECRET] = self.callback_secret
+        if self.amqp_secret_arn:
+            env[ENV_AMQP_SECRET_ARN] = self.amqp_secret_arn
         return env
+
+
+def load(environ: Mapping[str, str] | None = None, secrets_client_factory=None) -> Settings:
+    """The settings of a deployed component: ``Settings.from_env`` plus the broker credentials.
+
+    An edge (a handler's first call, the bridge's main) calls this once and keeps the result,
+    so the secret is read once per cold start. Without ``IMAGEPIPE_AMQP_SECRET_ARN`` nothing
+    but the environment is read.
+    """
+    settings = Settings.from_env(environ)
+    if not settings.amqp_secret_arn:
+        return settings
+    if secrets_client_factory is None:
+        from imagepipe import aws
+
+        secrets_client_factory = aws.secrets_client
+    return with_broker_credentials(settings, secrets_client_factory(settings))
+
+
+def with_broker_credentials(settings: Settings, secrets_client) -> Settings:
+    """``settings`` with the user and password of the secret put into ``amqp_url``.
+
+    The secret is the JSON ``{"username": ..., "password": ...}`` that the infra stack generates
+    for the Amazon MQ broker; ``amqp_url`` is the broker's endpoint (``amqps://host:5671``).
+    """
+    from dataclasses import replace
+    from urllib.parse import quote, urlsplit, urlunsplit
+
+    where = f"secret {settings.amqp_secret_arn}"
+    try:
+        response = secrets_client.get_secret_value(SecretId=settings.amqp_secret_arn)
+    except Exception as exc:
+        raise ConfigError(f"{where}: cannot be read: {exc}") from None
+    try:
+        secret = json.loads(response["SecretString"])
+        user, password = secret["username"], secret["password"]
+    except (KeyError, TypeError, ValueError):
+        raise ConfigError(f"{where}: must be JSON with username and password") from None
+    parts = urlsplit(settings.amqp_url)
+    if not parts.hostname:
+        raise ConfigError(f"{ENV_AMQP_URL} must be a broker URL, got {settings.amqp_url!r}")
+    host = parts.hostname + (f":{parts.port}" if parts.port else "")
+    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}"
+    return replace(settings, amqp_url=urlunsplit(parts._replace(netloc=netloc)))
 
 
 def _int(name: str, value: str) -> int:

@@ -13,10 +13,9 @@ from urllib.parse import unquote_plus
 
 from chalice import Chalice, Response
 
-from imagepipe import aws, cors, keys
+from imagepipe import aws, cors, keys, settings as settings_edge
 from imagepipe.broker import JobPublisher
 from imagepipe.errors import INTERNAL
-from imagepipe.settings import Settings
 from imagepipe.status import StatusStore
 from imagepipe.uploads import ApiError, UploadService, parse_json_object
 from imagepipe.webpage import WebPage
@@ -45,7 +44,7 @@ def service() -> UploadService:
     # broker connection too: reconnecting per request would cost more than the request).
     global _service
     if _service is None:
-        settings = Settings.from_env()
+        settings = settings_edge.load()  # the broker's credentials come from its secret
         s3 = aws.s3_client(settings)
         _service = UploadService(
             settings, s3, JobPublisher(settings), StatusStore(s3, settings.bucket)
