@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from imagepipe import keys
+from imagepipe import bucket_cors, keys
 from imagepipe.devtools.deploy import templates
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,7 +101,10 @@ def test_cors_comes_from_the_stages_allowed_origins(template):
         "Fn::Not": [{"Fn::Equals": [{"Fn::Join": ["", {"Ref": "AllowedOrigins"}]}, ""]}]}
     rule = rules["CorsRules"][0]
     assert rule["AllowedOrigins"] == {"Ref": "AllowedOrigins"}
-    assert set(rule["AllowedMethods"]) >= {"PUT", "POST"} and "ETag" in rule["ExposedHeaders"]
+    # The same rule as the local stack's: PUT and POST only, ETag and Location exposed.
+    expected = bucket_cors.cloudformation_cors_configuration(["https://photos.example.com"])
+    assert rules["CorsRules"] == [
+        {**expected["CorsRules"][0], "AllowedOrigins": {"Ref": "AllowedOrigins"}}]
     assert otherwise == {"Ref": "AWS::NoValue"}
     assert template["Parameters"]["AllowedOrigins"]["Type"] == "CommaDelimitedList"
 

@@ -20,6 +20,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from imagepipe import bucket_cors
 from imagepipe.devtools.deploy import artifacts, bridge_image, stacks, templates
 from imagepipe.devtools.deploy.package import Package
 from imagepipe.errors import ConfigError
@@ -91,7 +92,7 @@ def infra_parameters(package: Package, settings: Settings, stage_parameters: dic
         **stage_parameters,
         "Stage": settings.stage,
         "BucketName": settings.bucket,
-        "AllowedOrigins": list(settings.allowed_origins),
+        "AllowedOrigins": list(bucket_cors.validated_origins(settings.allowed_origins)),
         "ResizeQueue": settings.resize_queue,
         **package.names.function_parameters(),
     }
