@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from PIL import Image, ImageFilter
 
 from imagepipe import imaging
+from imagepipe.devtools.bench import BenchContext
 from imagepipe.devtools.bench import imaging as bench
 from imagepipe.spec import DEFAULT_VARIANTS
 
@@ -65,14 +68,41 @@ def test_ssim_sees_alpha_as_composited():
     assert bench.ssim(a, b) == pytest.approx(1.0)
 
 
-def test_engine_variants_match_the_lanczos_reference(picture):
-    # The property the bench reports, on a small photo (large enough for draft and cascade).
-    data = bench._save(bench.photo(1600, 1200), "JPEG", quality=90)
+ENGINES = ["pillow"] + (["vips"] if imaging.vips.available() else [])
 
-    worst, scores = bench.ssim_min(data, DEFAULT_VARIANTS)
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("size", [(1600, 1200), (1333, 1000)], ids=["whole-pixel", "subpixel"])
+def test_engine_variants_match_the_lanczos_reference(engine, size):
+    # The property the bench reports, on small photos: large enough for draft and cascade, and
+    # one whose cover crop starts between pixels of the base it is made from.
+    data = bench._save(bench.photo(*size), "JPEG", quality=90)
+
+    worst, scores = bench.ssim_min(data, DEFAULT_VARIANTS, engine)
 
     assert set(scores) == {v.name for v in DEFAULT_VARIANTS}
     assert worst >= bench.SSIM_FLOOR, scores
     sizes = [im.size for im in imaging.variant_images(data, DEFAULT_VARIANTS, max_pixels=10**8)]
     assert sizes == [(v.width, v.height) for v in imaging.render(
         data, DEFAULT_VARIANTS, max_pixels=10**8).variants]
+
+
+def test_quick_run_of_the_section_reports_every_metric():
+    # Keeps the section from rotting; a smoke run on small images (numbers not compared).
+    lines = []
+    result = bench.run(BenchContext(quick=True, say=lines.append))
+
+    summary = result["summary"]
+    engines = ["pillow"] + (["vips"] if imaging.vips.available() else [])
+    for case in ("jpeg_1mp", "jpeg_2mp", "webp_1mp", "png_alpha_1mp"):
+        for name in engines:
+            prefix = "" if name == "pillow" else f"{name}_"
+            assert summary[f"{case}_{prefix}x_naive"] > 0
+            assert summary[f"{case}_{prefix}ssim_min"] >= bench.SSIM_FLOOR
+    for name in engines:
+        prefix = "" if name == "pillow" else f"{name}_"
+        assert summary[f"jpeg_1mp_{prefix}images_per_s"] > 0
+        # a fresh process with Python and Pillow is already ~25 MB
+        assert 20 < summary[f"jpeg_2mp_{prefix}peak_rss_mb"] < 500
+    assert json.loads(json.dumps(result)) == result
+    assert any("peak RSS" in line for line in lines)

@@ -16,6 +16,9 @@ Bench images are made at run time from a fixed seed: 1/f ("pink") noise in colou
 statistics of natural photographs, with sharp-edged shapes and sensor grain, saved as JPEG q90
 (~3.2 MB for 12 MP) — flat colour would compress and resample unrealistically fast.
 
+``--quick`` is a smoke run (what the test suite does): images a ninth the size, named by their
+size (``jpeg_1mp``...), one repetition.
+
 numpy is used here only (SSIM, image generation); the engine and the Lambda package never
 import it.
 """
@@ -25,6 +28,7 @@ from __future__ import annotations
 import functools
 import io
 import json
+import multiprocessing
 import os
 import statistics
 import subprocess
@@ -231,7 +235,10 @@ def _worker(kind: str) -> int:
 
 
 def images_per_second(data: bytes, kind: str, jobs: int, workers: int) -> float:
-    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(data,)) as pool:
+    # spawn, not fork: libvips' and Pillow's thread pools in this process do not survive a fork
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                             initargs=(data,)) as pool:
         list(pool.map(_worker, [kind] * workers))  # warm every worker
         started = time.perf_counter()
         list(pool.map(_worker, [kind] * jobs))
@@ -272,19 +279,23 @@ def peak_rss_mb(path: str, kind: str) -> tuple[float, float]:
 
 
 def run(ctx) -> dict:
-    reps = 3 if ctx.quick else 7
+    reps = 1 if ctx.quick else 7
     cores = os.cpu_count() or 1
     load = os.getloadavg()[0]
     engines = ["pillow"] + (["vips"] if vips.available() else [])
     ctx.say(f"{cores} cores, load average {load:.2f} at the start; medians of {reps} "
             f"interleaved runs; engines: {', '.join(engines)}")
     webp = parse_variants([{**v.to_dict(), "format": "webp"} for v in DEFAULT_VARIANTS])
+    # --quick: a smoke run on images a ninth the size, named by their own size.
+    side = 3 if ctx.quick else 1
     cases = {
-        "jpeg_12mp": (photo_jpeg(4000, 3000), DEFAULT_VARIANTS),
-        "jpeg_24mp": (photo_jpeg(6000, 4000, SEED + 1), DEFAULT_VARIANTS),
-        "webp_12mp": (photo_jpeg(4000, 3000), webp),
-        "png_alpha_6mp": (photo_png_with_alpha(3000, 2000, SEED + 2), DEFAULT_VARIANTS),
+        f"jpeg_{12 // side ** 2 or 1}mp": (photo_jpeg(4000 // side, 3000 // side), DEFAULT_VARIANTS),
+        f"jpeg_{24 // side ** 2}mp": (photo_jpeg(6000 // side, 4000 // side, SEED + 1), DEFAULT_VARIANTS),
+        f"webp_{12 // side ** 2 or 1}mp": (photo_jpeg(4000 // side, 3000 // side), webp),
+        f"png_alpha_{6 // side ** 2 or 1}mp": (
+            photo_png_with_alpha(3000 // side, 2000 // side, SEED + 2), DEFAULT_VARIANTS),
     }
+    small, large = list(cases)[:2]
     summary: dict[str, float] = {}
     details: dict[str, dict] = {"load_average_start": load, "cores": cores, "engines": engines}
     for case, (data, variants) in cases.items():
@@ -311,30 +322,30 @@ def run(ctx) -> dict:
                 + ("" if worst >= SSIM_FLOOR else f"  BELOW {SSIM_FLOOR}")
             )
 
-    data = cases["jpeg_12mp"][0]
+    data = cases[small][0]
     jobs = cores * (2 if ctx.quick else 4)
     throughput = {kind: images_per_second(data, kind, jobs, cores) for kind in ["naive", *engines]}
     details["throughput"] = {**throughput, "workers": cores, "jobs": jobs}
     for name in engines:
         prefix = "" if name == "pillow" else f"{name}_"
-        summary[f"jpeg_12mp_{prefix}images_per_s"] = throughput[name]
-        summary[f"jpeg_12mp_{prefix}images_per_s_x_naive"] = round(
+        summary[f"{small}_{prefix}images_per_s"] = throughput[name]
+        summary[f"{small}_{prefix}images_per_s_x_naive"] = round(
             throughput[name] / throughput["naive"], 2)
-    ctx.say(f"12 MP JPEG, {cores} worker processes, images/s: "
+    ctx.say(f"{small}, {cores} worker processes, images/s: "
             + ", ".join(f"{k} {v}" for k, v in throughput.items()))
 
-    path = os.path.join(tempfile.gettempdir(), f"imagepipe-bench-24mp-{os.getpid()}.jpg")
+    path = os.path.join(tempfile.gettempdir(), f"imagepipe-bench-{large}-{os.getpid()}.jpg")
     with open(path, "wb") as file:
-        file.write(cases["jpeg_24mp"][0])
+        file.write(cases[large][0])
     try:
         rss = {kind: peak_rss_mb(path, kind) for kind in ["naive", *engines]}
     finally:
         os.unlink(path)
     for name in engines:
         prefix = "" if name == "pillow" else f"{name}_"
-        summary[f"jpeg_24mp_{prefix}peak_rss_mb"] = rss[name][0]
+        summary[f"{large}_{prefix}peak_rss_mb"] = rss[name][0]
     details["peak_rss_mb"] = {k: {"peak": v[0], "before_render": v[1]} for k, v in rss.items()}
-    ctx.say("24 MP JPEG peak RSS (MB): " + ", ".join(f"{k} {v[0]}" for k, v in rss.items())
+    ctx.say(f"{large} peak RSS (MB): " + ", ".join(f"{k} {v[0]}" for k, v in rss.items())
             + f" (the process before rendering: {rss['naive'][1]})")
     details["load_average_end"] = os.getloadavg()[0]
     ctx.say(f"load average at the end {details['load_average_end']:.2f}")
