@@ -403,3 +403,24 @@ def test_both_engines_decode_a_jpeg_at_the_same_reduced_size(size, box):
     pillow_reduction = imaging.load.decode(opened, scale, 2.0)
 
     assert vips._jpeg_shrink(size, scale) == pillow_reduction
+
+
+def test_jpeg_huffman_optimisation_by_default_only_where_it_pays():
+    photo = images.upright_with_marker(1600, 1200).effect_spread(5)
+    data = images.make_jpeg(1600, 1200, image=photo)
+    variants = spec(
+        {"name": "big", "width": 1200},
+        {"name": "small", "width": 256},
+        {"name": "forced", "width": 1200, "options": {"jpeg": {"optimize": True}}},
+    )
+
+    rendered = render(data, variants)
+    pixels = imaging.variant_images(data, variants, max_pixels=LIMIT, engine=ENGINE["name"])
+
+    def jpeg(image, optimize):
+        return images.save(image, "JPEG", quality=82, optimize=optimize)
+
+    big, small, forced = rendered.variants
+    assert big.data == jpeg(pixels[0], False)
+    assert small.data == jpeg(pixels[1], True)
+    assert forced.data == jpeg(pixels[2], True)
