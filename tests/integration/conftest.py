@@ -87,9 +87,10 @@ class BrokerProbe:
         self.publisher = JobPublisher(settings)
         self._results_queue = None
 
-    def watch_results(self) -> None:
-        """Bind a private queue to every ``job.*`` event; call before publishing."""
-        declared = self.channel.queue_declare("", exclusive=True, auto_delete=True)
+    def watch_results(self, queue: str = "") -> None:
+        """Bind a queue to every ``job.*`` event; call before publishing. A named queue outlives
+        this probe's connection (for tests that have the broker drop every connection)."""
+        declared = self.channel.queue_declare(queue, exclusive=not queue, auto_delete=not queue)
         self._results_queue = declared.method.queue
         self.channel.queue_bind(
             self._results_queue, self.settings.results_exchange, routing_key="job.*"
@@ -123,6 +124,18 @@ class BrokerProbe:
         got = self._drain(self._results_queue, count, timeout)
         assert len(got) == count, f"expected {count} result events, got {len(got)}"
         return [ResultEvent.from_dict(json.loads(body)) for _, body in got]
+
+    def events_until_each_of(self, job_ids, timeout: float = 60) -> list[ResultEvent]:
+        """Every event until each job has at least one (duplicates included)."""
+        missing, events = set(job_ids), []
+        deadline = time.monotonic() + timeout
+        while missing and time.monotonic() < deadline:
+            for _, body in self._drain(self._results_queue, len(missing), 1.0):
+                event = ResultEvent.from_dict(json.loads(body))
+                events.append(event)
+                missing.discard(event.job_id)
+        assert not missing, f"{len(missing)} jobs without a result event: {sorted(missing)[:5]}"
+        return events
 
     def no_more_events(self, wait: float = 0.5) -> bool:
         return not self._drain(self._results_queue, 1, wait)

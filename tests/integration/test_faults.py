@@ -26,14 +26,19 @@ issue, named ``test_NN_...``:
 from __future__ import annotations
 
 import dataclasses
+import urllib.parse
 
 import pytest
 
+import pika
+
 from imagepipe import keys
+from imagepipe.broker import declare_topology
 from imagepipe.status import StatusStore
 
-from .conftest import InlineInvoker, RecordingInvoker, jpeg_bytes, wait_for
-from .faults import BridgeProcess, S3FaultProxy
+from ..conftest import unique_name
+from .conftest import BrokerProbe, InlineInvoker, RecordingInvoker, jpeg_bytes, wait_for
+from .faults import BridgeProcess, S3FaultProxy, rabbitmqctl, vhost_url
 
 pytestmark = pytest.mark.broker
 
@@ -59,6 +64,25 @@ def faulty(storage):
     settings = dataclasses.replace(storage.settings, s3_endpoint_url=proxy.url)
     yield Faulty(settings, proxy, storage)
     proxy.close()
+
+
+@pytest.fixture
+def vhost_storage(storage):
+    """``storage`` on a virtual host of its own, so the test may drop all of its connections."""
+    vhost = unique_name("imagepipe-test-vhost")
+    user = urllib.parse.urlsplit(storage.settings.amqp_url).username or "guest"
+    rabbitmqctl("add_vhost", vhost)
+    try:
+        rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+        settings = dataclasses.replace(
+            storage.settings, amqp_url=vhost_url(storage.settings.amqp_url, vhost)
+        )
+        connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
+        declare_topology(connection.channel(), settings)
+        connection.close()
+        yield dataclasses.replace(storage, settings=settings), vhost
+    finally:
+        rabbitmqctl("delete_vhost", vhost)
 
 
 def _assert_queues_empty(probe, settings) -> None:
@@ -144,6 +168,52 @@ def test_02_crash_after_the_manifest_is_not_redone(faulty, probe):
     assert faulty.proxy.count("PUT", rf"^status/{upload_id}/done\.json$", 200) == 1
     assert "attempt=2/" in second.log.text()
     _assert_queues_empty(probe, settings)
+
+
+# --- 3. the broker drops every connection -------------------------------------------------------
+
+
+@pytest.mark.timeout(180)
+def test_03_all_connections_dropped_with_100_jobs_in_flight(vhost_storage):
+    storage, vhost = vhost_storage
+    settings = dataclasses.replace(storage.settings, workers=2)
+    upload_ids = [storage.put_original(jpeg_bytes(320, 240)) for _ in range(100)]
+    results_queue = unique_name("results")
+    probe = BrokerProbe(settings)
+    probe.watch_results(results_queue)
+    bridge = BridgeProcess(settings).wait_consuming()
+    try:
+        for upload_id in upload_ids:
+            probe.publish(storage.job(upload_id))
+        before = probe.events(10, timeout=60)
+        probe.close()
+
+        rabbitmqctl("close_all_connections", "--vhost", vhost, "test: the broker drops all")
+
+        probe = BrokerProbe(settings)
+        probe.watch_results(results_queue)
+        finished_before = {e.job_id for e in before}
+        after = probe.events_until_each_of(set(upload_ids) - finished_before, timeout=120)
+        assert bridge.terminate() == 0
+    finally:
+        probe.close()
+        bridge.close()
+    log = bridge.log.text()
+    events = before + after
+    assert {e.status for e in events} == {"done"}
+    assert {e.job_id for e in events} == set(upload_ids)
+    store = StatusStore(storage.s3, settings.bucket)
+    assert {store.current(i).state for i in upload_ids} == {"done"}
+    probe = BrokerProbe(settings)
+    try:
+        _assert_queues_empty(probe, settings)
+    finally:
+        probe.close()
+    # One reconnect, and no channel error after it: a delivery tag of the old channel acked on
+    # the new one would have made the broker close it (406 PRECONDITION_FAILED, unknown tag).
+    assert log.count("broker connection lost") == 1, log
+    assert "dropped" in log, "no job was in flight when the connections dropped"
+    assert "PRECONDITION_FAILED" not in log and "unknown delivery tag" not in log, log
 
 
 # --- 10. transient S3 faults inside the resize call ---------------------------------------------
