@@ -30,6 +30,7 @@ import pika
 import pika.exceptions
 
 from bridge.invokers import Invoker
+from bridge.observability import BridgeObserver, NullObserver
 from bridge.settle import (
     DEAD_LETTER,
     RELEASE,
@@ -91,9 +92,11 @@ class Bridge:
         reconnect_initial_s: float = 0.5,
         reconnect_max_s: float = 30.0,
         connection_name: str = "imagepipe-bridge",
+        observer: BridgeObserver | None = None,
     ):
         self._settings = settings
         self._invoker = invoker
+        self._observer = observer or NullObserver()  # health and metrics (bridge.observability)
         # Parsed now, so that a malformed URL is a config error at startup, not a reconnect loop.
         self._parameters = _connection_parameters(settings.amqp_url, heartbeat, connection_name)
         self._reconnect_initial_s = reconnect_initial_s
@@ -137,6 +140,7 @@ class Bridge:
                     self._run_session()
                 except CONNECTION_ERRORS + (SessionLost,) as exc:
                     if self._stop_requested:
+                        self._observer.not_consuming("stopping: broker connection lost")
                         LOGGER.warning(
                             "broker connection lost while stopping (%s); unsettled jobs will "
                             "be redelivered by the broker", _describe(exc),
@@ -145,6 +149,9 @@ class Bridge:
                     if self._consumed_since_connect:  # it was a working connection
                         backoff = self._reconnect_initial_s
                     delay = random.uniform(backoff / 2, backoff)
+                    self._observer.not_consuming(
+                        f"broker connection lost ({_describe(exc)}); reconnecting"
+                    )
                     LOGGER.warning(
                         "broker connection lost (%s); reconnecting in %.1fs; unsettled jobs "
                         "will be redelivered by the broker", _describe(exc), delay,
@@ -153,6 +160,7 @@ class Bridge:
                     backoff = min(backoff * 2, self._reconnect_max_s)
         finally:
             self._healthy = False
+            self._observer.not_consuming("stopped")
             self._stopping.set()
             self._executor.shutdown(wait=True)
             LOGGER.info("bridge stopped")
@@ -195,6 +203,7 @@ class Bridge:
         )
         self._session = session
         self._healthy = self._consumed_since_connect = True
+        self._observer.consuming()
         LOGGER.info(
             "consuming %s (prefetch %d, %d workers, %s invoker)",
             settings.resize_queue, settings.prefetch_count, settings.worker_count,
@@ -212,6 +221,7 @@ class Bridge:
             self._stopping.set()
             if not cancelled:
                 self._healthy = False
+                self._observer.not_consuming("stopping: finishing the jobs in flight")
                 # Deliveries that pika has received but not yet dispatched are nacked by
                 # basic_cancel itself, so only jobs already handed to the pool remain.
                 session.consume_channel.basic_cancel(session.consumer_tag)
@@ -250,6 +260,7 @@ class Bridge:
             self._dead_letter_undecodable(session, delivery, _as_permanent(exc))
             return
         session.in_flight += 1
+        self._observer.job_started(delivery.attempt)
         self._executor.submit(self._work, session, delivery, job)
 
     def _dead_letter_undecodable(self, session: _Session, delivery: _Delivery,
@@ -265,6 +276,7 @@ class Bridge:
             delivery.channel.basic_nack(delivery.delivery_tag, requeue=True)
             return
         delivery.channel.basic_ack(delivery.delivery_tag)
+        self._observer.settled("failed", None, error.code, dead_lettered=True)
         LOGGER.warning(
             "message=%s outcome=failed attempt=%d/%d code=%s: %s",
             message_id, delivery.attempt, delivery.max_attempts, error.code, error.message,
@@ -288,10 +300,13 @@ class Bridge:
         try:
             session.connection.add_callback_threadsafe(settle)
         except pika.exceptions.ConnectionWrongStateError:
+            self._observer.settled("dropped", duration_s, None, dead_lettered=False)
             LOGGER.warning(
                 "job=%s outcome=%s dropped: its connection is closed; the broker will "
                 "redeliver it", job.job_id, settlement.outcome,
             )
+        finally:
+            self._observer.job_ended()
 
     def _run_job(self, delivery: _Delivery, job: ResizeJob, started: float) -> Settlement:
         if self._stopping.is_set():
@@ -311,6 +326,7 @@ class Bridge:
         session.in_flight -= 1
         channel = delivery.channel
         if session is not self._session or not channel.is_open:
+            self._observer.settled("dropped", duration_s, None, dead_lettered=False)
             LOGGER.warning(
                 "job=%s outcome=%s dropped: its channel is closed; the broker will redeliver it",
                 job.job_id, settlement.outcome,
@@ -331,8 +347,13 @@ class Bridge:
                     "requeued", job.job_id, settlement.outcome, _describe(exc),
                 )
                 channel.basic_nack(delivery.delivery_tag, requeue=True)
+                self._observer.settled("retry", duration_s, None, dead_lettered=False)
                 return
             channel.basic_ack(delivery.delivery_tag)
+        self._observer.settled(
+            settlement.outcome, duration_s, (settlement.error or {}).get("code"),
+            dead_lettered=settlement.action == DEAD_LETTER,
+        )
         _log_outcome(job, delivery, settlement, duration_s)
 
     def _publish_event(self, session: _Session, event) -> None:

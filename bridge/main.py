@@ -1,5 +1,8 @@
 """``python -m bridge``: read settings once, configure logging, consume until SIGTERM/SIGINT.
 
+With ``IMAGEPIPE_METRICS_PORT`` set, it also serves ``/healthz`` and ``/metrics`` there
+(``bridge.observability``).
+
 Exit codes: 0 after a clean stop, 2 for a configuration error (one line on stderr).
 """
 
@@ -11,6 +14,7 @@ import sys
 
 from bridge.consumer import Bridge
 from bridge.invokers import make_invoker
+from bridge.observability import BridgeMetrics, serve
 from imagepipe.errors import ConfigError
 from imagepipe.settings import Settings
 
@@ -39,9 +43,13 @@ def main() -> int:
 def run() -> None:
     settings = Settings.from_env()
     configure_logging()
+    metrics = server = None
+    if settings.metrics_port:
+        metrics = BridgeMetrics(settings)
+        server = serve(metrics, settings)  # a port in use is a ConfigError: exit 2
     invoker = make_invoker(settings)
     try:
-        bridge = Bridge(settings, invoker)
+        bridge = Bridge(settings, invoker, observer=metrics)
 
         def request_stop(signum, _frame):
             # Only sets a flag. The bridge settles the jobs in flight, then run() returns.
@@ -53,3 +61,6 @@ def run() -> None:
         bridge.run()
     finally:
         invoker.close()
+        if server is not None:
+            server.close()
+            metrics.close()

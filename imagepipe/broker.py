@@ -28,6 +28,8 @@ HEADER_ERROR_CODE = "x-imagepipe-error-code"
 HEADER_ERROR_MESSAGE = "x-imagepipe-error-message"
 HEADER_ATTEMPTS = "x-imagepipe-attempts"
 HEADER_DELIVERY_COUNT = "x-delivery-count"
+# How often an operator sent the job back from the dead-letter queue (``imagepipe.dlq``).
+HEADER_REPLAYS = "x-imagepipe-replays"
 
 
 def work_queue_arguments(settings: Settings) -> dict:

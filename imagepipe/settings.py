@@ -37,6 +37,8 @@ ENV_WORKERS = "IMAGEPIPE_WORKERS"
 ENV_PREFETCH = "IMAGEPIPE_PREFETCH"
 ENV_RETRY_BACKOFF = "IMAGEPIPE_RETRY_BACKOFF_S"
 ENV_ALLOWED_ORIGINS = "IMAGEPIPE_ALLOWED_ORIGINS"
+ENV_METRICS_PORT = "IMAGEPIPE_METRICS_PORT"
+ENV_METRICS_HOST = "IMAGEPIPE_METRICS_HOST"
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 DEFAULT_RESIZE_QUEUE = "imagepipe.resize"
@@ -52,6 +54,7 @@ MAX_PRESIGN_EXPIRES = 600
 DEFAULT_PRESIGN_EXPIRES = 600
 DEFAULT_DOWNLOAD_EXPIRES = 3600
 INVOKERS = ("local", "lambda")
+DEFAULT_METRICS_HOST = "127.0.0.1"
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,8 @@ class Settings:
     prefetch: int = 0  # 0: twice the workers
     retry_backoff_s: float = 0.5
     allowed_origins: tuple[str, ...] = ()  # browser origins allowed to upload (CORS)
+    metrics_port: int = 0  # the bridge's /healthz and /metrics; 0: off
+    metrics_host: str = DEFAULT_METRICS_HOST
 
     def __post_init__(self) -> None:
         if not self.bucket:
@@ -97,6 +102,8 @@ class Settings:
             raise ConfigError(f"{ENV_RESIZE_FUNCTION} is required with the lambda invoker")
         if not self.allowed_types:
             raise ConfigError(f"{ENV_ALLOWED_TYPES} must name at least one type")
+        if not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"{ENV_METRICS_PORT} must be 0 (off) or a port up to 65535")
 
     @property
     def worker_count(self) -> int:
@@ -121,6 +128,7 @@ class Settings:
             "results_exchange": ENV_RESULTS_EXCHANGE,
             "invoker": ENV_INVOKER,
             "resize_function": ENV_RESIZE_FUNCTION,
+            "metrics_host": ENV_METRICS_HOST,
         }
         for attr, name in text.items():
             if env.get(name):
@@ -133,6 +141,7 @@ class Settings:
             "download_expires": ENV_DOWNLOAD_EXPIRES,
             "workers": ENV_WORKERS,
             "prefetch": ENV_PREFETCH,
+            "metrics_port": ENV_METRICS_PORT,
         }
         for attr, name in numbers.items():
             if env.get(name):
@@ -181,6 +190,8 @@ class Settings:
             ENV_PREFETCH: str(self.prefetch),
             ENV_RETRY_BACKOFF: str(self.retry_backoff_s),
             ENV_ALLOWED_ORIGINS: ",".join(self.allowed_origins),
+            ENV_METRICS_PORT: str(self.metrics_port),
+            ENV_METRICS_HOST: self.metrics_host,
         }
         if self.s3_endpoint_url:
             env[ENV_S3_ENDPOINT_URL] = self.s3_endpoint_url

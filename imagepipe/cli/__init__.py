@@ -22,6 +22,7 @@ EXIT_INTERRUPTED = 130
 # One line per command module: adding a command does not touch the others.
 COMMAND_MODULES = (
     "imagepipe.cli.resize",
+    "imagepipe.cli.dlq",
 )
 
 

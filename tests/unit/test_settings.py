@@ -22,7 +22,8 @@ def test_to_env_round_trips():
                         resize_queue="q", delivery_limit=2, allowed_types=("image/png",),
                         variants=(Variant("a", "cover", 10, 20, "webp", 70),),
                         invoker="lambda", resize_function="fn", workers=3, prefetch=7,
-                        retry_backoff_s=1.5, allowed_origins=("https://x.example",))
+                        retry_backoff_s=1.5, allowed_origins=("https://x.example",),
+                        metrics_port=9464, metrics_host="0.0.0.0")
     assert Settings.from_env(original.to_env()) == original
 
 
@@ -39,6 +40,8 @@ def test_settings_are_frozen():
     ({s.ENV_BUCKET: "b", s.ENV_INVOKER: "carrier-pigeon"}, "IMAGEPIPE_INVOKER"),
     ({s.ENV_BUCKET: "b", s.ENV_INVOKER: "lambda"}, "IMAGEPIPE_RESIZE_FUNCTION"),
     ({s.ENV_BUCKET: "b", s.ENV_VARIANTS: "{"}, "IMAGEPIPE_VARIANTS"),
+    ({s.ENV_BUCKET: "b", s.ENV_METRICS_PORT: "70000"}, "IMAGEPIPE_METRICS_PORT"),
+    ({s.ENV_BUCKET: "b", s.ENV_METRICS_PORT: "http"}, "IMAGEPIPE_METRICS_PORT"),
     ({s.ENV_BUCKET: "b", s.ENV_VARIANTS: '[{"name": "x", "width": 0}]'}, "width"),
 ])
 def test_bad_settings_name_the_variable(env, message):
