@@ -14,6 +14,15 @@ Threads and who may touch what:
 A delivery is settled only on the channel it came from, and only while that channel is still
 open. After a reconnect, results from the old channel are dropped: the broker has already put
 those messages back and will deliver them again.
+
+Stopping (``stop()``, SIGTERM): cancel the consumer, let the jobs in flight finish and settle,
+then return; jobs handed over but not started are released (nack, requeue). The drain is
+bounded by ``settings.drain_timeout_s``: after it the connection is closed and the broker
+redelivers what is left. Every release, nack and lost connection counts toward the quorum
+queue's delivery limit (RabbitMQ 3.10 offers no way around it), and that is on purpose: a job
+that crashes or hangs its bridge every time ends in the dead-letter queue (``x-death`` reason
+``delivery_limit``) instead of taking the fleet down for ever. To spend no attempt needlessly,
+a final attempt is never released while stopping; it runs within the drain timeout.
 """
 
 from __future__ import annotations
@@ -23,8 +32,9 @@ import logging
 import random
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for_futures
+from dataclasses import dataclass, replace
 
 import pika
 import pika.exceptions
@@ -43,7 +53,14 @@ from bridge.settle import (
     retry_result,
 )
 from imagepipe.broker import connection_parameters, declare_topology, delivery_count
-from imagepipe.errors import BAD_MESSAGE, ConfigError, JobError, PermanentError, invoke_failed
+from imagepipe.errors import (
+    BAD_MESSAGE,
+    ConfigError,
+    JobError,
+    PermanentError,
+    gave_up,
+    invoke_failed,
+)
 from imagepipe.messages import Invocation, ResizeJob
 from imagepipe.settings import ENV_AMQP_URL, Settings
 
@@ -109,11 +126,21 @@ class Bridge:
         self._executor: ThreadPoolExecutor | None = None
         self._healthy = False
         self._consumed_since_connect = False
+        # Bounds the drain after stop(): jobs still running then are left to the broker.
+        self._drain_deadline: float | None = None
+        self._drained = True
+        self._futures: set[Future] = set()
+        self._futures_lock = threading.Lock()
 
     @property
     def healthy(self) -> bool:
         """Connected and consuming (for a health endpoint)."""
         return self._healthy
+
+    @property
+    def drained(self) -> bool:
+        """False when ``run`` returned with jobs still running, after the drain timeout."""
+        return self._drained
 
     def stop(self) -> None:
         """Stop taking new jobs, settle the ones in flight, then return from ``run``.
@@ -162,8 +189,27 @@ class Bridge:
             self._healthy = False
             self._observer.not_consuming("stopped")
             self._stopping.set()
-            self._executor.shutdown(wait=True)
+            self._wait_for_workers()
             LOGGER.info("bridge stopped")
+
+    def _wait_for_workers(self) -> None:
+        """Let running jobs end (their results are dropped if their connection is gone), but
+        not past the drain deadline: an invocation can hang for as long as its timeout."""
+        with self._futures_lock:
+            running = set(self._futures)
+        _, not_done = wait_for_futures(running, timeout=max(self._drain_time_left(), 0))
+        if not_done:
+            self._drained = False
+            LOGGER.warning(
+                "drain timeout (%.0fs): %d jobs still running are left unsettled; the broker "
+                "redelivers them", self._settings.drain_timeout_s, len(not_done),
+            )
+        self._executor.shutdown(wait=not not_done, cancel_futures=True)
+
+    def _drain_time_left(self) -> float:
+        if self._drain_deadline is None:  # the clock starts at the first stop check
+            self._drain_deadline = time.monotonic() + self._settings.drain_timeout_s
+        return self._drain_deadline - time.monotonic()
 
     def _run_session(self) -> None:
         connection = pika.BlockingConnection(self._parameters)
@@ -229,6 +275,15 @@ class Bridge:
                 LOGGER.info("stopping: no new jobs; %d in flight", session.in_flight)
             if session.in_flight == 0:
                 return
+            if self._drain_time_left() <= 0:
+                # Closing the connection hands the unsettled deliveries back to the broker.
+                self._drained = False
+                LOGGER.warning(
+                    "drain timeout (%.0fs) with %d jobs in flight: closing the connection; "
+                    "the broker redelivers them", self._settings.drain_timeout_s,
+                    session.in_flight,
+                )
+                return
 
     @staticmethod
     def _check_alive(session: _Session, *, expect_consumer: bool) -> None:
@@ -261,7 +316,14 @@ class Bridge:
             return
         session.in_flight += 1
         self._observer.job_started(delivery.attempt)
-        self._executor.submit(self._work, session, delivery, job)
+        future = self._executor.submit(self._work, session, delivery, job)
+        with self._futures_lock:
+            self._futures.add(future)
+        future.add_done_callback(self._forget)
+
+    def _forget(self, future: Future) -> None:
+        with self._futures_lock:
+            self._futures.discard(future)
 
     def _dead_letter_undecodable(self, session: _Session, delivery: _Delivery,
                                  error: JobError) -> None:
@@ -309,15 +371,34 @@ class Bridge:
             self._observer.job_ended()
 
     def _run_job(self, delivery: _Delivery, job: ResizeJob, started: float) -> Settlement:
-        if self._stopping.is_set():
-            return released()  # handed over but not started: let another consumer take it
         invocation = Invocation(job, delivery.attempt, delivery.max_attempts)
+        if self._stopping.is_set() and not invocation.is_final_attempt:
+            # Handed over but not started: let another consumer take it. The release counts
+            # as a delivery, so a final attempt runs instead (within the drain timeout):
+            # released, it would be dead-lettered by the broker with no cause and no status.
+            return released()
         try:
             result = self._invoker.invoke(invocation)
         except Exception as exc:  # could not run it (Lambda down, pool broken): transient
-            elapsed_ms = int((time.monotonic() - started) * 1000)
-            result = retry_result(invocation, invoke_failed(exc), elapsed_ms)
+            error = invoke_failed(exc)
+            if invocation.is_final_attempt:
+                result = self._give_up(invocation, error, started)
+            else:
+                result = retry_result(invocation, error, _elapsed_ms(started))
         return decide(self._settings, invocation, result)
+
+    def _give_up(self, invocation: Invocation, error: JobError, started: float):
+        """Out of attempts without the resize having run: ask the function to record the
+        failure (the bridge itself may not write to S3), then dead-letter with the cause."""
+        cause = {"code": error.code, "message": gave_up(error.message, invocation.attempt)}
+        try:
+            return self._invoker.invoke(replace(invocation, give_up=cause))
+        except Exception as exc:
+            LOGGER.error(
+                "job=%s: could not record its failed status (%s); it is dead-lettered with "
+                "its cause", invocation.job.job_id, _describe(exc),
+            )
+            return retry_result(invocation, error, _elapsed_ms(started))
 
     # --- settling (I/O thread) ----------------------------------------------------------------
 
@@ -408,6 +489,10 @@ def _log_outcome(job: ResizeJob, delivery: _Delivery, settlement: Settlement,
         job.job_id, job.source_key, settlement.outcome, delivery.attempt, delivery.max_attempts,
         duration_s, cause,
     )
+
+
+def _elapsed_ms(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
 
 
 def _as_permanent(exc: Exception) -> JobError:

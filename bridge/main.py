@@ -3,12 +3,15 @@
 With ``IMAGEPIPE_METRICS_PORT`` set, it also serves ``/healthz`` and ``/metrics`` there
 (``bridge.observability``).
 
-Exit codes: 0 after a clean stop, 2 for a configuration error (one line on stderr).
+Exit codes: 0 after a clean stop, 2 for a configuration error (one line on stderr), 3 when the
+drain timeout (``IMAGEPIPE_DRAIN_TIMEOUT_S``) ended the stop with jobs still running; the broker
+redelivers those.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 
@@ -22,6 +25,7 @@ LOGGER = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
+EXIT_DRAIN_TIMEOUT = 3
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
@@ -33,14 +37,22 @@ def configure_logging() -> None:
 
 def main() -> int:
     try:
-        run()
+        drained = run()
     except ConfigError as exc:
         print(f"bridge: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    if not drained:
+        # Worker threads may still be blocked in an invocation (a Lambda call can take 15
+        # minutes), and a normal exit would wait for them. Their deliveries are back with the
+        # broker already, so leave now.
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(EXIT_DRAIN_TIMEOUT)
     return EXIT_OK
 
 
-def run() -> None:
+def run() -> bool:
+    """Consume until stopped; returns whether every job in flight was settled."""
     settings = Settings.from_env()
     configure_logging()
     metrics = server = None
@@ -48,6 +60,7 @@ def run() -> None:
         metrics = BridgeMetrics(settings)
         server = serve(metrics, settings)  # a port in use is a ConfigError: exit 2
     invoker = make_invoker(settings)
+    bridge = None
     try:
         bridge = Bridge(settings, invoker, observer=metrics)
 
@@ -60,7 +73,9 @@ def run() -> None:
         signal.signal(signal.SIGINT, request_stop)
         bridge.run()
     finally:
-        invoker.close()
+        # After a drain timeout, stop the resize workers that are still running.
+        invoker.close(wait=bridge is None or bridge.drained)
         if server is not None:
             server.close()
             metrics.close()
+    return bridge.drained

@@ -62,9 +62,9 @@ def decide(settings: Settings, invocation: Invocation, result: InvocationResult)
     error = _error(result)
     if result.status == RETRY:
         # The resize core gives up by itself on the final attempt. This branch covers invokers
-        # that fail before the core runs (Lambda down, pool broken). The bridge cannot write the
-        # failed status to S3, because in the cloud it may only invoke the function. It does
-        # publish the event and the dead letter.
+        # that failed before the core ran (Lambda down, pool broken) and whose "give up"
+        # invocation, which records the failed status, failed too: the bridge may only invoke
+        # the function, not write to S3. It still publishes the event and the dead letter.
         error = {
             "code": error["code"],
             "message": gave_up(error.get("message", ""), invocation.attempt),

@@ -37,6 +37,7 @@ ENV_WORKERS = "IMAGEPIPE_WORKERS"
 ENV_PREFETCH = "IMAGEPIPE_PREFETCH"
 ENV_RETRY_BACKOFF = "IMAGEPIPE_RETRY_BACKOFF_S"
 ENV_ALLOWED_ORIGINS = "IMAGEPIPE_ALLOWED_ORIGINS"
+ENV_DRAIN_TIMEOUT = "IMAGEPIPE_DRAIN_TIMEOUT_S"
 ENV_METRICS_PORT = "IMAGEPIPE_METRICS_PORT"
 ENV_METRICS_HOST = "IMAGEPIPE_METRICS_HOST"
 
@@ -54,6 +55,9 @@ MAX_PRESIGN_EXPIRES = 600
 DEFAULT_PRESIGN_EXPIRES = 600
 DEFAULT_DOWNLOAD_EXPIRES = 3600
 INVOKERS = ("local", "lambda")
+# Below the usual stop grace periods (Kubernetes and ECS: 30 s), so the bridge hands back what
+# is left itself instead of being SIGKILLed.
+DEFAULT_DRAIN_TIMEOUT_S = 25.0
 DEFAULT_METRICS_HOST = "127.0.0.1"
 
 
@@ -81,6 +85,7 @@ class Settings:
     prefetch: int = 0  # 0: twice the workers
     retry_backoff_s: float = 0.5
     allowed_origins: tuple[str, ...] = ()  # browser origins allowed to upload (CORS)
+    drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S  # the bridge's shutdown bound
     metrics_port: int = 0  # the bridge's /healthz and /metrics; 0: off
     metrics_host: str = DEFAULT_METRICS_HOST
 
@@ -102,6 +107,8 @@ class Settings:
             raise ConfigError(f"{ENV_RESIZE_FUNCTION} is required with the lambda invoker")
         if not self.allowed_types:
             raise ConfigError(f"{ENV_ALLOWED_TYPES} must name at least one type")
+        if not self.drain_timeout_s > 0:
+            raise ConfigError(f"{ENV_DRAIN_TIMEOUT} must be a positive number of seconds")
         if not 0 <= self.metrics_port <= 65535:
             raise ConfigError(f"{ENV_METRICS_PORT} must be 0 (off) or a port up to 65535")
 
@@ -146,11 +153,13 @@ class Settings:
         for attr, name in numbers.items():
             if env.get(name):
                 kwargs[attr] = _int(name, env[name])
-        if env.get(ENV_RETRY_BACKOFF):
-            try:
-                kwargs["retry_backoff_s"] = float(env[ENV_RETRY_BACKOFF])
-            except ValueError:
-                raise ConfigError(f"{ENV_RETRY_BACKOFF} must be a number") from None
+        seconds = {"retry_backoff_s": ENV_RETRY_BACKOFF, "drain_timeout_s": ENV_DRAIN_TIMEOUT}
+        for attr, name in seconds.items():
+            if env.get(name):
+                try:
+                    kwargs[attr] = float(env[name])
+                except ValueError:
+                    raise ConfigError(f"{name} must be a number") from None
         if env.get(ENV_ALLOWED_TYPES):
             kwargs["allowed_types"] = tuple(
                 t.strip() for t in env[ENV_ALLOWED_TYPES].split(",") if t.strip()
@@ -189,6 +198,7 @@ class Settings:
             ENV_WORKERS: str(self.workers),
             ENV_PREFETCH: str(self.prefetch),
             ENV_RETRY_BACKOFF: str(self.retry_backoff_s),
+            ENV_DRAIN_TIMEOUT: str(self.drain_timeout_s),
             ENV_ALLOWED_ORIGINS: ",".join(self.allowed_origins),
             ENV_METRICS_PORT: str(self.metrics_port),
             ENV_METRICS_HOST: self.metrics_host,

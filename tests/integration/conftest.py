@@ -267,3 +267,26 @@ def retry_result(invocation: Invocation, code: str = "s3_unavailable") -> Invoca
         status=RETRY,
         error={"code": code, "message": "injected by the test"},
     )
+
+
+def attempts_of_one_done_job(storage, probe, run_bridge, behave, **bridge_kwargs) -> list[int]:
+    """Run one real job through a bridge whose invoker first calls ``behave``; returns the
+    attempt numbers it saw, once the job is done and the bridge stopped with nothing left."""
+    from imagepipe.status import StatusStore
+
+    settings = storage.settings
+    upload_id = storage.put_original(jpeg_bytes(640, 480))
+    invoker = RecordingInvoker(InlineInvoker(settings), behave=behave)
+    probe.watch_results()
+    runner = run_bridge(settings, invoker, **bridge_kwargs)
+
+    probe.publish(storage.job(upload_id))
+
+    [event] = probe.events(1, timeout=30)
+    assert (event.job_id, event.status) == (upload_id, "done")
+    assert StatusStore(storage.s3, settings.bucket).current(upload_id).state == "done"
+    runner.stop()
+    assert probe.no_more_events()
+    assert probe.ready(settings.resize_queue) == 0
+    assert probe.ready(settings.dead_letter_queue) == 0
+    return invoker.attempts[upload_id]

@@ -45,7 +45,8 @@ class Rule:
     key: re.Pattern
     times: int
     fail_status: int | None = None  # answer with this S3 error instead of forwarding
-    hold: bool = False  # block the request until ``release()``, then drop it unanswered
+    hold: bool = False  # block the request until ``release()``
+    forward_after_hold: bool = False  # then forward it; otherwise drop it unanswered
     hits: int = 0
     held: threading.Event = dataclasses.field(default_factory=threading.Event)
     _released: threading.Event = dataclasses.field(default_factory=threading.Event)
@@ -77,8 +78,11 @@ class S3FaultProxy:
     def fail(self, method: str, key: str, status: int, times: int) -> Rule:
         return self._add(Rule(method, re.compile(key), times, fail_status=status))
 
-    def hold(self, method: str, key: str) -> Rule:
-        return self._add(Rule(method, re.compile(key), 1, hold=True))
+    def hold(self, method: str, key: str, *, then_forward: bool = False) -> Rule:
+        """Hold the first matching request. On ``release()`` it is dropped unanswered (its
+        client is meant to be dead by then) or, with ``then_forward``, passed on."""
+        return self._add(Rule(method, re.compile(key), 1, hold=True,
+                              forward_after_hold=then_forward))
 
     def count(self, method: str, key: str, status: int | None = None) -> int:
         """Requests that matched, optionally only those answered with ``status``."""
@@ -129,9 +133,10 @@ class S3FaultProxy:
                 if rule is not None and rule.hold:
                     rule.held.set()
                     rule._released.wait(120)
-                    proxy._record(self.command, key, 0)
-                    self.close_connection = True
-                    return  # dropped unanswered, as if the client died meanwhile
+                    if not rule.forward_after_hold:
+                        proxy._record(self.command, key, 0)
+                        self.close_connection = True
+                        return  # dropped unanswered, as if the client died meanwhile
                 if rule is not None and rule.fail_status:
                     proxy._record(self.command, key, rule.fail_status)
                     self._s3_error(rule.fail_status)

@@ -25,19 +25,40 @@ issue, named ``test_NN_...``:
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import os
+import signal
+import threading
+import time
 import urllib.parse
 
-import pytest
-
 import pika
+import pytest
+import requests
 
-from imagepipe import keys
-from imagepipe.broker import declare_topology
+from bridge.observability import BridgeMetrics, ObservabilityServer
+from imagepipe import keys, messages
+from imagepipe.broker import (
+    HEADER_ATTEMPTS,
+    HEADER_ERROR_CODE,
+    HEADER_ERROR_MESSAGE,
+    declare_topology,
+    delivery_count,
+)
+from imagepipe.errors import TransientError
+from imagepipe.spec import parse_variants
 from imagepipe.status import StatusStore
 
-from ..conftest import unique_name
-from .conftest import BrokerProbe, InlineInvoker, RecordingInvoker, jpeg_bytes, wait_for
+from ..conftest import free_port, unique_name
+from .conftest import (
+    BrokerProbe,
+    InlineInvoker,
+    RecordingInvoker,
+    attempts_of_one_done_job,
+    jpeg_bytes,
+    wait_for,
+)
 from .faults import BridgeProcess, S3FaultProxy, rabbitmqctl, vhost_url
 
 pytestmark = pytest.mark.broker
@@ -117,7 +138,7 @@ def test_01_sigkill_mid_job_is_redelivered_and_done_once(faulty, probe):
         }
         for variant in event.variants:  # the same keys, complete images
             assert faulty.storage.image(variant.key).size == (variant.width, variant.height)
-        assert faulty.store.current(upload_id).state == "done"
+        assert faulty.store.state_of(upload_id).state == "done"
         # "done" was reached once: one done marker write, one result event.
         assert faulty.proxy.count("PUT", rf"^status/{upload_id}/done\.json$", 200) == 1
         assert probe.no_more_events(wait=1.0)
@@ -153,7 +174,7 @@ def test_02_crash_after_the_manifest_is_not_redone(faulty, probe):
         [event] = probe.events(1, timeout=60)
         assert (event.job_id, event.status) == (upload_id, "done")
         assert len(event.variants) == len(VARIANT_NAMES)
-        assert faulty.store.current(upload_id).state == "done"
+        assert faulty.store.state_of(upload_id).state == "done"
         assert probe.no_more_events(wait=1.0)
         assert second.terminate() == 0
     finally:
@@ -203,7 +224,7 @@ def test_03_all_connections_dropped_with_100_jobs_in_flight(vhost_storage):
     assert {e.status for e in events} == {"done"}
     assert {e.job_id for e in events} == set(upload_ids)
     store = StatusStore(storage.s3, settings.bucket)
-    assert {store.current(i).state for i in upload_ids} == {"done"}
+    assert {store.state_of(i).state for i in upload_ids} == {"done"}
     probe = BrokerProbe(settings)
     try:
         _assert_queues_empty(probe, settings)
@@ -214,6 +235,396 @@ def test_03_all_connections_dropped_with_100_jobs_in_flight(vhost_storage):
     assert log.count("broker connection lost") == 1, log
     assert "dropped" in log, "no job was in flight when the connections dropped"
     assert "PRECONDITION_FAILED" not in log and "unknown delivery tag" not in log, log
+
+
+# --- 4. always transient ------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("fault", ["s3_always_failing", "invoker_down", "invoker_down_for_good"])
+def test_04_always_transient_job_is_retried_to_the_limit_then_failed(faulty, probe, run_bridge,
+                                                                     fault):
+    settings = faulty.settings
+    poisoned = faulty.storage.put_original(jpeg_bytes(640, 480))
+    others = [faulty.storage.put_original(jpeg_bytes(320, 240)) for _ in range(3)]
+    if fault == "s3_always_failing":  # a real S3 fault the SDK's own retries do not outlast
+        faulty.proxy.fail("GET", rf"^originals/{poisoned}$", 500, times=1000)
+
+    def behave(invocation):
+        if fault == "s3_always_failing" or invocation.job.job_id != poisoned:
+            return None
+        if invocation.give_up is None or fault == "invoker_down_for_good":
+            raise ConnectionError("resize function unreachable")
+        return None  # the function answers the bridge's "give up" call: it records the failure
+
+    invoker = RecordingInvoker(InlineInvoker(settings), behave=behave)
+    probe.watch_results()
+    runner = run_bridge(settings, invoker)
+
+    probe.publish(faulty.storage.job(poisoned))
+    for upload_id in others:
+        probe.publish(faulty.storage.job(upload_id))
+
+    [(props, body)] = probe.dead_letters(1, timeout=60)
+    max_attempts = settings.delivery_limit + 1
+    code = "s3_unavailable" if fault == "s3_always_failing" else "invoke_failed"
+    assert props.message_id == poisoned
+    assert props.headers[HEADER_ERROR_CODE] == code
+    assert props.headers[HEADER_ATTEMPTS] == max_attempts
+    assert f"gave up after {max_attempts} attempts" in props.headers[HEADER_ERROR_MESSAGE]
+    assert delivery_count(props) == 0  # a replay starts again at attempt 1
+    assert messages.ResizeJob.decode(body).job_id == poisoned
+    expected_attempts = list(range(1, max_attempts + 1))
+    if fault != "s3_always_failing":
+        expected_attempts.append(max_attempts)  # the "give up" call
+    assert invoker.attempts[poisoned] == expected_attempts
+    events = {e.job_id: e for e in probe.events(1 + len(others))}
+    assert (events[poisoned].status, events[poisoned].error["code"]) == ("failed", code)
+    assert [events[i].status for i in others] == ["done"] * len(others)  # kept flowing
+    status = faulty.store.state_of(poisoned)
+    if fault == "invoker_down_for_good":
+        # Nothing could write the status (the bridge may only invoke the function); the dead
+        # letter carries the cause, and a replay after the fix resolves it.
+        assert status.state == "pending"
+    else:
+        assert (status.state, status.error["code"]) == ("failed", code)
+        assert f"gave up after {max_attempts} attempts" in status.error["message"]
+    runner.stop()
+    assert probe.ready(settings.resize_queue) == 0
+
+
+# --- 5. permanent failures and unreadable messages ---------------------------------------------
+
+
+def _truncated_jpeg() -> bytes:
+    data = jpeg_bytes(640, 480)
+    return data[: len(data) // 2]
+
+
+@pytest.mark.timeout(60)
+def test_05_permanent_failures_are_dead_lettered_without_retries(faulty, probe, run_bridge):
+    settings = faulty.settings
+    storage = faulty.storage
+    cases = {
+        storage.put_original(b"<html>not an image</html>"): "unsupported_format",
+        storage.put_original(_truncated_jpeg()): "truncated",
+        keys.new_upload_id(): "source_missing",  # the original was never uploaded
+    }
+    invoker = RecordingInvoker(InlineInvoker(settings))
+    probe.watch_results()
+    runner = run_bridge(settings, invoker)
+
+    for upload_id in cases:
+        probe.publish(storage.job(upload_id))
+
+    letters = probe.dead_letters(len(cases))
+    assert {p.message_id: p.headers[HEADER_ERROR_CODE] for p, _ in letters} == cases
+    for props, body in letters:
+        assert props.headers[HEADER_ATTEMPTS] == 1  # permanent: no retries
+        assert props.headers[HEADER_ERROR_MESSAGE]
+        assert props.delivery_mode == 2
+        assert messages.ResizeJob.decode(body).job_id == props.message_id  # the original body
+    events = {e.job_id: e for e in probe.events(len(cases))}
+    assert {i: (e.status, e.error["code"]) for i, e in events.items()} == {
+        i: ("failed", code) for i, code in cases.items()
+    }
+    for upload_id, code in cases.items():
+        status = faulty.store.state_of(upload_id)
+        assert (status.state, status.error["code"]) == ("failed", code)
+        assert invoker.attempts[upload_id] == [1]
+    runner.stop()
+    _assert_queues_empty(probe, settings)
+
+
+@pytest.mark.timeout(60)
+def test_05_undecodable_bodies_are_dead_lettered_and_consuming_goes_on(storage, probe,
+                                                                       run_bridge):
+    settings = storage.settings
+    upload_id = storage.put_original(jpeg_bytes(320, 240))
+    probe.watch_results()
+    runner = run_bridge(settings, InlineInvoker(settings))
+    bad_bodies = {
+        "not-json": b"{this is not json",
+        "future-schema": messages.encode({"v": 99, "job_id": "from-the-future"}),
+    }
+
+    for message_id, body in bad_bodies.items():
+        probe.publish_raw(body, message_id)
+    probe.publish(storage.job(upload_id))
+
+    letters = {props.message_id: (props, body) for props, body in probe.dead_letters(2)}
+    assert {i: p.headers[HEADER_ERROR_CODE] for i, (p, _) in letters.items()} == {
+        "not-json": "bad_message", "future-schema": "unknown_schema_version",
+    }
+    assert {i: body for i, (_, body) in letters.items()} == bad_bodies
+    [event] = probe.events(1)
+    assert (event.job_id, event.status) == (upload_id, "done")
+    assert runner.bridge.healthy
+    runner.stop()
+    _assert_queues_empty(probe, settings)
+
+
+# --- 6. a job longer than the heartbeat ---------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_06_a_job_longer_than_the_heartbeat_is_acked(storage, probe, run_bridge):
+    def slow(invocation):
+        time.sleep(6)  # several heartbeat timeouts: a blocked I/O thread would lose the connection
+
+    attempts = attempts_of_one_done_job(storage, probe, run_bridge, behave=slow, heartbeat=1)
+    assert attempts == [1]  # acked on the first delivery: no StreamLostError, no redelivery
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(180)
+def test_06_soak_a_30s_job_with_a_2s_heartbeat_is_acked(storage, probe, run_bridge):
+    attempts = attempts_of_one_done_job(
+        storage, probe, run_bridge, behave=lambda invocation: time.sleep(30), heartbeat=2
+    )
+    assert attempts == [1]
+
+
+# --- 7. the broker closes the channel ----------------------------------------------------------
+
+
+class _Sampler:
+    """Samples a value in a thread; keeps the sequence of distinct consecutive values."""
+
+    def __init__(self, read, interval: float = 0.02):
+        self.values: list = []
+        self._read, self._interval = read, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            value = self._read()
+            if not self.values or self.values[-1] != value:
+                self.values.append(value)
+            self._stop.wait(self._interval)
+
+    def stop(self) -> list:
+        self._stop.set()
+        self._thread.join(5)
+        return self.values
+
+
+def _healthz(base: str) -> int:
+    try:
+        return requests.get(f"{base}/healthz", timeout=2).status_code
+    except requests.RequestException:
+        return 0
+
+
+@pytest.mark.timeout(60)
+def test_07_channel_closed_by_the_broker_is_reopened_and_health_reports_it(storage, probe,
+                                                                           run_bridge):
+    # A channel-level error from the broker: the results exchange is gone, so publishing the
+    # job's event gets the publishing channel closed with 404 NOT_FOUND.
+    settings = storage.settings
+    upload_id = storage.put_original(jpeg_bytes(320, 240))
+    watching = threading.Event()
+
+    def behave(invocation):
+        if invocation.attempt == 2:
+            watching.wait(30)  # until the test listens on the re-declared exchange
+
+    invoker = RecordingInvoker(InlineInvoker(settings), behave=behave)
+    metrics = BridgeMetrics()
+    server = ObservabilityServer(metrics, "127.0.0.1", free_port())
+    base = f"http://127.0.0.1:{server.port}"
+    try:
+        # A reconnect delay of 1-2 s leaves the unhealthy state long enough to be seen.
+        runner = run_bridge(settings, invoker, reconnect_initial_s=2.0, observer=metrics)
+        flag = _Sampler(lambda: runner.bridge.healthy)
+        http = _Sampler(lambda: _healthz(base), interval=0.05)
+        probe.channel.exchange_delete(settings.results_exchange)
+
+        probe.publish(storage.job(upload_id))
+
+        wait_for(lambda: invoker.attempts.get(upload_id) == [1, 2], 30,
+                 what="the bridge to reopen its channels and get the job again")
+        probe.watch_results()
+        watching.set()
+        [event] = probe.events(1)
+        assert (event.job_id, event.status) == (upload_id, "done")
+        wait_for(lambda: runner.bridge.healthy, 10, what="the bridge to be healthy")
+        time.sleep(0.2)
+        assert flag.stop() == [True, False, True]
+        assert http.stop() == [200, 503, 200]
+        runner.stop()
+    finally:
+        server.close()
+    _assert_queues_empty(probe, settings)
+
+
+def _published(probe, job) -> bool:
+    try:
+        probe.publish(job)
+    except TransientError:  # the queue does not exist (yet)
+        return False
+    return True
+
+
+@pytest.mark.timeout(60)
+def test_07_consumer_cancelled_by_the_broker_is_noticed_and_restarted(storage, probe,
+                                                                      run_bridge):
+    # Deleting the queue makes the broker cancel the consumer. Like a consumer timeout, pika's
+    # BlockingConnection does not raise for it, and the bridge must notice on its own.
+    settings = storage.settings
+    upload_id = storage.put_original(jpeg_bytes(320, 240))
+    probe.watch_results()
+    runner = run_bridge(settings, InlineInvoker(settings), reconnect_initial_s=0.1)
+
+    probe.channel.queue_delete(settings.resize_queue)
+    # Publishing is mandatory, so it only succeeds once the bridge has re-declared the queue.
+    wait_for(lambda: _published(probe, storage.job(upload_id)), 10, interval=0.1,
+             what="the bridge to re-declare the queue")
+
+    [event] = probe.events(1)  # ...and to consume from it again
+    assert (event.job_id, event.status) == (upload_id, "done")
+    assert runner.bridge.healthy
+    runner.stop()
+    _assert_queues_empty(probe, settings)
+
+
+# --- 8. competing bridges ------------------------------------------------------------------------
+
+SMALL_SPEC = parse_variants([
+    {"name": "md", "mode": "fit", "width": 128, "height": 128, "format": "jpeg"},
+    {"name": "thumb", "mode": "cover", "width": 32, "height": 32, "format": "jpeg"},
+])
+
+
+def _unacked(queue: str) -> int:
+    for line in rabbitmqctl("list_queues", "name", "messages_unacknowledged", "-q",
+                            "--no-table-headers").splitlines():
+        name, _, count = line.partition("\t")
+        if name == queue:
+            return int(count)
+    raise AssertionError(f"queue {queue} not listed")
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("bridges", [2, 3])
+def test_08_competing_bridges_do_each_job_exactly_once(faulty, probe, run_bridge, bridges):
+    settings = dataclasses.replace(faulty.settings, workers=2, prefetch=3, variants=SMALL_SPEC)
+    jobs = 200
+    image = jpeg_bytes(256, 192)
+    upload_ids = [faulty.storage.put_original(image) for _ in range(jobs)]
+    gate = threading.Event()
+    invokers = [
+        RecordingInvoker(InlineInvoker(settings), behave=lambda invocation: None if gate.wait(60) else None)
+        for _ in range(bridges)
+    ]
+    probe.watch_results()
+    for invoker in invokers:
+        run_bridge(settings, invoker)
+
+    for upload_id in upload_ids:
+        probe.publish(faulty.storage.job(upload_id))
+
+    # With every worker held, each bridge holds exactly its prefetch of unacked messages.
+    held = bridges * settings.prefetch_count
+    try:
+        wait_for(lambda: probe.ready(settings.resize_queue) == jobs - held, 30, interval=0.1,
+                 what=f"{held} deliveries to be held")
+        # The broker's own count (its statistics lag a little).
+        wait_for(lambda: _unacked(settings.resize_queue) == held, 15, interval=0.5,
+                 what=f"the broker to count {held} unacked")
+        assert probe.ready(settings.resize_queue) == jobs - held  # and no more were taken
+    finally:
+        gate.set()
+
+    events = probe.events(jobs, timeout=150)
+    assert probe.no_more_events(wait=1.0)
+    assert {e.status for e in events} == {"done"}
+    assert sorted(e.job_id for e in events) == sorted(upload_ids)  # each exactly once
+    per_job = collections.Counter()
+    for invoker in invokers:
+        assert invoker.attempts, "a bridge got no job"
+        for job_id, attempts in invoker.attempts.items():
+            per_job[job_id] += len(attempts)
+    assert set(per_job.values()) == {1}
+    proxy = faulty.proxy
+    assert proxy.count("PUT", r"^manifests/") == jobs
+    assert proxy.count("PUT", r"^status/[0-9a-f]+/done\.json$", 200) == jobs
+    assert proxy.count("GET", r"^originals/") == jobs
+    _assert_queues_empty(probe, settings)
+
+
+# --- 9. SIGTERM during a burst -------------------------------------------------------------------
+
+
+@pytest.mark.timeout(90)
+def test_09_sigterm_finishes_the_job_in_flight_and_takes_nothing_new(faulty, probe):
+    settings = dataclasses.replace(faulty.settings, workers=1, prefetch=2)
+    upload_ids = [faulty.storage.put_original(jpeg_bytes(320, 240)) for _ in range(5)]
+    running, *waiting = upload_ids
+    held = faulty.proxy.hold("PUT", rf"^variants/{running}/md\.", then_forward=True)
+    probe.watch_results()
+    bridge = BridgeProcess(settings).wait_consuming()
+    try:
+        for upload_id in upload_ids:
+            probe.publish(faulty.storage.job(upload_id))
+        wait_for(held.held.is_set, 30, what="the first job to run")
+        # One job runs, one waits in the bridge (prefetch 2), three wait in the queue.
+        wait_for(lambda: probe.ready(settings.resize_queue) == 3, 10, what="the prefetch")
+
+        bridge.process.send_signal(signal.SIGTERM)
+        wait_for(lambda: bridge.log.contains("no new jobs"), 10, what="the bridge to stop taking")
+        held.release()
+        returncode = bridge.process.wait(30)
+    finally:
+        held.release()
+        bridge.close()
+    log = bridge.log.text()
+    assert returncode == 0, log
+    [event] = probe.events(1, timeout=5)
+    assert (event.job_id, event.status) == (running, "done")
+    assert probe.no_more_events()
+    assert faulty.store.state_of(running).state == "done"
+    assert f"job={waiting[0]}" in log and "outcome=released" in log  # handed back, not run
+    assert {faulty.store.state_of(i).state for i in waiting} == {"pending"}
+    assert probe.ready(settings.resize_queue) == len(waiting)  # nothing lost, nothing taken
+    assert probe.ready(settings.dead_letter_queue) == 0
+
+
+@pytest.mark.timeout(90)
+def test_09_the_drain_is_bounded_by_its_timeout(faulty, probe):
+    settings = dataclasses.replace(faulty.settings, workers=1, prefetch=1, drain_timeout_s=1.0)
+    upload_id = faulty.storage.put_original(jpeg_bytes(320, 240))
+    held = faulty.proxy.hold("PUT", rf"^variants/{upload_id}/md\.")  # a job that hangs
+    probe.watch_results()
+    bridge = BridgeProcess(settings).wait_consuming()
+    try:
+        probe.publish(faulty.storage.job(upload_id))
+        wait_for(held.held.is_set, 30, what="the job to run")
+
+        bridge.process.send_signal(signal.SIGTERM)
+        returncode = bridge.process.wait(30)
+        # The resize worker was stopped with the bridge: nothing of its group is left.
+        wait_for(lambda: not _group_alive(bridge.pid), 10, what="the workers to exit")
+    finally:
+        held.release()
+        bridge.close()
+    log = bridge.log.text()
+    assert returncode == 3, log
+    assert "drain timeout" in log
+    assert probe.no_more_events()
+    # The unfinished job went back to the queue, for another bridge (or this one, restarted).
+    assert probe.ready(settings.resize_queue) == 1
+    assert probe.ready(settings.dead_letter_queue) == 0
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 # --- 10. transient S3 faults inside the resize call ---------------------------------------------
@@ -243,6 +654,6 @@ def test_10_transient_s3_faults_are_retried_inside_the_resize_call(faulty, probe
     assert proxy.count("PUT", rf"^variants/{upload_id}/md\.", 200) == 1
     assert proxy.count("PUT", rf"^manifests/{upload_id}\.json$", 200) == 1
     assert faulty.storage.image(keys.variant_key(upload_id, "md", "jpeg")).size == (512, 384)
-    assert faulty.store.current(upload_id).state == "done"
+    assert faulty.store.state_of(upload_id).state == "done"
     runner.stop()
     _assert_queues_empty(probe, settings)

@@ -23,7 +23,7 @@ def test_to_env_round_trips():
                         variants=(Variant("a", "cover", 10, 20, "webp", 70),),
                         invoker="lambda", resize_function="fn", workers=3, prefetch=7,
                         retry_backoff_s=1.5, allowed_origins=("https://x.example",),
-                        metrics_port=9464, metrics_host="0.0.0.0")
+                        metrics_port=9464, metrics_host="0.0.0.0", drain_timeout_s=7.5)
     assert Settings.from_env(original.to_env()) == original
 
 
@@ -42,6 +42,8 @@ def test_settings_are_frozen():
     ({s.ENV_BUCKET: "b", s.ENV_VARIANTS: "{"}, "IMAGEPIPE_VARIANTS"),
     ({s.ENV_BUCKET: "b", s.ENV_METRICS_PORT: "70000"}, "IMAGEPIPE_METRICS_PORT"),
     ({s.ENV_BUCKET: "b", s.ENV_METRICS_PORT: "http"}, "IMAGEPIPE_METRICS_PORT"),
+    ({s.ENV_BUCKET: "b", s.ENV_DRAIN_TIMEOUT: "0"}, "IMAGEPIPE_DRAIN_TIMEOUT_S"),
+    ({s.ENV_BUCKET: "b", s.ENV_DRAIN_TIMEOUT: "soon"}, "IMAGEPIPE_DRAIN_TIMEOUT_S"),
     ({s.ENV_BUCKET: "b", s.ENV_VARIANTS: '[{"name": "x", "width": 0}]'}, "width"),
 ])
 def test_bad_settings_name_the_variable(env, message):
