@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import datetime
+import json
 import os
 import signal
 import threading
@@ -50,7 +52,7 @@ from imagepipe.errors import TransientError
 from imagepipe.spec import parse_variants
 from imagepipe.status import StatusStore
 
-from ..conftest import free_port, unique_name
+from ..conftest import ROOT, free_port, unique_name
 from .conftest import (
     BrokerProbe,
     InlineInvoker,
@@ -59,7 +61,7 @@ from .conftest import (
     jpeg_bytes,
     wait_for,
 )
-from .faults import BridgeProcess, S3FaultProxy, rabbitmqctl, vhost_url
+from .faults import BridgeProcess, S3FaultProxy, rabbitmqctl, rss_kib, vhost_url
 
 pytestmark = pytest.mark.broker
 
@@ -657,3 +659,117 @@ def test_10_transient_s3_faults_are_retried_inside_the_resize_call(faulty, probe
     assert faulty.store.state_of(upload_id).state == "done"
     runner.stop()
     _assert_queues_empty(probe, settings)
+
+
+# --- 12. a burst with the local invoker ------------------------------------------------------------
+
+
+class _RssSampler:
+    """Peak and per-sample resident memory of a process and its children, from /proc."""
+
+    def __init__(self, pid: int, interval: float = 0.25):
+        self.samples: list[tuple[int, int]] = []  # (bridge KiB, bridge + workers KiB)
+        self._pid, self._interval = pid, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                own = rss_kib(self._pid)
+                children = _children(self._pid)
+                total = own + sum(_rss_or_zero(int(c)) for c in children)
+            except OSError:  # the process is gone
+                return
+            self.samples.append((own, total))
+            self._stop.wait(self._interval)
+
+    def stop(self) -> list[tuple[int, int]]:
+        self._stop.set()
+        self._thread.join(5)
+        return self.samples
+
+
+def _children(pid: int) -> set[int]:
+    # Per thread: the resize workers are started by whichever bridge thread first submits.
+    found = set()
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as listing:
+                found.update(int(child) for child in listing.read().split())
+        except OSError:  # the thread ended meanwhile
+            pass
+    return found
+
+
+def _rss_or_zero(pid: int) -> int:
+    try:
+        return rss_kib(pid)
+    except OSError:
+        return 0
+
+
+def _parse_time(text: str) -> datetime.datetime:
+    return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+@pytest.mark.parametrize("jobs", [
+    pytest.param(100, marks=pytest.mark.timeout(180)),
+    pytest.param(1000, marks=[pytest.mark.soak, pytest.mark.timeout(1800)]),
+])
+def test_12_burst_with_the_local_invoker(storage, probe, jobs):
+    settings = dataclasses.replace(storage.settings, workers=2)  # the 2 cores
+    image = jpeg_bytes(640, 480)
+    burst = {}
+    for _ in range(jobs):
+        upload_id = storage.put_original(image)
+        burst[upload_id] = None
+    probe.watch_results()
+    bridge = BridgeProcess(settings).wait_consuming()
+    rss = _RssSampler(bridge.pid)
+    try:
+        for upload_id in burst:
+            burst[upload_id] = storage.job(upload_id)  # submitted_at: now
+            probe.publish(burst[upload_id])
+        events = probe.events(jobs, timeout=jobs * 1.5)
+        samples = rss.stop()
+        assert bridge.terminate() == 0
+    finally:
+        rss.stop()
+        bridge.close()
+    assert probe.no_more_events()
+    assert {e.status for e in events} == {"done"}
+    assert sorted(e.job_id for e in events) == sorted(burst)  # all done, none twice
+    _assert_queues_empty(probe, settings)
+
+    submitted = {i: _parse_time(job.submitted_at) for i, job in burst.items()}
+    finished = {e.job_id: _parse_time(e.finished_at) for e in events}
+    latencies = [(finished[i] - submitted[i]).total_seconds() for i in burst]
+    wall = (max(finished.values()) - min(submitted.values())).total_seconds()
+    bridge_kib = [own for own, _ in samples]
+    report = {
+        "jobs": jobs,
+        "workers": settings.worker_count,
+        "wall_s": round(wall, 2),
+        "jobs_per_s": round(jobs / wall, 2),
+        "latency_s": {name: round(_percentile(latencies, q), 3)
+                      for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))},
+        "bridge_rss_mib": {"first": round(bridge_kib[0] / 1024, 1),
+                           "peak": round(max(bridge_kib) / 1024, 1),
+                           "last": round(bridge_kib[-1] / 1024, 1)},
+        "bridge_and_workers_peak_rss_mib": round(max(t for _, t in samples) / 1024, 1),
+    }
+    print(json.dumps(report))
+    out = ROOT / ".run" / "soak"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"burst-{jobs}.json").write_text(json.dumps(report, indent=2) + "\n")
+    # Bounded: past the first fifth of the burst the bridge process grows by no more than
+    # allocator noise, however many jobs follow.
+    warm = bridge_kib[len(bridge_kib) // 5:]
+    assert max(warm) - warm[0] < 32 * 1024, report
