@@ -32,10 +32,11 @@ DONE = "done"
 FAILED = "failed"
 RETRY = "retry"
 OUTCOMES = (DONE, FAILED, RETRY)
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # UTC, every timestamp in messages and status markers
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.now(timezone.utc).strftime(TIME_FORMAT)
 
 
 def encode(obj: dict) -> bytes:

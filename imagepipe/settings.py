@@ -38,6 +38,7 @@ ENV_PREFETCH = "IMAGEPIPE_PREFETCH"
 ENV_RETRY_BACKOFF = "IMAGEPIPE_RETRY_BACKOFF_S"
 ENV_ALLOWED_ORIGINS = "IMAGEPIPE_ALLOWED_ORIGINS"
 ENV_DRAIN_TIMEOUT = "IMAGEPIPE_DRAIN_TIMEOUT_S"
+ENV_REQUEUE_STUCK_AFTER = "IMAGEPIPE_REQUEUE_STUCK_AFTER_S"
 ENV_METRICS_PORT = "IMAGEPIPE_METRICS_PORT"
 ENV_METRICS_HOST = "IMAGEPIPE_METRICS_HOST"
 
@@ -58,6 +59,7 @@ INVOKERS = ("local", "lambda")
 # Below the usual stop grace periods (Kubernetes and ECS: 30 s), so the bridge hands back what
 # is left itself instead of being SIGKILLed.
 DEFAULT_DRAIN_TIMEOUT_S = 25.0
+DEFAULT_REQUEUE_STUCK_AFTER_S = 900
 DEFAULT_METRICS_HOST = "127.0.0.1"
 
 
@@ -86,6 +88,8 @@ class Settings:
     retry_backoff_s: float = 0.5
     allowed_origins: tuple[str, ...] = ()  # browser origins allowed to upload (CORS)
     drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S  # the bridge's shutdown bound
+    # `complete` publishes again for an upload queued this long ago that never started; 0: off
+    requeue_stuck_after_s: int = DEFAULT_REQUEUE_STUCK_AFTER_S
     metrics_port: int = 0  # the bridge's /healthz and /metrics; 0: off
     metrics_host: str = DEFAULT_METRICS_HOST
 
@@ -107,6 +111,8 @@ class Settings:
             raise ConfigError(f"{ENV_RESIZE_FUNCTION} is required with the lambda invoker")
         if not self.allowed_types:
             raise ConfigError(f"{ENV_ALLOWED_TYPES} must name at least one type")
+        if self.requeue_stuck_after_s < 0:
+            raise ConfigError(f"{ENV_REQUEUE_STUCK_AFTER} must be 0 (off) or positive")
         if not self.drain_timeout_s > 0:
             raise ConfigError(f"{ENV_DRAIN_TIMEOUT} must be a positive number of seconds")
         if not 0 <= self.metrics_port <= 65535:
@@ -148,6 +154,7 @@ class Settings:
             "download_expires": ENV_DOWNLOAD_EXPIRES,
             "workers": ENV_WORKERS,
             "prefetch": ENV_PREFETCH,
+            "requeue_stuck_after_s": ENV_REQUEUE_STUCK_AFTER,
             "metrics_port": ENV_METRICS_PORT,
         }
         for attr, name in numbers.items():
@@ -199,6 +206,7 @@ class Settings:
             ENV_PREFETCH: str(self.prefetch),
             ENV_RETRY_BACKOFF: str(self.retry_backoff_s),
             ENV_DRAIN_TIMEOUT: str(self.drain_timeout_s),
+            ENV_REQUEUE_STUCK_AFTER: str(self.requeue_stuck_after_s),
             ENV_ALLOWED_ORIGINS: ",".join(self.allowed_origins),
             ENV_METRICS_PORT: str(self.metrics_port),
             ENV_METRICS_HOST: self.metrics_host,

@@ -23,7 +23,8 @@ def test_to_env_round_trips():
                         variants=(Variant("a", "cover", 10, 20, "webp", 70),),
                         invoker="lambda", resize_function="fn", workers=3, prefetch=7,
                         retry_backoff_s=1.5, allowed_origins=("https://x.example",),
-                        metrics_port=9464, metrics_host="0.0.0.0", drain_timeout_s=7.5)
+                        metrics_port=9464, metrics_host="0.0.0.0", drain_timeout_s=7.5,
+                        requeue_stuck_after_s=60)
     assert Settings.from_env(original.to_env()) == original
 
 
