@@ -2,8 +2,10 @@
 
 Threads and who may touch what:
 
-- The thread that calls ``run()`` is pika's I/O thread. It owns the connection and both of its
-  channels: one consumes and acks, the other publishes events and dead letters with confirms.
+- The thread that calls ``run()`` is pika's I/O thread. It owns the connection and its three
+  channels: one consumes and acks, one publishes result events with pipelined confirms
+  (``bridge.confirms``: a delivery is acked when its event's confirm arrives, without a round
+  trip per message), one publishes dead letters with a confirm each (rare, and mandatory).
   ``_on_message`` only decodes the body and hands the job to the pool. Settling happens on this
   thread too: worker threads queue it with ``connection.add_callback_threadsafe``, because
   pika's channels are not thread-safe.
@@ -39,6 +41,8 @@ from dataclasses import dataclass, replace
 import pika
 import pika.exceptions
 
+from bridge import confirms
+from bridge.confirms import PipelinedPublisher
 from bridge.invokers import Invoker
 from bridge.observability import BridgeObserver, NullObserver
 from bridge.settle import (
@@ -80,11 +84,12 @@ class SessionLost(Exception):
 
 @dataclass(eq=False)
 class _Session:
-    """One connection and its two channels. It is replaced as a whole on reconnect."""
+    """One connection and its three channels. It is replaced as a whole on reconnect."""
 
     connection: pika.BlockingConnection
     consume_channel: object
-    publish_channel: object
+    publish_channel: object  # dead letters: mandatory, a confirm each
+    events: PipelinedPublisher  # result events: confirms pipelined
     consumer_tag: str = ""
     in_flight: int = 0  # touched on the I/O thread only
 
@@ -241,7 +246,8 @@ class Bridge:
         consume_channel.basic_qos(prefetch_count=settings.prefetch_count)
         publish_channel = connection.channel()
         publish_channel.confirm_delivery()
-        session = _Session(connection, consume_channel, publish_channel)
+        events = PipelinedPublisher(connection, connection.channel())
+        session = _Session(connection, consume_channel, publish_channel, events)
         session.consumer_tag = consume_channel.basic_consume(
             settings.resize_queue,
             functools.partial(self._on_message, session),
@@ -287,7 +293,8 @@ class Bridge:
 
     @staticmethod
     def _check_alive(session: _Session, *, expect_consumer: bool) -> None:
-        if not session.consume_channel.is_open or not session.publish_channel.is_open:
+        if not (session.consume_channel.is_open and session.publish_channel.is_open
+                and session.events.is_open):
             raise SessionLost("a channel was closed by the broker (consumer timeout?)")
         if expect_consumer and session.consumer_tag not in session.consume_channel.consumer_tags:
             raise SessionLost("the broker cancelled the consumer (queue deleted?)")
@@ -404,46 +411,72 @@ class Bridge:
 
     def _settle(self, session: _Session, delivery: _Delivery, job: ResizeJob,
                 settlement: Settlement, duration_s: float) -> None:
-        session.in_flight -= 1
         channel = delivery.channel
         if session is not self._session or not channel.is_open:
-            self._observer.settled("dropped", duration_s, None, dead_lettered=False)
-            LOGGER.warning(
-                "job=%s outcome=%s dropped: its channel is closed; the broker will redeliver it",
-                job.job_id, settlement.outcome,
-            )
+            self._dropped(session, job, settlement, duration_s)
             return
         if settlement.action in (REQUEUE, RELEASE):
             channel.basic_nack(delivery.delivery_tag, requeue=True)
-        else:
+            self._settled(session, delivery, job, settlement, duration_s)
+            return
+        if settlement.action == DEAD_LETTER:
             try:
-                self._publish_event(session, settlement.event)
-                if settlement.action == DEAD_LETTER:
-                    self._publish_dead_letter(session, delivery, settlement.error)
+                self._publish_dead_letter(session, delivery, settlement.error)
             except (pika.exceptions.NackError, pika.exceptions.UnroutableError) as exc:
-                # Not acked, so nothing is lost. The job runs again (its output is idempotent)
-                # and the publish is retried.
-                LOGGER.error(
-                    "job=%s outcome=%s not settled: the broker refused a publish (%s); "
-                    "requeued", job.job_id, settlement.outcome, _describe(exc),
-                )
-                channel.basic_nack(delivery.delivery_tag, requeue=True)
-                self._observer.settled("retry", duration_s, None, dead_lettered=False)
+                self._refused(session, delivery, job, settlement, duration_s, _describe(exc))
                 return
-            channel.basic_ack(delivery.delivery_tag)
+        # Acked only once the broker has confirmed the event (see _on_event_confirmed).
+        event = settlement.event
+        session.events.publish(
+            # Not mandatory: a results exchange with no subscriber is normal.
+            self._settings.results_exchange, event.routing_key, event.encode(),
+            event_properties(event),
+            functools.partial(self._on_event_confirmed, session, delivery, job, settlement,
+                              duration_s),
+        )
+
+    def _on_event_confirmed(self, session: _Session, delivery: _Delivery, job: ResizeJob,
+                            settlement: Settlement, duration_s: float, confirmed: bool) -> None:
+        # Runs inside pika's I/O loop: no BlockingChannel calls here (see bridge.confirms).
+        if not confirmed:
+            self._refused(session, delivery, job, settlement, duration_s,
+                          "the broker nacked the result event")
+            return
+        if session is not self._session or not delivery.channel.is_open:
+            self._dropped(session, job, settlement, duration_s)
+            return
+        confirms.ack(delivery.channel, delivery.delivery_tag)
+        self._settled(session, delivery, job, settlement, duration_s)
+
+    def _settled(self, session: _Session, delivery: _Delivery, job: ResizeJob,
+                 settlement: Settlement, duration_s: float) -> None:
+        session.in_flight -= 1
         self._observer.settled(
             settlement.outcome, duration_s, (settlement.error or {}).get("code"),
             dead_lettered=settlement.action == DEAD_LETTER,
         )
         _log_outcome(job, delivery, settlement, duration_s)
 
-    def _publish_event(self, session: _Session, event) -> None:
-        # Not mandatory: a results exchange with no subscriber is normal.
-        session.publish_channel.basic_publish(
-            exchange=self._settings.results_exchange,
-            routing_key=event.routing_key,
-            body=event.encode(),
-            properties=event_properties(event),
+    def _refused(self, session: _Session, delivery: _Delivery, job: ResizeJob,
+                 settlement: Settlement, duration_s: float, why: str) -> None:
+        # Not acked, so nothing is lost. The job runs again (its output is idempotent) and the
+        # publish is retried.
+        session.in_flight -= 1
+        LOGGER.error(
+            "job=%s outcome=%s not settled: the broker refused a publish (%s); requeued",
+            job.job_id, settlement.outcome, why,
+        )
+        if delivery.channel.is_open:  # else the broker has put it back already
+            confirms.nack(delivery.channel, delivery.delivery_tag, requeue=True)
+        self._observer.settled("retry", duration_s, None, dead_lettered=False)
+
+    def _dropped(self, session: _Session, job: ResizeJob, settlement: Settlement,
+                 duration_s: float) -> None:
+        session.in_flight -= 1
+        self._observer.settled("dropped", duration_s, None, dead_lettered=False)
+        LOGGER.warning(
+            "job=%s outcome=%s dropped: its channel is closed; the broker will redeliver it",
+            job.job_id, settlement.outcome,
         )
 
     def _publish_dead_letter(self, session: _Session, delivery: _Delivery, error: dict) -> None:

@@ -33,6 +33,7 @@ then ``discard`` them.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable, Iterable
@@ -241,6 +242,7 @@ class DeadLetterQueue:
         with self._channel() as channel:
             held = self._scan(channel, limit)
             self._give_back(channel, held)
+            self._wait_until_returned(channel, len(held))
         return [h.letter for h in held]
 
     # --- changing -----------------------------------------------------------------------------
@@ -302,6 +304,8 @@ class DeadLetterQueue:
                 outcomes.append(Outcome(letter, REPLAYED))
             if dry_run:
                 self._give_back(channel, chosen)
+            removed = sum(o.action in (REPLAYED, DISCARDED, DUPLICATE) for o in outcomes)
+            self._wait_until_returned(channel, len(held) - removed)
         return outcomes
 
     def _replay_one(self, channel, item: _Held, reset_status: bool) -> None:
@@ -365,6 +369,13 @@ class DeadLetterQueue:
     def _give_back(channel, held: list[_Held]) -> None:
         for item in held:
             channel.basic_nack(item.delivery_tag, requeue=True)
+
+    def _wait_until_returned(self, channel, count: int, timeout: float = 5.0) -> None:
+        """A quorum queue takes messages back asynchronously: wait until they are ready again,
+        so that a command run right after this one sees them (and counts them)."""
+        deadline = time.monotonic() + timeout
+        while self._depth(channel) < count and time.monotonic() < deadline:
+            channel.connection.sleep(0.02)
 
     def _depth(self, channel) -> int:
         declared = channel.queue_declare(self._settings.dead_letter_queue, passive=True)
