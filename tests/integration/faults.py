@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import http.client
 import os
@@ -279,3 +280,31 @@ def rss_kib(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
+
+
+# --- a private RabbitMQ node, for broker settings a shared broker must not change ------------------
+
+
+@contextlib.contextmanager
+def private_rabbitmq(home, config: str):
+    """A RabbitMQ node of the test's own (its own name, ports and data under ``home``), started
+    with ``config`` (rabbitmq.conf syntax); yields its AMQP URL and stops it afterwards."""
+    from imagepipe.devtools import rabbitmq
+
+    server, ctl = rabbitmq._server_script(), rabbitmq._ctl_script()
+    if not server or not ctl:
+        pytest.skip("rabbitmq-server is not installed, so no private node can be started")
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "rabbitmq.conf").write_text(config)
+    (home / "enabled_plugins").write_text("[].\n")
+    port = rabbitmq._free_port()
+    node = f"imagepipe-test-{port}@localhost"
+    env = {**rabbitmq._node_env(home, port), "RABBITMQ_NODENAME": node}
+    subprocess.Popen([server, "-detached"], env=env, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        subprocess.run([ctl, "-n", node, "wait", "--timeout", "120", env["RABBITMQ_PID_FILE"]],
+                       env=env, capture_output=True, timeout=130, check=True)
+        yield f"amqp://guest:guest@127.0.0.1:{port}/%2F"
+    finally:
+        subprocess.run([ctl, "-n", node, "stop"], env=env, capture_output=True, timeout=60)

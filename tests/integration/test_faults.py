@@ -12,7 +12,7 @@ issue, named ``test_NN_...``:
  4  always-transient job: retried to the limit, dead-lettered    test_04_*
  5  permanent failures and unreadable bodies: straight to DLQ    test_05_*
  6  a job longer than the heartbeat                              test_06_* (30 s version: soak)
- 7  the broker closes the channel; health reports it             test_07_*
+ 7  the broker closes the channel; health reports it             test_07_* (consumer timeout: soak)
  8  two and three bridges on one queue, 200 jobs                 test_08_*
  9  SIGTERM during a burst; the drain has a time bound           test_09_*
 10  transient S3 faults retried inside the resize call           test_10_*
@@ -61,7 +61,14 @@ from .conftest import (
     jpeg_bytes,
     wait_for,
 )
-from .faults import BridgeProcess, S3FaultProxy, rabbitmqctl, rss_kib, vhost_url
+from .faults import (
+    BridgeProcess,
+    S3FaultProxy,
+    private_rabbitmq,
+    rabbitmqctl,
+    rss_kib,
+    vhost_url,
+)
 
 pytestmark = pytest.mark.broker
 
@@ -460,6 +467,47 @@ def test_07_channel_closed_by_the_broker_is_reopened_and_health_reports_it(stora
     finally:
         server.close()
     _assert_queues_empty(probe, settings)
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(300)
+def test_07_soak_consumer_timeout_closes_the_channel_and_the_bridge_recovers(
+    storage, tmp_path, run_bridge
+):
+    # RabbitMQ 3.10 has no per-queue consumer timeout and checks it about once a minute, so
+    # this needs a node of its own (a short global timeout would hit everyone on a shared
+    # broker) and a minute or more.
+    with private_rabbitmq(tmp_path / "rabbitmq", "consumer_timeout = 2000\n") as url:
+        settings = dataclasses.replace(storage.settings, amqp_url=url)
+        connection = pika.BlockingConnection(pika.URLParameters(url))
+        declare_topology(connection.channel(), settings)
+        connection.close()
+        upload_id = storage.put_original(jpeg_bytes(320, 240))
+        runner = None
+
+        def behave(invocation):
+            if invocation.attempt == 1:  # holds its delivery unacked until the broker objects
+                wait_for(lambda: not runner.bridge.healthy, 150, interval=0.1,
+                         what="the consumer timeout")
+
+        invoker = RecordingInvoker(InlineInvoker(settings), behave=behave)
+        probe = BrokerProbe(settings)
+        try:
+            probe.watch_results()
+            runner = run_bridge(settings, invoker, reconnect_initial_s=1.0)
+            flag = _Sampler(lambda: runner.bridge.healthy)
+
+            probe.publish(storage.job(upload_id))
+
+            [event] = probe.events(1, timeout=200)
+            assert (event.job_id, event.status) == (upload_id, "done")
+            assert invoker.attempts[upload_id] == [1, 2]  # attempt 1's late result was dropped
+            wait_for(lambda: runner.bridge.healthy, 10, what="the bridge to be healthy")
+            assert flag.stop() == [True, False, True]
+            runner.stop()
+            assert probe.ready(settings.resize_queue) == 0
+        finally:
+            probe.close()
 
 
 def _published(probe, job) -> bool:
