@@ -29,6 +29,7 @@ import collections
 import dataclasses
 import datetime
 import json
+import logging
 import os
 import signal
 import threading
@@ -39,6 +40,7 @@ import pika
 import pytest
 import requests
 
+from bridge.consumer import Bridge
 from bridge.observability import BridgeMetrics, ObservabilityServer
 from imagepipe import keys, messages
 from imagepipe.broker import (
@@ -244,6 +246,32 @@ def test_03_all_connections_dropped_with_100_jobs_in_flight(vhost_storage):
     assert log.count("broker connection lost") == 1, log
     assert "dropped" in log, "no job was in flight when the connections dropped"
     assert "PRECONDITION_FAILED" not in log and "unknown delivery tag" not in log, log
+
+
+@pytest.mark.timeout(30)
+def test_03_reconnect_backoff_doubles_with_jitter_up_to_its_cap(broker_settings, caplog):
+    closed = f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"  # nothing listens there
+    settings = dataclasses.replace(broker_settings, amqp_url=closed)
+    bridge = Bridge(settings, InlineInvoker(settings), reconnect_initial_s=0.1,
+                    reconnect_max_s=0.4)
+    caplog.set_level(logging.WARNING, logger="bridge.consumer")
+    thread = threading.Thread(target=bridge.run, daemon=True)
+    thread.start()
+    wait_for(lambda: len(_reconnect_delays(caplog)) >= 8, 20, what="eight reconnect attempts")
+    bridge.stop()
+    thread.join(10)
+    assert not thread.is_alive()
+    delays = _reconnect_delays(caplog)[:8]
+    # Each delay is drawn from [backoff/2, backoff]; backoff doubles from 0.1 up to 0.4.
+    for delay, backoff in zip(delays, [0.1, 0.2, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4]):
+        assert backoff / 2 <= delay <= backoff, delays
+    assert len(set(delays[2:])) > 1, "no jitter"
+
+
+def _reconnect_delays(caplog) -> list[float]:
+    # The delay as the bridge drew it (the log line rounds it).
+    return [record.args[-1] for record in caplog.records
+            if "reconnecting in" in str(record.msg)]
 
 
 # --- 4. always transient ------------------------------------------------------------------------
