@@ -16,7 +16,8 @@ issue, named ``test_NN_...``:
  8  two and three bridges on one queue, 200 jobs                 test_08_*
  9  SIGTERM during a burst; the drain has a time bound           test_09_*
 10  transient S3 faults retried inside the resize call           test_10_*
-11  upload API with the broker down or the queue missing: 503    tests/functions/test_upload_api.py::
+11  upload API with the broker down or the queue missing: 503    test_11_* and tests/functions/
+                                                                 test_upload_api.py::
                                                                  test_broker_down_is_503_and_a_retry_succeeds,
                                                                  test_missing_queue_is_503_not_a_lost_job
 12  a burst of jobs with the local invoker, RSS bounded          test_12_* (1,000 jobs: soak)
@@ -47,12 +48,14 @@ from imagepipe.broker import (
     HEADER_ATTEMPTS,
     HEADER_ERROR_CODE,
     HEADER_ERROR_MESSAGE,
+    JobPublisher,
     declare_topology,
     delivery_count,
 )
 from imagepipe.errors import TransientError
 from imagepipe.spec import parse_variants
 from imagepipe.status import StatusStore
+from imagepipe.uploads import ApiError, UploadService
 
 from ..conftest import ROOT, free_port, unique_name
 from .conftest import (
@@ -735,6 +738,48 @@ def test_10_transient_s3_faults_are_retried_inside_the_resize_call(faulty, probe
     assert faulty.store.state_of(upload_id).state == "done"
     runner.stop()
     _assert_queues_empty(probe, settings)
+
+
+# --- 11. the upload API publishing while the broker misbehaves -----------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_11_upload_api_survives_dropped_connections_and_503s_without_the_queue(vhost_storage):
+    # 503 with the broker down and with the queue never declared: tests/functions/
+    # test_upload_api.py. Here a warm upload function loses its connection, then its queue.
+    storage, vhost = vhost_storage
+    settings = storage.settings
+    store = StatusStore(storage.s3, settings.bucket)
+    publisher = JobPublisher(settings)
+    service = UploadService(settings, storage.s3, publisher, store)
+
+    def uploaded() -> str:
+        upload_id = service.create_upload(
+            {"filename": "a.jpg", "content_type": "image/jpeg", "size": 20000})["upload_id"]
+        storage.s3.put_object(Bucket=settings.bucket, Key=keys.original_key(upload_id),
+                              Body=jpeg_bytes(320, 240))
+        return upload_id
+
+    probe = BrokerProbe(settings)
+    try:
+        first = uploaded()
+        assert service.complete(first)["status"] == "queued"  # the connection is now warm
+
+        rabbitmqctl("close_all_connections", "--vhost", vhost, "test: the broker drops all")
+        second = uploaded()
+        assert service.complete(second)["status"] == "queued"  # published on a new connection
+
+        probe = BrokerProbe(settings)
+        assert probe.ready(settings.resize_queue) == 2
+        probe.channel.queue_delete(settings.resize_queue)
+        third = uploaded()
+        with pytest.raises(ApiError) as refused:
+            service.complete(third)  # mandatory + confirms: the broker cannot route it
+        assert (refused.value.status, refused.value.code) == (503, "broker_unavailable")
+        assert store.state_of(third).state == "pending"  # not marked queued: a retry publishes
+    finally:
+        publisher.close()
+        probe.close()
 
 
 # --- 12. a burst with the local invoker ------------------------------------------------------------
