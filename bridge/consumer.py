@@ -54,6 +54,7 @@ from bridge.settle import (
     decide,
     event_properties,
     released,
+    retry_delay,
     retry_result,
 )
 from imagepipe.broker import connection_parameters, declare_topology, delivery_count
@@ -398,6 +399,8 @@ class Bridge:
         """Out of attempts without the resize having run: ask the function to record the
         failure (the bridge itself may not write to S3), then dead-letter with the cause."""
         cause = {"code": error.code, "message": gave_up(error.message, invocation.attempt)}
+        # A throttled or restarting function is likelier to answer after the usual backoff.
+        self._stopping.wait(retry_delay(self._settings, invocation.attempt))
         try:
             return self._invoker.invoke(replace(invocation, give_up=cause))
         except Exception as exc:
