@@ -171,12 +171,16 @@ class QueueDepthCollector:
                                      labels=["queue"])
         consumers = GaugeMetricFamily("imagepipe_queue_consumers", "Consumers of the queue",
                                       labels=["queue"])
-        with self._lock:
-            for queue in (self._settings.resize_queue, self._settings.dead_letter_queue):
-                declared = self._declare(queue)
-                if declared is not None:
-                    messages.add_metric([queue], declared.message_count)
-                    consumers.add_metric([queue], declared.consumer_count)
+        # A scrape stuck on a dead connection must not make every later scrape queue up behind it.
+        if self._lock.acquire(timeout=self._timeout):
+            try:
+                for queue in (self._settings.resize_queue, self._settings.dead_letter_queue):
+                    declared = self._declare(queue)
+                    if declared is not None:
+                        messages.add_metric([queue], declared.message_count)
+                        consumers.add_metric([queue], declared.consumer_count)
+            finally:
+                self._lock.release()
         yield messages
         yield consumers
 
@@ -196,9 +200,11 @@ class QueueDepthCollector:
         import pika
 
         if self._connection is None or not self._connection.is_open:
-            # No heartbeat: the connection sits idle between scrapes and nobody would answer.
+            # It sits idle between scrapes. The heartbeat bounds a call on a half-open
+            # connection; if scrapes stop for long, the broker closes it and the next scrape
+            # opens another.
             params = connection_parameters(
-                self._settings.amqp_url, heartbeat=0, connection_attempts=1,
+                self._settings.amqp_url, heartbeat=60, connection_attempts=1,
                 socket_timeout=self._timeout, stack_timeout=self._timeout * 2,
                 blocked_connection_timeout=self._timeout * 5,
                 client_properties={"connection_name": "imagepipe-bridge-metrics"},
