@@ -84,6 +84,7 @@ def test_failed_job_is_listed_with_its_cause_and_replayed_to_done_after_a_fix(
     replayed = dlq_cli(settings, "replay", "--job", broken)
     assert replayed.returncode == 0, replayed.stderr
     assert replayed.stdout.strip() == f"{broken}: replayed"
+    assert replayed.stderr.strip() == f"1 replayed in {settings.dead_letter_queue}"
 
     [event] = probe.events(1)
     assert (event.job_id, event.status) == (broken, "done")
