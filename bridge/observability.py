@@ -171,34 +171,54 @@ class QueueDepthCollector:
                                      labels=["queue"])
         consumers = GaugeMetricFamily("imagepipe_queue_consumers", "Consumers of the queue",
                                       labels=["queue"])
-        with self._lock:
-            for queue in (self._settings.resize_queue, self._settings.dead_letter_queue):
-                declared = self._declare(queue)
-                if declared is not None:
+        # A scrape stuck on a dead connection must not make every later scrape queue up behind it.
+        if self._lock.acquire(timeout=self._timeout):
+            try:
+                for queue, declared in self._declare_all():
                     messages.add_metric([queue], declared.message_count)
                     consumers.add_metric([queue], declared.consumer_count)
+            finally:
+                self._lock.release()
         yield messages
         yield consumers
 
-    def _declare(self, queue: str):
+    def _declare_all(self) -> list:
+        """(queue, Queue.DeclareOk) for each queue that exists; [] when the broker is away.
+
+        A connection that worked before and went stale is replaced once; a fresh one that
+        fails ends the attempt, so a scrape while the broker is down stays short.
+        """
         import pika.exceptions
 
-        for _ in range(2):  # a stale connection is replaced once
+        found = []
+        queues = [self._settings.resize_queue, self._settings.dead_letter_queue]
+        retried = False
+        while queues:
+            fresh = self._connection is None or not self._connection.is_open
             try:
                 channel = self._channel()
-                return channel.queue_declare(queue, passive=True).method
+                found.append((queues[0], channel.queue_declare(queues[0], passive=True).method))
+            except pika.exceptions.ChannelClosedByBroker as exc:  # no such queue (404)
+                LOGGER.debug("queue %s: %s", queues[0], exc)
             except (pika.exceptions.AMQPError, OSError) as exc:
-                LOGGER.debug("queue depth of %s unavailable: %r", queue, exc)
+                LOGGER.debug("queue depths unavailable: %r", exc)
                 self._close()
-        return None
+                if fresh or retried:
+                    return found
+                retried = True
+                continue
+            queues.pop(0)
+        return found
 
     def _channel(self):
         import pika
 
         if self._connection is None or not self._connection.is_open:
-            # No heartbeat: the connection sits idle between scrapes and nobody would answer.
+            # It sits idle between scrapes. The heartbeat bounds a call on a half-open
+            # connection; if scrapes stop for long, the broker closes it and the next scrape
+            # opens another.
             params = connection_parameters(
-                self._settings.amqp_url, heartbeat=0, connection_attempts=1,
+                self._settings.amqp_url, heartbeat=60, connection_attempts=1,
                 socket_timeout=self._timeout, stack_timeout=self._timeout * 2,
                 blocked_connection_timeout=self._timeout * 5,
                 client_properties={"connection_name": "imagepipe-bridge-metrics"},

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 
 from imagepipe.broker import (
     HEADER_ATTEMPTS,
+    HEADER_DEAD_LETTERED_AT,
     HEADER_DELIVERY_COUNT,
     HEADER_ERROR_CODE,
     HEADER_ERROR_MESSAGE,
@@ -27,6 +28,7 @@ from imagepipe.messages import (
     Invocation,
     InvocationResult,
     ResultEvent,
+    utc_now,
 )
 from imagepipe.settings import Settings
 
@@ -128,6 +130,7 @@ def dead_letter_properties(original, error: dict, attempt: int):
     headers[HEADER_ERROR_CODE] = str(error.get("code", INTERNAL))
     headers[HEADER_ERROR_MESSAGE] = str(error.get("message", ""))[:MAX_ERROR_MESSAGE_CHARS]
     headers[HEADER_ATTEMPTS] = attempt
+    headers[HEADER_DEAD_LETTERED_AT] = utc_now()
     return pika.BasicProperties(
         content_type=getattr(original, "content_type", None),
         content_encoding=getattr(original, "content_encoding", None),

@@ -41,6 +41,7 @@ from typing import Callable, Iterable
 from imagepipe import status
 from imagepipe.broker import (
     HEADER_ATTEMPTS,
+    HEADER_DEAD_LETTERED_AT,
     HEADER_DELIVERY_COUNT,
     HEADER_ERROR_CODE,
     HEADER_ERROR_MESSAGE,
@@ -62,6 +63,7 @@ UNKNOWN_CAUSE = "unknown"
 # delivery count would make it look like its final attempt, a stale cause would mislabel it.
 _BOOKKEEPING_HEADERS = frozenset({
     HEADER_DELIVERY_COUNT, HEADER_ERROR_CODE, HEADER_ERROR_MESSAGE, HEADER_ATTEMPTS,
+    HEADER_DEAD_LETTERED_AT,
     "x-death", "x-first-death-exchange", "x-first-death-queue", "x-first-death-reason",
     "x-last-death-exchange", "x-last-death-queue", "x-last-death-reason",
 })
@@ -86,7 +88,7 @@ class DeadLetter:
     message: str
     attempts: int | None
     dead_lettered_by: str  # bridge | broker | unknown
-    dead_lettered_at: str | None  # known for broker dead letters only
+    dead_lettered_at: str | None
     replays: int
     body_error: dict | None = None  # why the body is not a job
 
@@ -152,7 +154,7 @@ def _cause(headers: dict) -> tuple[str, str, int | None, str, str | None]:
             _text(headers.get(HEADER_ERROR_MESSAGE, "")),
             _int(headers.get(HEADER_ATTEMPTS)),
             BY_BRIDGE,
-            None,
+            _text(headers[HEADER_DEAD_LETTERED_AT]) if HEADER_DEAD_LETTERED_AT in headers else None,
         )
     deaths = headers.get("x-death")
     if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):

@@ -19,6 +19,7 @@ import argparse
 import json
 import logging
 import sys
+from collections import Counter
 
 from imagepipe.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, one_line, positive_int
 from imagepipe.errors import ConfigError, JobError
@@ -121,6 +122,9 @@ def _change(args: argparse.Namespace) -> int:
                    "reason": "not in the dead-letter queue"}
             print(json.dumps(row) if args.json else one_line(
                 f"{job_id}: {NOT_FOUND} (not in the dead-letter queue)"), flush=True)
+    counts = Counter(o.action for o in outcomes)
+    summary = ", ".join(f"{n} {action}" for action, n in sorted(counts.items())) or "nothing chosen"
+    print(f"{summary} in {queue.name}", file=sys.stderr)
     return EXIT_OK if ok else EXIT_FAILED
 
 

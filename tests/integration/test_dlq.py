@@ -71,7 +71,8 @@ def test_failed_job_is_listed_with_its_cause_and_replayed_to_done_after_a_fix(
         broken: "unsupported_format", missing: "source_missing",
     }
     assert all(row["dead_lettered_by"] == "bridge" and row["attempts"] == 1
-               and row["replayable"] for row in rows.values())
+               and row["replayable"] and row["dead_lettered_at"].endswith("Z")
+               for row in rows.values())
     assert "2 shown, 2 in" in listed.stderr
     text = dlq_cli(settings, "list")
     assert f"{broken}  unsupported_format  attempts=1  by=bridge" in text.stdout
@@ -83,6 +84,7 @@ def test_failed_job_is_listed_with_its_cause_and_replayed_to_done_after_a_fix(
     replayed = dlq_cli(settings, "replay", "--job", broken)
     assert replayed.returncode == 0, replayed.stderr
     assert replayed.stdout.strip() == f"{broken}: replayed"
+    assert replayed.stderr.strip() == f"1 replayed in {settings.dead_letter_queue}"
 
     [event] = probe.events(1)
     assert (event.job_id, event.status) == (broken, "done")

@@ -160,3 +160,23 @@ def _answers(base: str) -> bool:
     except requests.ConnectionError:
         return False
     return True
+
+
+@pytest.mark.timeout(30)
+def test_queue_depth_is_left_out_for_a_missing_queue_or_an_unreachable_broker(broker_settings):
+    missing_work_queue = dataclasses.replace(broker_settings,
+                                             resize_queue=f"no-such-queue-{uuid.uuid4().hex}")
+    unreachable = dataclasses.replace(broker_settings,
+                                      amqp_url=f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F")
+    seen = {}
+    for name, settings in (("missing", missing_work_queue), ("unreachable", unreachable)):
+        metrics = BridgeMetrics(settings)
+        server = ObservabilityServer(metrics, "127.0.0.1", free_port())
+        try:
+            seen[name] = {labels for (metric, labels) in scrape(f"http://127.0.0.1:{server.port}")
+                          if metric == "imagepipe_queue_messages"}
+        finally:
+            server.close()
+            metrics.close()
+    assert seen["missing"] == {(("queue", broker_settings.dead_letter_queue),)}
+    assert seen["unreachable"] == set()

@@ -23,10 +23,13 @@ def _props(headers, message_id=JOB.job_id):
 def test_a_bridge_dead_letter_carries_its_cause_in_headers():
     letter = describe(_props({"x-imagepipe-error-code": "corrupt",
                               "x-imagepipe-error-message": "bad huffman table",
-                              "x-imagepipe-attempts": 1}), JOB.encode())
+                              "x-imagepipe-attempts": 1,
+                              "x-imagepipe-dead-lettered-at": "2026-11-28T05:00:00.000000Z"}),
+                      JOB.encode())
     assert (letter.job_id, letter.code, letter.message, letter.attempts) == (
         JOB.job_id, "corrupt", "bad huffman table", 1)
     assert letter.dead_lettered_by == "bridge" and letter.job == JOB
+    assert letter.dead_lettered_at == "2026-11-28T05:00:00.000000Z"
     assert letter.to_dict()["replayable"] is True
 
 
@@ -54,6 +57,7 @@ def test_an_unreadable_body_is_reported_not_raised(body, code):
 
 def test_a_replay_drops_the_past_life_and_counts_the_replay():
     original = _props({"x-imagepipe-error-code": "s3_unavailable", "x-imagepipe-attempts": 6,
+                       "x-imagepipe-dead-lettered-at": "2026-11-28T05:00:00.000000Z",
                        HEADER_DELIVERY_COUNT: 5, "x-death": [], "x-first-death-reason": "x",
                        "trace-id": "keep-me"})
     properties = replay_properties(original, 3)
