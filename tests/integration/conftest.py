@@ -269,7 +269,8 @@ def retry_result(invocation: Invocation, code: str = "s3_unavailable") -> Invoca
     )
 
 
-def attempts_of_one_done_job(storage, probe, run_bridge, behave, **bridge_kwargs) -> list[int]:
+def attempts_of_one_done_job(storage, probe, run_bridge, behave, timeout: float = 30,
+                             **bridge_kwargs) -> list[int]:
     """Run one real job through a bridge whose invoker first calls ``behave``; returns the
     attempt numbers it saw, once the job is done and the bridge stopped with nothing left."""
     from imagepipe.status import StatusStore
@@ -282,7 +283,7 @@ def attempts_of_one_done_job(storage, probe, run_bridge, behave, **bridge_kwargs
 
     probe.publish(storage.job(upload_id))
 
-    [event] = probe.events(1, timeout=30)
+    [event] = probe.events(1, timeout=timeout)
     assert (event.job_id, event.status) == (upload_id, "done")
     assert StatusStore(storage.s3, settings.bucket).current(upload_id).state == "done"
     runner.stop()

@@ -420,7 +420,8 @@ def test_06_a_job_longer_than_the_heartbeat_is_acked(storage, probe, run_bridge)
 @pytest.mark.timeout(180)
 def test_06_soak_a_30s_job_with_a_2s_heartbeat_is_acked(storage, probe, run_bridge):
     attempts = attempts_of_one_done_job(
-        storage, probe, run_bridge, behave=lambda invocation: time.sleep(30), heartbeat=2
+        storage, probe, run_bridge, behave=lambda invocation: time.sleep(30), timeout=90,
+        heartbeat=2,
     )
     assert attempts == [1]
 
