@@ -11,12 +11,14 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import threading
 
+from bridge.callbacks import CallbackDispatcher
 from bridge.consumer import Bridge
 from bridge.invokers import make_invoker
 from bridge.observability import BridgeMetrics, serve
 from imagepipe.errors import ConfigError
-from imagepipe.settings import Settings
+from imagepipe import settings as settings_edge
 
 LOGGER = logging.getLogger(__name__)
 
@@ -41,25 +43,39 @@ def main() -> int:
 
 
 def run() -> None:
-    settings = Settings.from_env()
+    settings = settings_edge.load()  # the broker's credentials come from its secret
     configure_logging()
     metrics = server = None
     if settings.metrics_port:
         metrics = BridgeMetrics(settings)
         server = serve(metrics, settings)  # a port in use is a ConfigError: exit 2
     invoker = make_invoker(settings)
+    dispatcher = callback_thread = None
     try:
         bridge = Bridge(settings, invoker, observer=metrics)
+        if settings.callback_secret:
+            # Its own connection and threads: a slow callback receiver never holds up a job.
+            dispatcher = CallbackDispatcher(settings)
+            callback_thread = threading.Thread(target=dispatcher.run, name="callbacks",
+                                               daemon=True)
+            callback_thread.start()
+        else:
+            LOGGER.info("completion callbacks are off (no callback secret configured)")
 
         def request_stop(signum, _frame):
-            # Only sets a flag. The bridge settles the jobs in flight, then run() returns.
+            # Only sets flags. Both settle what is in flight, then return.
             LOGGER.info("%s received: finishing jobs in flight", signal.Signals(signum).name)
             bridge.stop()
+            if dispatcher is not None:
+                dispatcher.stop()
 
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
         bridge.run()
     finally:
+        if dispatcher is not None:
+            dispatcher.stop()
+            callback_thread.join(timeout=30)
         invoker.close()
         if server is not None:
             server.close()
