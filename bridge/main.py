@@ -1,6 +1,6 @@
 """``python -m bridge``: read settings once, configure logging, consume until SIGTERM/SIGINT.
 
-With ``IMAGEPIPE_METRICS_PORT`` set, it also serves ``/healthz`` and ``/metrics`` there
+With ``IMAGEPIPE_HEALTH_PORT`` set, it also serves ``/healthz`` and ``/metrics`` there
 (``bridge.observability``).
 
 Exit codes: 0 after a clean stop, 2 for a configuration error (one line on stderr).
@@ -46,7 +46,7 @@ def run() -> None:
     settings = settings_edge.load()  # the broker's credentials come from its secret
     configure_logging()
     metrics = server = None
-    if settings.metrics_port:
+    if settings.health_port:
         metrics = BridgeMetrics(settings)
         server = serve(metrics, settings)  # a port in use is a ConfigError: exit 2
     invoker = make_invoker(settings)

@@ -47,8 +47,8 @@ ENV_CALLBACK_ATTEMPTS = "IMAGEPIPE_CALLBACK_ATTEMPTS"
 ENV_CALLBACK_BACKOFF = "IMAGEPIPE_CALLBACK_BACKOFF_S"
 ENV_CALLBACK_TIMEOUT = "IMAGEPIPE_CALLBACK_TIMEOUT_S"
 ENV_AMQP_SECRET_ARN = "IMAGEPIPE_AMQP_SECRET_ARN"
-ENV_METRICS_PORT = "IMAGEPIPE_METRICS_PORT"
-ENV_METRICS_HOST = "IMAGEPIPE_METRICS_HOST"
+ENV_HEALTH_PORT = "IMAGEPIPE_HEALTH_PORT"
+ENV_HEALTH_HOST = "IMAGEPIPE_HEALTH_HOST"
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 DEFAULT_RESIZE_QUEUE = "imagepipe.resize"
@@ -73,7 +73,7 @@ DEFAULT_CALLBACK_QUEUE = "imagepipe.callbacks"
 DEFAULT_CALLBACK_DEAD_LETTER_QUEUE = "imagepipe.callbacks.dead"
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("", "0", "false", "no", "off")
-DEFAULT_METRICS_HOST = "127.0.0.1"
+DEFAULT_HEALTH_HOST = "127.0.0.1"
 
 
 @dataclass(frozen=True)
@@ -114,8 +114,8 @@ class Settings:
     # In the cloud the broker's user and password live in Secrets Manager, never in the
     # environment: ``amqp_url`` is then the endpoint alone (see ``load``).
     amqp_secret_arn: str | None = None
-    metrics_port: int = 0  # the bridge's /healthz and /metrics; 0: off
-    metrics_host: str = DEFAULT_METRICS_HOST
+    health_port: int = 0  # the bridge's /healthz and /metrics; 0: off
+    health_host: str = DEFAULT_HEALTH_HOST
 
     def __post_init__(self) -> None:
         if not self.bucket:
@@ -148,8 +148,8 @@ class Settings:
         if -(-self.max_upload_bytes // self.multipart_part_bytes) > S3_MAX_PARTS:
             raise ConfigError(f"{ENV_MULTIPART_PART_BYTES} is too small: the largest upload "
                               f"would need more than {S3_MAX_PARTS} parts")
-        if not 0 <= self.metrics_port <= 65535:
-            raise ConfigError(f"{ENV_METRICS_PORT} must be 0 (off) or a port up to 65535")
+        if not 0 <= self.health_port <= 65535:
+            raise ConfigError(f"{ENV_HEALTH_PORT} must be 0 (off) or a port up to 65535")
 
     @property
     def worker_count(self) -> int:
@@ -178,7 +178,7 @@ class Settings:
             "callback_queue": ENV_CALLBACK_QUEUE,
             "callback_dead_letter_queue": ENV_CALLBACK_DEAD_LETTER_QUEUE,
             "amqp_secret_arn": ENV_AMQP_SECRET_ARN,
-            "metrics_host": ENV_METRICS_HOST,
+            "health_host": ENV_HEALTH_HOST,
         }
         for attr, name in text.items():
             if env.get(name):
@@ -194,7 +194,7 @@ class Settings:
             "multipart_threshold_bytes": ENV_MULTIPART_THRESHOLD,
             "multipart_part_bytes": ENV_MULTIPART_PART_BYTES,
             "callback_attempts": ENV_CALLBACK_ATTEMPTS,
-            "metrics_port": ENV_METRICS_PORT,
+            "health_port": ENV_HEALTH_PORT,
         }
         for attr, name in numbers.items():
             if env.get(name):
@@ -260,8 +260,8 @@ class Settings:
             ENV_CALLBACK_ATTEMPTS: str(self.callback_attempts),
             ENV_CALLBACK_BACKOFF: str(self.callback_backoff_s),
             ENV_CALLBACK_TIMEOUT: str(self.callback_timeout_s),
-            ENV_METRICS_PORT: str(self.metrics_port),
-            ENV_METRICS_HOST: self.metrics_host,
+            ENV_HEALTH_PORT: str(self.health_port),
+            ENV_HEALTH_HOST: self.health_host,
         }
         if self.s3_endpoint_url:
             env[ENV_S3_ENDPOINT_URL] = self.s3_endpoint_url

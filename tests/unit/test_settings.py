@@ -23,7 +23,7 @@ def test_to_env_round_trips():
                         variants=(Variant("a", "cover", 10, 20, "webp", 70),),
                         invoker="lambda", resize_function="fn", workers=3, prefetch=7,
                         retry_backoff_s=1.5, allowed_origins=("https://x.example",),
-                        metrics_port=9464, metrics_host="0.0.0.0")
+                        health_port=9464, health_host="0.0.0.0")
     assert Settings.from_env(original.to_env()) == original
 
 
@@ -40,8 +40,8 @@ def test_settings_are_frozen():
     ({s.ENV_BUCKET: "b", s.ENV_INVOKER: "carrier-pigeon"}, "IMAGEPIPE_INVOKER"),
     ({s.ENV_BUCKET: "b", s.ENV_INVOKER: "lambda"}, "IMAGEPIPE_RESIZE_FUNCTION"),
     ({s.ENV_BUCKET: "b", s.ENV_VARIANTS: "{"}, "IMAGEPIPE_VARIANTS"),
-    ({s.ENV_BUCKET: "b", s.ENV_METRICS_PORT: "70000"}, "IMAGEPIPE_METRICS_PORT"),
-    ({s.ENV_BUCKET: "b", s.ENV_METRICS_PORT: "http"}, "IMAGEPIPE_METRICS_PORT"),
+    ({s.ENV_BUCKET: "b", s.ENV_HEALTH_PORT: "70000"}, "IMAGEPIPE_HEALTH_PORT"),
+    ({s.ENV_BUCKET: "b", s.ENV_HEALTH_PORT: "http"}, "IMAGEPIPE_HEALTH_PORT"),
     ({s.ENV_BUCKET: "b", s.ENV_VARIANTS: '[{"name": "x", "width": 0}]'}, "width"),
     ({s.ENV_BUCKET: "b", s.ENV_MULTIPART_PART_BYTES: str(5 * 1024 * 1024 - 1)},
      "IMAGEPIPE_MULTIPART_PART_BYTES"),
