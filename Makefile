@@ -11,7 +11,12 @@ BENCH_ARGS ?=
 # `make test` finds (or starts) a RabbitMQ and hands its URL to whatever needs one.
 WITH_BROKER = AMQP_URL="$$($(PY) -m imagepipe.devtools broker-url)" && export AMQP_URL &&
 
-.PHONY: help venv render vendor build demo dev bridge test test-unit soak bench lint clean
+# package/deploy/destroy default to the cloud stage; STAGE=... on the command line picks another.
+CLOUD_STAGE = $(if $(filter command line environment,$(origin STAGE)),$(STAGE),prod)
+DEPLOY = $(PY) -m imagepipe.devtools.deploy
+
+.PHONY: help venv chromium render vendor build demo dev bridge test test-unit soak bench lint clean \
+	package deploy destroy
 
 help:
 	@echo "make demo     set up, run the stack, upload the samples, save variants to demo-out/"
@@ -22,6 +27,9 @@ help:
 	@echo "make soak     long-running fault and load tests (not part of make test)"
 	@echo "make build    render functions/*/.chalice/config.json (STAGE=$(STAGE)) and vendor the core"
 	@echo "make lint     ruff"
+	@echo "make package  chalice package the functions and render the infra template (STAGE=prod), offline"
+	@echo "make deploy   package, then deploy the stage to AWS (credentials and region from the environment)"
+	@echo "make destroy  delete the stage's stacks (the photo bucket is kept)"
 
 venv: $(VENV)/.installed
 
@@ -32,6 +40,21 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $@
 
+# The browser tests drive Debian's chromium through Playwright (Playwright's own browser download
+# does not work here): install it when missing and we may, else say how.
+CHROMIUM := /usr/bin/chromium
+chromium:
+	@if [ -x $(CHROMIUM) ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing Debian's chromium for the browser tests ..."; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	    { apt-get update -qq >/dev/null && apt-get install -y -qq chromium >/dev/null; }; \
+	else \
+	  echo "note: $(CHROMIUM) is missing, so the browser tests are skipped;" \
+	       "install Debian's chromium (sudo apt-get install chromium) to run them"; \
+	fi
+
 render: venv
 	$(PY) -m imagepipe.devtools render --stage $(STAGE)
 
@@ -39,6 +62,15 @@ vendor: venv
 	$(PY) -m imagepipe.devtools vendor
 
 build: render vendor
+
+package: venv
+	$(DEPLOY) package --stage $(CLOUD_STAGE)
+
+deploy: venv
+	$(DEPLOY) deploy --stage $(CLOUD_STAGE)
+
+destroy: venv
+	$(DEPLOY) destroy --stage $(CLOUD_STAGE)
 
 demo: venv
 	$(PY) -m imagepipe.devtools demo
@@ -49,7 +81,7 @@ dev: venv
 bridge: venv
 	$(PY) -m imagepipe.devtools bridge
 
-test: venv
+test: venv chromium
 	$(WITH_BROKER) $(PY) -m pytest tests -q -p no:cacheprovider --timeout=300 -m "not soak" $(PYTEST_ARGS)
 
 soak: venv

@@ -1,6 +1,6 @@
 """``python -m bridge``: read settings once, configure logging, consume until SIGTERM/SIGINT.
 
-With ``IMAGEPIPE_METRICS_PORT`` set, it also serves ``/healthz`` and ``/metrics`` there
+With ``IMAGEPIPE_HEALTH_PORT`` set, it also serves ``/healthz`` and ``/metrics`` there
 (``bridge.observability``).
 
 Exit codes: 0 after a clean stop, 2 for a configuration error (one line on stderr), 3 when the
@@ -14,12 +14,14 @@ import logging
 import os
 import signal
 import sys
+import threading
 
+from bridge.callbacks import CallbackDispatcher
 from bridge.consumer import Bridge
 from bridge.invokers import make_invoker
 from bridge.observability import BridgeMetrics, serve
 from imagepipe.errors import ConfigError
-from imagepipe.settings import Settings
+from imagepipe import settings as settings_edge
 
 LOGGER = logging.getLogger(__name__)
 
@@ -53,26 +55,39 @@ def main() -> int:
 
 def run() -> bool:
     """Consume until stopped; returns whether every job in flight was settled."""
-    settings = Settings.from_env()
+    settings = settings_edge.load()  # the broker's credentials come from its secret
     configure_logging()
     metrics = server = None
-    if settings.metrics_port:
+    if settings.health_port:
         metrics = BridgeMetrics(settings)
         server = serve(metrics, settings)  # a port in use is a ConfigError: exit 2
     invoker = make_invoker(settings)
-    bridge = None
+    bridge = dispatcher = callback_thread = None
     try:
         bridge = Bridge(settings, invoker, observer=metrics)
+        if settings.callback_secret:
+            # Its own connection and threads: a slow callback receiver never holds up a job.
+            dispatcher = CallbackDispatcher(settings)
+            callback_thread = threading.Thread(target=dispatcher.run, name="callbacks",
+                                               daemon=True)
+            callback_thread.start()
+        else:
+            LOGGER.info("completion callbacks are off (no callback secret configured)")
 
         def request_stop(signum, _frame):
-            # Only sets a flag. The bridge settles the jobs in flight, then run() returns.
+            # Only sets flags. Both settle what is in flight, then return.
             LOGGER.info("%s received: finishing jobs in flight", signal.Signals(signum).name)
             bridge.stop()
+            if dispatcher is not None:
+                dispatcher.stop()
 
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
         bridge.run()
     finally:
+        if dispatcher is not None:
+            dispatcher.stop()
+            callback_thread.join(timeout=30)
         # After a drain timeout, stop the resize workers that are still running.
         invoker.close(wait=bridge is None or bridge.drained)
         if server is not None:

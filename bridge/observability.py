@@ -35,7 +35,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from imagepipe.broker import connection_parameters
 from imagepipe.errors import ConfigError
-from imagepipe.settings import ENV_METRICS_PORT, Settings
+from imagepipe.settings import ENV_HEALTH_PORT, Settings
 
 LOGGER = logging.getLogger(__name__)
 
@@ -289,7 +289,7 @@ class ObservabilityServer:
                                        handler_class=_QuietHandler)
         except OSError as exc:
             raise ConfigError(
-                f"{ENV_METRICS_PORT}: cannot listen on {host}:{port}: {exc.strerror or exc}"
+                f"{ENV_HEALTH_PORT}: cannot listen on {host}:{port}: {exc.strerror or exc}"
             ) from None
         self.port = self._server.server_port
         self._thread = threading.Thread(target=self._server.serve_forever,
@@ -304,4 +304,4 @@ class ObservabilityServer:
 
 
 def serve(metrics: BridgeMetrics, settings: Settings) -> ObservabilityServer:
-    return ObservabilityServer(metrics, settings.metrics_host, settings.metrics_port)
+    return ObservabilityServer(metrics, settings.health_host, settings.health_port)

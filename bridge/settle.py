@@ -56,7 +56,7 @@ def retry_delay(settings: Settings, attempt: int) -> float:
 
 def decide(settings: Settings, invocation: Invocation, result: InvocationResult) -> Settlement:
     if result.status == DONE:
-        return Settlement(ACK, DONE, event=ResultEvent.from_result(result))
+        return Settlement(ACK, DONE, event=_event(invocation, result))
     if result.status == RETRY and not invocation.is_final_attempt:
         return Settlement(
             REQUEUE, RETRY, error=_error(result), delay_s=retry_delay(settings, invocation.attempt)
@@ -72,7 +72,12 @@ def decide(settings: Settings, invocation: Invocation, result: InvocationResult)
             "message": gave_up(error.get("message", ""), invocation.attempt),
         }
     failed = replace(result, status=FAILED, error=error)
-    return Settlement(DEAD_LETTER, FAILED, event=ResultEvent.from_result(failed), error=error)
+    return Settlement(DEAD_LETTER, FAILED, event=_event(invocation, failed), error=error)
+
+
+def _event(invocation: Invocation, result: InvocationResult) -> ResultEvent:
+    # The job's callback travels on its event to the callback dispatcher (bridge.callbacks).
+    return ResultEvent.from_result(result, callback_url=invocation.job.callback_url)
 
 
 def retry_result(invocation: Invocation, error: JobError, duration_ms: int) -> InvocationResult:

@@ -42,3 +42,9 @@ def lambda_client(settings: Settings):
         max_pool_connections=max(10, settings.worker_count),
     )
     return boto3.client("lambda", region_name=settings.region, config=config)
+
+
+def secrets_client(settings: Settings):
+    import boto3
+
+    return boto3.client("secretsmanager", region_name=settings.region)

@@ -7,6 +7,10 @@ account-specific names are never committed); an unset reference is an error nami
 ``stage_settings`` turns one stage into ``Settings``; ``chalice_config`` renders a function's
 ``.chalice/config.json`` whose environment is exactly ``Settings.to_env()`` — so a function reads
 back, through ``Settings.from_env``, the settings the manifest describes.
+
+A cloud stage also has a ``deploy`` section (``stage_deploy``): ``parameters`` of the infra
+stack (``infra/stack.yaml``) such as the VPC, broker size and bridge scaling. A function may name
+a ``merge_template`` that ``make package`` merges into its ``chalice package`` output.
 """
 
 from __future__ import annotations
@@ -23,10 +27,16 @@ from imagepipe.settings import Settings
 from imagepipe.spec import parse_variants
 
 FILENAME = "chalicefile.json"
-_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# ${NAME}, or ${NAME:-default} for a value used when NAME is unset or empty (as in a shell).
+_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _SETTINGS_FIELDS = {f.name for f in fields(Settings)}
-_LIMITS = {"max_upload_bytes", "allowed_types", "max_pixels"}
+_LIMITS = {"max_upload_bytes", "allowed_types", "max_pixels", "multipart_threshold_bytes",
+           "multipart_part_bytes"}
+_OPTIONAL_LIMITS = ("multipart_threshold_bytes", "multipart_part_bytes")
 _FUNCTION_FIELDS = {"project_dir", "memory_mb", "timeout_s"}
+_OPTIONAL_FUNCTION_FIELDS = {"merge_template"}
+DEPLOY = "deploy"
+_DEPLOY_FIELDS = {"parameters"}
 
 
 def load(path: str | Path) -> dict:
@@ -53,13 +63,90 @@ def validate(manifest: dict) -> None:
         missing = _FUNCTION_FIELDS - set(function)
         if missing:
             raise ConfigError(f"chalicefile.functions.{name}: missing {', '.join(sorted(missing))}")
+        unknown = set(function) - _FUNCTION_FIELDS - _OPTIONAL_FUNCTION_FIELDS
+        if unknown:
+            raise ConfigError(f"chalicefile.functions.{name}: unknown field(s) {', '.join(sorted(unknown))}")
         for field in ("memory_mb", "timeout_s"):
             if not isinstance(function[field], int) or function[field] < 1:
                 raise ConfigError(f"chalicefile.functions.{name}.{field}: must be a positive integer")
     for stage, values in manifest["stages"].items():
-        unknown = set(values) - _SETTINGS_FIELDS
+        unknown = set(values) - _SETTINGS_FIELDS - {DEPLOY}
         if unknown:
             raise ConfigError(f"chalicefile.stages.{stage}: unknown field(s) {', '.join(sorted(unknown))}")
+        if DEPLOY in values:
+            _validate_deploy(values[DEPLOY], f"stages.{stage}.{DEPLOY}")
+
+
+def _validate_deploy(deploy, where: str) -> None:
+    if not isinstance(deploy, dict):
+        raise ConfigError(f"chalicefile.{where}: must be an object")
+    unknown = set(deploy) - _DEPLOY_FIELDS
+    if unknown:
+        raise ConfigError(f"chalicefile.{where}: unknown field(s) {', '.join(sorted(unknown))}")
+    parameters = deploy.get("parameters", {})
+    if not isinstance(parameters, dict):
+        raise ConfigError(f"chalicefile.{where}.parameters: must be an object")
+    for name, value in parameters.items():
+        scalar = (str, int, float, bool)
+        if not (isinstance(value, scalar) or
+                (isinstance(value, list) and all(isinstance(v, scalar) for v in value))):
+            raise ConfigError(f"chalicefile.{where}.parameters.{name}: must be a value or a list")
+
+
+def stage_deploy(manifest: dict, stage: str, environ: Mapping[str, str] | None = None) -> dict:
+    """The ``deploy`` section of a cloud stage with its ``${NAME}`` references expanded."""
+    require_cloud_stage(manifest, stage)
+    environ = os.environ if environ is None else environ
+    deploy = manifest["stages"][stage][DEPLOY]
+    return {
+        "parameters": {
+            name: _expand(value, f"stages.{stage}.{DEPLOY}.parameters.{name}", environ)
+            for name, value in deploy.get("parameters", {}).items()
+        }
+    }
+
+
+class Placeholders(Mapping):
+    """An environment in which every unset variable reads as ``unset-<name>`` (and is noted).
+
+    For output that must be complete but whose deploy-time values are set later (``make
+    package`` alone: the bucket name, for one, is a parameter of the deployed stacks).
+    """
+
+    def __init__(self, environ: Mapping[str, str]):
+        self._environ = environ
+        self.unset: set[str] = set()
+
+    def __getitem__(self, name: str) -> str:
+        if name in self._environ:
+            return self._environ[name]
+        self.unset.add(name)
+        return "unset-" + name.lower().replace("_", "-")
+
+    def __contains__(self, name) -> bool:
+        return True
+
+    def get(self, name, default=None):
+        return self._environ.get(name, default)
+
+    def __iter__(self):
+        return iter(self._environ)
+
+    def __len__(self) -> int:
+        return len(self._environ)
+
+
+def require_cloud_stage(manifest: dict, stage: str) -> None:
+    if DEPLOY not in _stage(manifest, stage):
+        raise ConfigError(f"chalicefile.stages.{stage}: not a cloud stage (no {DEPLOY!r} section)")
+
+
+def _stage(manifest: dict, stage: str) -> dict:
+    try:
+        return manifest["stages"][stage]
+    except KeyError:
+        known = ", ".join(sorted(manifest["stages"]))
+        raise ConfigError(f"chalicefile: no stage {stage!r} (stages: {known})") from None
 
 
 def stage_settings(
@@ -69,19 +156,17 @@ def stage_settings(
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
     """The ``Settings`` of one stage; ``overrides`` (e.g. a dev stack's ports) win."""
-    try:
-        values = manifest["stages"][stage]
-    except KeyError:
-        known = ", ".join(sorted(manifest["stages"]))
-        raise ConfigError(f"chalicefile: no stage {stage!r} (stages: {known})") from None
+    values = _stage(manifest, stage)
     environ = os.environ if environ is None else environ
-    resolved = {k: _expand(v, f"stages.{stage}.{k}", environ) for k, v in values.items()}
+    resolved = {k: _expand(v, f"stages.{stage}.{k}", environ)
+                for k, v in values.items() if k != DEPLOY}
     limits = manifest["limits"]
     kwargs = {
         "stage": stage,
         "max_upload_bytes": limits["max_upload_bytes"],
         "allowed_types": tuple(limits["allowed_types"]),
         "max_pixels": limits["max_pixels"],
+        **{name: limits[name] for name in _OPTIONAL_LIMITS if name in limits},
         "variants": parse_variants(manifest["variants"]),
         **resolved,
     }
@@ -132,7 +217,11 @@ def _expand(value, where: str, environ: Mapping[str, str]):
         return value
 
     def substitute(match: re.Match) -> str:
-        name = match.group(1)
+        name, default = match.group(1), match.group(2)
+        if environ.get(name):
+            return environ[name]
+        if default is not None:
+            return default
         if name not in environ:
             raise ConfigError(f"chalicefile.{where}: environment variable {name} is not set")
         return environ[name]

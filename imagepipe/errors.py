@@ -32,6 +32,8 @@ S3_UNAVAILABLE = "s3_unavailable"
 BROKER_UNAVAILABLE = "broker_unavailable"
 INVOKE_FAILED = "invoke_failed"
 INTERNAL = "internal_error"
+# a completion callback could not be delivered (after its retries, or refused for good)
+CALLBACK_FAILED = "callback_failed"
 
 _MISSING_AWS_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 

@@ -10,7 +10,8 @@ Three messages cross process boundaries:
 - ``ResultEvent``: published by the bridge to the topic exchange ``imagepipe.results`` with
   routing key ``job.done`` or ``job.failed``, one per finished job.
 
-Bodies are UTF-8 JSON with sorted keys; every body carries ``"v": 1``. Decoding a body that is
+Bodies are UTF-8 JSON with sorted keys; every body carries ``"v": 1``. Optional fields added
+within v1 (``callback_url``) are left out when unset, so a body without them is unchanged. Decoding a body that is
 not JSON, not an object, of another version or missing a field raises a ``PermanentError``
 (``bad_message`` or ``unknown_schema_version``): such a message can never succeed.
 """
@@ -77,10 +78,13 @@ class ResizeJob:
     # The ETag of the original as verified: the resize reads exactly that object, so a client
     # cannot swap in other bytes while its presigned upload URL is still valid.
     source_etag: str | None = None
+    # Where the bridge's callback dispatcher POSTs the result (checked when the upload was made).
+    callback_url: str | None = None
 
     @classmethod
     def for_upload(cls, upload_id: str, bucket: str, content_type: str,
-                   source_etag: str | None = None) -> "ResizeJob":
+                   source_etag: str | None = None,
+                   callback_url: str | None = None) -> "ResizeJob":
         # One job per upload: the id is the upload's, so a duplicate publish is recognisable.
         return cls(
             job_id=upload_id,
@@ -90,6 +94,7 @@ class ResizeJob:
             content_type=content_type,
             submitted_at=utc_now(),
             source_etag=source_etag,
+            callback_url=callback_url,
         )
 
     def to_dict(self) -> dict:
@@ -102,16 +107,16 @@ class ResizeJob:
             "content_type": self.content_type,
             "submitted_at": self.submitted_at,
             "source_etag": self.source_etag,
+            **_callback_to_dict(self.callback_url),
         }
 
     @classmethod
     def from_dict(cls, obj: dict) -> "ResizeJob":
         _check_version(obj)
-        required = [name for name in cls.__dataclass_fields__ if name != "source_etag"]
-        etag = obj.get("source_etag")
-        if etag is not None and not isinstance(etag, str):
-            raise PermanentError(BAD_MESSAGE, "field 'source_etag' must be a string or null")
-        job = cls(**{name: _require(obj, name) for name in required}, source_etag=etag)
+        optional = ("source_etag", "callback_url")
+        required = [name for name in cls.__dataclass_fields__ if name not in optional]
+        job = cls(**{name: _require(obj, name) for name in required},
+                  **{name: _optional_str(obj, name) for name in optional})
         if not keys.is_upload_id(job.upload_id):
             raise PermanentError(BAD_MESSAGE, f"upload_id {job.upload_id!r} is malformed")
         if job.source_key != keys.original_key(job.upload_id):
@@ -225,13 +230,19 @@ class ResultEvent:
     error: dict | None = None
     duration_ms: int = 0
     finished_at: str = field(default_factory=utc_now)
+    callback_url: str | None = None  # the job's, for the callback dispatcher
 
     @property
     def routing_key(self) -> str:
         return f"job.{self.status}"
 
+    @property
+    def type(self) -> str:
+        return f"imagepipe.job.{self.status}"
+
     @classmethod
-    def from_result(cls, result: InvocationResult) -> "ResultEvent":
+    def from_result(cls, result: InvocationResult,
+                    callback_url: str | None = None) -> "ResultEvent":
         if result.status not in (DONE, FAILED):
             raise ValueError(f"a {result.status!r} result is not a finished job")
         return cls(
@@ -241,23 +252,37 @@ class ResultEvent:
             variants=result.variants,
             error=result.error,
             duration_ms=result.duration_ms,
+            callback_url=callback_url,
         )
 
     def to_dict(self) -> dict:
         return {
             "v": SCHEMA_VERSION,
-            "type": f"imagepipe.job.{self.status}",
+            "type": self.type,
             **_outcome_to_dict(self),
             "finished_at": self.finished_at,
+            **_callback_to_dict(self.callback_url),
         }
 
     @classmethod
     def from_dict(cls, obj: dict) -> "ResultEvent":
         return cls(**_outcome_from_dict(obj, (DONE, FAILED)),
-                   finished_at=_require(obj, "finished_at"))
+                   finished_at=_require(obj, "finished_at"),
+                   callback_url=_optional_str(obj, "callback_url"))
 
     def encode(self) -> bytes:
         return encode(self.to_dict())
+
+
+def _callback_to_dict(callback_url: str | None) -> dict:
+    return {} if callback_url is None else {"callback_url": callback_url}
+
+
+def _optional_str(obj: dict, name: str) -> str | None:
+    value = obj.get(name)
+    if value is not None and not isinstance(value, str):
+        raise PermanentError(BAD_MESSAGE, f"field {name!r} must be a string or null")
+    return value
 
 
 def _outcome_to_dict(outcome: InvocationResult | ResultEvent) -> dict:

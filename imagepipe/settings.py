@@ -37,10 +37,20 @@ ENV_WORKERS = "IMAGEPIPE_WORKERS"
 ENV_PREFETCH = "IMAGEPIPE_PREFETCH"
 ENV_RETRY_BACKOFF = "IMAGEPIPE_RETRY_BACKOFF_S"
 ENV_ALLOWED_ORIGINS = "IMAGEPIPE_ALLOWED_ORIGINS"
+ENV_MULTIPART_THRESHOLD = "IMAGEPIPE_MULTIPART_THRESHOLD_BYTES"
+ENV_MULTIPART_PART_BYTES = "IMAGEPIPE_MULTIPART_PART_BYTES"
+ENV_CALLBACK_SECRET = "IMAGEPIPE_CALLBACK_SECRET"
+ENV_CALLBACK_ALLOW_PRIVATE = "IMAGEPIPE_CALLBACK_ALLOW_PRIVATE"
+ENV_CALLBACK_QUEUE = "IMAGEPIPE_CALLBACK_QUEUE"
+ENV_CALLBACK_DEAD_LETTER_QUEUE = "IMAGEPIPE_CALLBACK_DEAD_LETTER_QUEUE"
+ENV_CALLBACK_ATTEMPTS = "IMAGEPIPE_CALLBACK_ATTEMPTS"
+ENV_CALLBACK_BACKOFF = "IMAGEPIPE_CALLBACK_BACKOFF_S"
+ENV_CALLBACK_TIMEOUT = "IMAGEPIPE_CALLBACK_TIMEOUT_S"
+ENV_AMQP_SECRET_ARN = "IMAGEPIPE_AMQP_SECRET_ARN"
+ENV_HEALTH_PORT = "IMAGEPIPE_HEALTH_PORT"
+ENV_HEALTH_HOST = "IMAGEPIPE_HEALTH_HOST"
 ENV_DRAIN_TIMEOUT = "IMAGEPIPE_DRAIN_TIMEOUT_S"
 ENV_REQUEUE_STUCK_AFTER = "IMAGEPIPE_REQUEUE_STUCK_AFTER_S"
-ENV_METRICS_PORT = "IMAGEPIPE_METRICS_PORT"
-ENV_METRICS_HOST = "IMAGEPIPE_METRICS_HOST"
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 DEFAULT_RESIZE_QUEUE = "imagepipe.resize"
@@ -55,12 +65,21 @@ DEFAULT_MAX_PIXELS = 50_000_000
 MAX_PRESIGN_EXPIRES = 600
 DEFAULT_PRESIGN_EXPIRES = 600
 DEFAULT_DOWNLOAD_EXPIRES = 3600
+DEFAULT_MULTIPART_THRESHOLD = 16 * 1024 * 1024
+DEFAULT_MULTIPART_PART_BYTES = 8 * 1024 * 1024
+# S3's own limits: every part but the last is at least 5 MiB; at most 10,000 parts.
+S3_MIN_PART_BYTES = 5 * 1024 * 1024
+S3_MAX_PARTS = 10_000
 INVOKERS = ("local", "lambda")
+DEFAULT_CALLBACK_QUEUE = "imagepipe.callbacks"
+DEFAULT_CALLBACK_DEAD_LETTER_QUEUE = "imagepipe.callbacks.dead"
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
+DEFAULT_HEALTH_HOST = "127.0.0.1"
 # Below the usual stop grace periods (Kubernetes and ECS: 30 s), so the bridge hands back what
 # is left itself instead of being SIGKILLed.
 DEFAULT_DRAIN_TIMEOUT_S = 25.0
 DEFAULT_REQUEUE_STUCK_AFTER_S = 900
-DEFAULT_METRICS_HOST = "127.0.0.1"
 
 
 @dataclass(frozen=True)
@@ -87,11 +106,25 @@ class Settings:
     prefetch: int = 0  # 0: twice the workers
     retry_backoff_s: float = 0.5
     allowed_origins: tuple[str, ...] = ()  # browser origins allowed to upload (CORS)
+    multipart_threshold_bytes: int = DEFAULT_MULTIPART_THRESHOLD  # clients go multipart above
+    multipart_part_bytes: int = DEFAULT_MULTIPART_PART_BYTES
+    # Completion callbacks are on when a secret signs them; repr=False keeps it out of logs.
+    callback_secret: str = field(default="", repr=False)
+    # Allow callback targets on loopback/private networks and plain http: local stages only.
+    callback_allow_private: bool = False
+    callback_queue: str = DEFAULT_CALLBACK_QUEUE
+    callback_dead_letter_queue: str = DEFAULT_CALLBACK_DEAD_LETTER_QUEUE
+    callback_attempts: int = 6
+    callback_backoff_s: float = 1.0  # first retry delay; doubles per attempt, capped
+    callback_timeout_s: float = 10.0  # per attempt: connect, send, read the answer
+    # In the cloud the broker's user and password live in Secrets Manager, never in the
+    # environment: ``amqp_url`` is then the endpoint alone (see ``load``).
+    amqp_secret_arn: str | None = None
+    health_port: int = 0  # the bridge's /healthz and /metrics; 0: off
+    health_host: str = DEFAULT_HEALTH_HOST
     drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S  # the bridge's shutdown bound
     # `complete` publishes again for an upload queued this long ago that never started; 0: off
     requeue_stuck_after_s: int = DEFAULT_REQUEUE_STUCK_AFTER_S
-    metrics_port: int = 0  # the bridge's /healthz and /metrics; 0: off
-    metrics_host: str = DEFAULT_METRICS_HOST
 
     def __post_init__(self) -> None:
         if not self.bucket:
@@ -111,12 +144,25 @@ class Settings:
             raise ConfigError(f"{ENV_RESIZE_FUNCTION} is required with the lambda invoker")
         if not self.allowed_types:
             raise ConfigError(f"{ENV_ALLOWED_TYPES} must name at least one type")
+        if self.multipart_threshold_bytes < 1:
+            raise ConfigError(f"{ENV_MULTIPART_THRESHOLD} must be positive")
+        if self.multipart_part_bytes < S3_MIN_PART_BYTES:
+            raise ConfigError(f"{ENV_MULTIPART_PART_BYTES} must be at least {S3_MIN_PART_BYTES} "
+                              "(S3's minimum part size)")
+        if self.callback_attempts < 1:
+            raise ConfigError(f"{ENV_CALLBACK_ATTEMPTS} must be at least 1")
+        if self.callback_timeout_s <= 0 or self.callback_backoff_s < 0:
+            raise ConfigError(f"{ENV_CALLBACK_TIMEOUT} must be positive and "
+                              f"{ENV_CALLBACK_BACKOFF} not negative")
+        if -(-self.max_upload_bytes // self.multipart_part_bytes) > S3_MAX_PARTS:
+            raise ConfigError(f"{ENV_MULTIPART_PART_BYTES} is too small: the largest upload "
+                              f"would need more than {S3_MAX_PARTS} parts")
+        if not 0 <= self.health_port <= 65535:
+            raise ConfigError(f"{ENV_HEALTH_PORT} must be 0 (off) or a port up to 65535")
         if self.requeue_stuck_after_s < 0:
             raise ConfigError(f"{ENV_REQUEUE_STUCK_AFTER} must be 0 (off) or positive")
         if not self.drain_timeout_s > 0:
             raise ConfigError(f"{ENV_DRAIN_TIMEOUT} must be a positive number of seconds")
-        if not 0 <= self.metrics_port <= 65535:
-            raise ConfigError(f"{ENV_METRICS_PORT} must be 0 (off) or a port up to 65535")
 
     @property
     def worker_count(self) -> int:
@@ -141,7 +187,11 @@ class Settings:
             "results_exchange": ENV_RESULTS_EXCHANGE,
             "invoker": ENV_INVOKER,
             "resize_function": ENV_RESIZE_FUNCTION,
-            "metrics_host": ENV_METRICS_HOST,
+            "callback_secret": ENV_CALLBACK_SECRET,
+            "callback_queue": ENV_CALLBACK_QUEUE,
+            "callback_dead_letter_queue": ENV_CALLBACK_DEAD_LETTER_QUEUE,
+            "amqp_secret_arn": ENV_AMQP_SECRET_ARN,
+            "health_host": ENV_HEALTH_HOST,
         }
         for attr, name in text.items():
             if env.get(name):
@@ -154,19 +204,30 @@ class Settings:
             "download_expires": ENV_DOWNLOAD_EXPIRES,
             "workers": ENV_WORKERS,
             "prefetch": ENV_PREFETCH,
+            "multipart_threshold_bytes": ENV_MULTIPART_THRESHOLD,
+            "multipart_part_bytes": ENV_MULTIPART_PART_BYTES,
+            "callback_attempts": ENV_CALLBACK_ATTEMPTS,
+            "health_port": ENV_HEALTH_PORT,
             "requeue_stuck_after_s": ENV_REQUEUE_STUCK_AFTER,
-            "metrics_port": ENV_METRICS_PORT,
         }
         for attr, name in numbers.items():
             if env.get(name):
                 kwargs[attr] = _int(name, env[name])
-        seconds = {"retry_backoff_s": ENV_RETRY_BACKOFF, "drain_timeout_s": ENV_DRAIN_TIMEOUT}
-        for attr, name in seconds.items():
+        decimals = {
+            "retry_backoff_s": ENV_RETRY_BACKOFF,
+            "callback_backoff_s": ENV_CALLBACK_BACKOFF,
+            "callback_timeout_s": ENV_CALLBACK_TIMEOUT,
+            "drain_timeout_s": ENV_DRAIN_TIMEOUT,
+        }
+        for attr, name in decimals.items():
             if env.get(name):
                 try:
                     kwargs[attr] = float(env[name])
                 except ValueError:
                     raise ConfigError(f"{name} must be a number") from None
+        if ENV_CALLBACK_ALLOW_PRIVATE in env:
+            kwargs["callback_allow_private"] = _bool(ENV_CALLBACK_ALLOW_PRIVATE,
+                                                     env[ENV_CALLBACK_ALLOW_PRIVATE])
         if env.get(ENV_ALLOWED_TYPES):
             kwargs["allowed_types"] = tuple(
                 t.strip() for t in env[ENV_ALLOWED_TYPES].split(",") if t.strip()
@@ -208,14 +269,70 @@ class Settings:
             ENV_DRAIN_TIMEOUT: str(self.drain_timeout_s),
             ENV_REQUEUE_STUCK_AFTER: str(self.requeue_stuck_after_s),
             ENV_ALLOWED_ORIGINS: ",".join(self.allowed_origins),
-            ENV_METRICS_PORT: str(self.metrics_port),
-            ENV_METRICS_HOST: self.metrics_host,
+            ENV_MULTIPART_THRESHOLD: str(self.multipart_threshold_bytes),
+            ENV_MULTIPART_PART_BYTES: str(self.multipart_part_bytes),
+            ENV_CALLBACK_ALLOW_PRIVATE: "true" if self.callback_allow_private else "false",
+            ENV_CALLBACK_QUEUE: self.callback_queue,
+            ENV_CALLBACK_DEAD_LETTER_QUEUE: self.callback_dead_letter_queue,
+            ENV_CALLBACK_ATTEMPTS: str(self.callback_attempts),
+            ENV_CALLBACK_BACKOFF: str(self.callback_backoff_s),
+            ENV_CALLBACK_TIMEOUT: str(self.callback_timeout_s),
+            ENV_HEALTH_PORT: str(self.health_port),
+            ENV_HEALTH_HOST: self.health_host,
         }
         if self.s3_endpoint_url:
             env[ENV_S3_ENDPOINT_URL] = self.s3_endpoint_url
         if self.resize_function:
             env[ENV_RESIZE_FUNCTION] = self.resize_function
+        if self.callback_secret:
+            env[ENV_CALLBACK_SECRET] = self.callback_secret
+        if self.amqp_secret_arn:
+            env[ENV_AMQP_SECRET_ARN] = self.amqp_secret_arn
         return env
+
+
+def load(environ: Mapping[str, str] | None = None, secrets_client_factory=None) -> Settings:
+    """The settings of a deployed component: ``Settings.from_env`` plus the broker credentials.
+
+    An edge (a handler's first call, the bridge's main) calls this once and keeps the result,
+    so the secret is read once per cold start. Without ``IMAGEPIPE_AMQP_SECRET_ARN`` nothing
+    but the environment is read.
+    """
+    settings = Settings.from_env(environ)
+    if not settings.amqp_secret_arn:
+        return settings
+    if secrets_client_factory is None:
+        from imagepipe import aws
+
+        secrets_client_factory = aws.secrets_client
+    return with_broker_credentials(settings, secrets_client_factory(settings))
+
+
+def with_broker_credentials(settings: Settings, secrets_client) -> Settings:
+    """``settings`` with the user and password of the secret put into ``amqp_url``.
+
+    The secret is the JSON ``{"username": ..., "password": ...}`` that the infra stack generates
+    for the Amazon MQ broker; ``amqp_url`` is the broker's endpoint (``amqps://host:5671``).
+    """
+    from dataclasses import replace
+    from urllib.parse import quote, urlsplit, urlunsplit
+
+    where = f"secret {settings.amqp_secret_arn}"
+    try:
+        response = secrets_client.get_secret_value(SecretId=settings.amqp_secret_arn)
+    except Exception as exc:
+        raise ConfigError(f"{where}: cannot be read: {exc}") from None
+    try:
+        secret = json.loads(response["SecretString"])
+        user, password = secret["username"], secret["password"]
+    except (KeyError, TypeError, ValueError):
+        raise ConfigError(f"{where}: must be JSON with username and password") from None
+    parts = urlsplit(settings.amqp_url)
+    if not parts.hostname:
+        raise ConfigError(f"{ENV_AMQP_URL} must be a broker URL, got {settings.amqp_url!r}")
+    host = parts.hostname + (f":{parts.port}" if parts.port else "")
+    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}"
+    return replace(settings, amqp_url=urlunsplit(parts._replace(netloc=netloc)))
 
 
 def _int(name: str, value: str) -> int:
@@ -223,3 +340,11 @@ def _int(name: str, value: str) -> int:
         return int(value)
     except ValueError:
         raise ConfigError(f"{name} must be a whole number, got {value!r}") from None
+
+
+def _bool(name: str, value: str) -> bool:
+    if value.strip().lower() in _TRUE:
+        return True
+    if value.strip().lower() in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {value!r}")

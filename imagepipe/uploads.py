@@ -16,16 +16,18 @@ import re
 import unicodedata
 from datetime import datetime, timezone
 
-from imagepipe import errors, formats, keys, status
+from imagepipe import callbacks, errors, formats, keys, status
 from imagepipe.errors import TransientError
 from imagepipe.messages import ResizeJob, utc_now
+from imagepipe.multipart import MultipartGone, MultipartUploads, PartPlan, PartsRejected
 from imagepipe.settings import Settings
 
 LOGGER = logging.getLogger(__name__)
 
 POST = "POST"
 PUT = "PUT"
-METHODS = (POST, PUT)
+MULTIPART = "MULTIPART"
+METHODS = (POST, PUT, MULTIPART)
 MAX_FILENAME_CHARS = 255
 SHA256_BYTES = 32
 # How long a client should wait before retrying when the broker is down: long enough for a
@@ -42,6 +44,13 @@ INVALID_CHECKSUM = "invalid_checksum"
 NOT_FOUND = "not_found"
 OBJECT_MISSING = "object_missing"
 OBJECT_CHANGED = "object_changed"
+NOT_MULTIPART = "not_multipart"
+PARTS_MISSING = "parts_missing"
+INVALID_PARTS = "invalid_parts"
+BAD_CALLBACK_URL = "bad_callback_url"
+NOT_CANCELLABLE = "not_cancellable"
+# The reason code in the status of an upload its client cancelled.
+CANCELLED = "cancelled"
 
 _PATH_SEPARATORS = re.compile(r"[\\/]")
 
@@ -82,25 +91,42 @@ class UploadService:
         self.s3 = s3
         self.publisher = publisher
         self.status = status_store
+        self.multipart = MultipartUploads(s3, settings.bucket, settings.presign_expires)
+
+    # --- GET /limits --------------------------------------------------------------------------
+    def limits(self) -> dict:
+        """What a client checks before asking for an upload (the server stays the authority)."""
+        return {
+            "max_upload_bytes": self.settings.max_upload_bytes,
+            "allowed_types": list(self.settings.allowed_types),
+            "multipart_threshold_bytes": self.settings.multipart_threshold_bytes,
+            "multipart_part_bytes": self.settings.multipart_part_bytes,
+            "methods": list(METHODS),
+        }
 
     # --- POST /uploads ------------------------------------------------------------------------
     def create_upload(self, payload: dict, collection_path: str = "/uploads") -> dict:
         request = self._validated_request(payload)
         upload_id = keys.new_upload_id()
-        if request["method"] == PUT:
-            upload = self._presigned_put(upload_id, request)
-        else:
-            upload = self._presigned_post(upload_id, request)
-        # The record is what makes the upload exist (status "pending"); write it only once the
-        # presign worked, so a failure leaves nothing behind.
-        self.status.put_upload_record(upload_id, {
+        record = {
             "upload_id": upload_id,
             "filename": request["filename"],
             "content_type": request["content_type"],
             "size": request["size"],
             "method": request["method"],
             "created_at": utc_now(),
-        })
+        }
+        if request["callback_url"] is not None:
+            record["callback_url"] = request["callback_url"]
+        if request["method"] == PUT:
+            upload = self._presigned_put(upload_id, request)
+        elif request["method"] == MULTIPART:
+            upload, record["multipart"] = self._presigned_multipart(upload_id, request)
+        else:
+            upload = self._presigned_post(upload_id, request)
+        # The record is what makes the upload exist (status "pending"); write it only once the
+        # presign worked, so a failure leaves nothing behind.
+        self.status.put_upload_record(upload_id, record)
         LOGGER.info("upload %s created (%s, %d bytes, %s)", upload_id,
                     request["content_type"], request["size"], request["method"])
         return {
@@ -116,8 +142,8 @@ class UploadService:
         if content_type not in self.settings.allowed_types:
             raise ApiError(400, UNSUPPORTED_TYPE, f"content_type {content_type!r} is not one of "
                            f"{', '.join(self.settings.allowed_types)}")
-        size = _required(payload, "size")
-        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        size = _whole_number(_required(payload, "size"))
+        if size is None or size < 1:
             raise ApiError(400, INVALID_SIZE, "size must be a positive whole number of bytes")
         if size > self.settings.max_upload_bytes:
             raise ApiError(400, errors.TOO_LARGE, f"size {size} is over the limit of "
@@ -133,7 +159,19 @@ class UploadService:
                 # client believe its checksum is enforced.
                 raise ApiError(400, INVALID_CHECKSUM, "checksum_sha256 needs method PUT")
         return {"filename": filename, "content_type": content_type, "size": size,
-                "method": method, "checksum_sha256": checksum}
+                "method": method, "checksum_sha256": checksum,
+                "callback_url": self._checked_callback_url(payload.get("callback_url"))}
+
+    def _checked_callback_url(self, url) -> str | None:
+        if url is None:
+            return None
+        if not self.settings.callback_secret:
+            raise ApiError(400, BAD_CALLBACK_URL, "completion callbacks are not enabled on "
+                           "this stage")
+        try:
+            return callbacks.check_url(url, self.settings.callback_allow_private)
+        except callbacks.CallbackUrlError as exc:
+            raise ApiError(400, BAD_CALLBACK_URL, str(exc)) from None
 
     def _presigned_post(self, upload_id: str, request: dict) -> dict:
         content_type = request["content_type"]
@@ -167,14 +205,93 @@ class UploadService:
         # Content-Length is left out: clients (browsers must) set it from the body.
         return {"method": PUT, "url": url, "headers": headers}
 
+    def _presigned_multipart(self, upload_id: str, request: dict) -> tuple[dict, dict]:
+        """The client's part URLs, and what the record keeps to resume and complete."""
+        plan = PartPlan(request["size"], self.settings.multipart_part_bytes)
+        key = keys.original_key(upload_id)
+        s3_upload_id = self.multipart.start(key, request["content_type"])
+        upload = {
+            "method": MULTIPART,
+            "part_bytes": plan.part_bytes,
+            "part_count": plan.count,
+            "parts": self._part_urls(key, s3_upload_id, plan, plan.numbers),
+        }
+        kept = {"s3_upload_id": s3_upload_id, "part_bytes": plan.part_bytes,
+                "part_count": plan.count}
+        return upload, kept
+
+    def _part_urls(self, key: str, s3_upload_id: str, plan: PartPlan, numbers) -> list[dict]:
+        return [{"part_number": n,
+                 "url": self.multipart.part_url(key, s3_upload_id, n, plan.size_of(n))}
+                for n in numbers]
+
+    # --- POST /uploads/{id}/parts -------------------------------------------------------------
+    def parts(self, upload_id: str, payload: dict | None = None) -> dict:
+        """What S3 holds of a pending multipart upload, and fresh URLs for the parts asked for
+        (by default every part S3 does not have yet): resume after a dropped connection."""
+        record, multipart = self._pending_multipart(upload_id)
+        plan = PartPlan(record["size"], multipart["part_bytes"])
+        wanted = (payload or {}).get("part_numbers")
+        if wanted is not None:
+            wanted = _part_numbers(wanted, plan)
+        key = keys.original_key(upload_id)
+        try:
+            uploaded = self.multipart.uploaded_parts(key, multipart["s3_upload_id"])
+        except MultipartGone:
+            raise ApiError(409, NOT_MULTIPART, "the multipart upload was already completed or "
+                           "aborted") from None
+        if wanted is None:
+            have = {p["part_number"] for p in uploaded}
+            wanted = [n for n in plan.numbers if n not in have]
+        return {"upload_id": upload_id, "uploaded": uploaded,
+                "parts": self._part_urls(key, multipart["s3_upload_id"], plan, wanted)}
+
+    def _pending_multipart(self, upload_id: str) -> tuple[dict, dict]:
+        record = self._upload_record(upload_id)
+        multipart = record.get("multipart")
+        if not multipart:
+            raise ApiError(409, NOT_MULTIPART, f"upload {upload_id} is not a multipart upload")
+        state = self.status.state_of(upload_id).state
+        if state != status.PENDING:
+            raise ApiError(409, NOT_MULTIPART, f"upload {upload_id} is {state}: its multipart "
+                           "upload is over")
+        return record, multipart
+
     # --- POST /uploads/{id}/complete and S3 ObjectCreated --------------------------------------
-    def complete(self, upload_id: str) -> dict:
-        return self.enqueue(upload_id)
+    def complete(self, upload_id: str, payload: dict | None = None) -> dict:
+        record = self._upload_record(upload_id)
+        current = self.status.state_of(upload_id)
+        if record.get("multipart") and current.state == status.PENDING:
+            self._complete_multipart(upload_id, record, (payload or {}).get("parts"))
+        return self._enqueue(upload_id, record, current)
+
+    def _complete_multipart(self, upload_id: str, record: dict, given) -> None:
+        multipart = record["multipart"]
+        plan = PartPlan(record["size"], multipart["part_bytes"])
+        key = keys.original_key(upload_id)
+        try:
+            parts = (_given_parts(given, plan) if given is not None
+                     else self.multipart.uploaded_parts(key, multipart["s3_upload_id"]))
+            missing = sorted(set(plan.numbers) - {p["part_number"] for p in parts})
+            if missing:
+                raise ApiError(409, PARTS_MISSING, "parts not uploaded yet: "
+                               f"{', '.join(map(str, missing))}")
+            self.multipart.complete(key, multipart["s3_upload_id"],
+                                    [p for p in parts if p["part_number"] in plan.numbers])
+        except MultipartGone:
+            # Completed by an earlier call whose verify or publish failed: verify the object.
+            LOGGER.info("upload %s: multipart upload already completed", upload_id)
+        except PartsRejected as exc:
+            raise ApiError(409, INVALID_PARTS, f"S3 refused the parts ({exc.code}): "
+                           f"{exc.message}; list them with POST /uploads/{upload_id}/parts "
+                           "and upload the wrong ones again") from None
 
     def enqueue(self, upload_id: str) -> dict:
         """Verify the uploaded object and publish its resize job, at most once per upload."""
-        record = self._upload_record(upload_id)
-        current = self.status.state_of(upload_id)
+        return self._enqueue(upload_id, self._upload_record(upload_id),
+                             self.status.state_of(upload_id))
+
+    def _enqueue(self, upload_id: str, record: dict, current: status.Status) -> dict:
         if current.state == status.FAILED:
             error = current.error or {}
             raise ApiError(422, error.get("code", errors.INTERNAL),
@@ -187,7 +304,8 @@ class UploadService:
         if not self.status.mark(upload_id, status.QUEUED, exclusive=True):
             LOGGER.info("upload %s was enqueued by another caller", upload_id)
             return {"upload_id": upload_id, "status": self.status.state_of(upload_id).state}
-        job = ResizeJob.for_upload(upload_id, self.settings.bucket, record["content_type"], etag)
+        job = ResizeJob.for_upload(upload_id, self.settings.bucket, record["content_type"], etag,
+                                   callback_url=record.get("callback_url"))
         try:
             self.publisher.publish(job)
         except Exception as exc:
@@ -265,6 +383,24 @@ class UploadService:
         LOGGER.info("upload %s rejected: %s", upload_id, code)
         raise ApiError(422, code, message)
 
+    # --- DELETE /uploads/{id} -----------------------------------------------------------------
+    def cancel(self, upload_id: str) -> dict:
+        """Cancel a pending upload: status ``failed`` (``cancelled``), its multipart aborted."""
+        record = self._upload_record(upload_id)
+        current = self.status.state_of(upload_id)
+        if current.state == status.PENDING:
+            error = {"code": CANCELLED, "message": "the upload was cancelled by its client"}
+            # The failed marker first: a complete racing this one then finds the upload over.
+            self.status.mark(upload_id, status.FAILED, error=error, exclusive=True)
+            if record.get("multipart"):
+                self.multipart.abort(keys.original_key(upload_id),
+                                     record["multipart"]["s3_upload_id"])
+            LOGGER.info("upload %s cancelled", upload_id)
+        elif current.state != status.FAILED:
+            raise ApiError(409, NOT_CANCELLABLE, f"upload {upload_id} is {current.state} and "
+                           "can no longer be cancelled")
+        return self.get_status(upload_id)
+
     # --- GET /uploads/{id} --------------------------------------------------------------------
     def get_status(self, upload_id: str) -> dict:
         current = self.status.current(upload_id) if keys.is_upload_id(upload_id) else None
@@ -308,6 +444,43 @@ def _required(payload: dict, name: str, kind: type = object):
     if not isinstance(value, kind):
         raise ApiError(400, INVALID_REQUEST, f"field {name!r} must be a {kind.__name__}")
     return value
+
+
+def _part_numbers(value, plan: PartPlan) -> list[int]:
+    numbers = [_whole_number(n) for n in value] if isinstance(value, list) else [None]
+    if None in numbers:
+        raise ApiError(400, INVALID_REQUEST, "field 'part_numbers' must be a list of integers")
+    value = numbers
+    outside = [n for n in value if n not in plan.numbers]
+    if outside:
+        raise ApiError(400, INVALID_REQUEST, f"part numbers must be 1..{plan.count}; got "
+                       f"{', '.join(map(str, outside[:10]))}")
+    return sorted(set(value))
+
+
+def _given_parts(value, plan: PartPlan) -> list[dict]:
+    """The client's ``[{"part_number", "etag"}]``, checked for shape and range."""
+    if not isinstance(value, list) or not all(
+            isinstance(p, dict) and _whole_number(p.get("part_number")) is not None
+            and isinstance(p.get("etag"), str) and p["etag"] for p in value):
+        raise ApiError(400, INVALID_REQUEST, "field 'parts' must be a list of "
+                       "{part_number: integer, etag: string}")
+    numbers = [_whole_number(p["part_number"]) for p in value]
+    _part_numbers(numbers, plan)
+    if len(set(numbers)) != len(numbers):
+        raise ApiError(400, INVALID_REQUEST, "field 'parts' names a part more than once")
+    return [{"part_number": n, "etag": p["etag"]} for n, p in zip(numbers, value)]
+
+
+def _whole_number(value) -> int | None:
+    """An integer as JSON means it (``5`` or ``5.0``), else None; never a boolean."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
 
 
 def _sanitised_filename(filename: str) -> str:

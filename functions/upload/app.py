@@ -6,17 +6,19 @@ never a traceback or Chalice's own error body.
 """
 
 import functools
+import json
 import logging
+from pathlib import Path
 from urllib.parse import unquote_plus
 
 from chalice import Chalice, Response
 
-from imagepipe import aws, keys
+from imagepipe import aws, cors, keys, settings as settings_edge
 from imagepipe.broker import JobPublisher
 from imagepipe.errors import INTERNAL
-from imagepipe.settings import Settings
 from imagepipe.status import StatusStore
 from imagepipe.uploads import ApiError, UploadService, parse_json_object
+from imagepipe.webpage import WebPage
 
 app = Chalice(app_name="imagepipe-upload")
 app.log.setLevel(logging.INFO)
@@ -28,8 +30,13 @@ logging.getLogger("imagepipe").setLevel(logging.INFO)
 # our error format instead of Chalice's 415.
 ANY_CONTENT_TYPE = ["*/*"]
 JSON_HEADERS = {"Content-Type": "application/json"}
+# Resolved: the local stack links app.py into a private project dir. Chalice packages
+# chalicelib/ with the function.
+OPENAPI_PATH = Path(__file__).resolve().parent / "chalicelib" / "openapi.json"
 
 _service = None
+# The demo page ships in chalicelib/, which Chalice packages with the function.
+_page = WebPage(Path(__file__).parent / "chalicelib" / "web")
 
 
 def service() -> UploadService:
@@ -37,7 +44,7 @@ def service() -> UploadService:
     # broker connection too: reconnecting per request would cost more than the request).
     global _service
     if _service is None:
-        settings = Settings.from_env()
+        settings = settings_edge.load()  # the broker's credentials come from its secret
         s3 = aws.s3_client(settings)
         _service = UploadService(
             settings, s3, JobPublisher(settings), StatusStore(s3, settings.bucket)
@@ -50,26 +57,69 @@ def _json(status: int, body: dict, headers: dict | None = None) -> Response:
 
 
 def api(success_status: int):
-    """Wrap a view returning a dict: that dict with ``success_status``, or the error as JSON."""
+    """Wrap a view returning a dict: that dict with ``success_status``, or the error as JSON;
+    either way with the CORS headers the request's origin may see."""
     def decorate(view):
         @functools.wraps(view)
         def respond(**path_params):
-            try:
-                return _json(success_status, view(**path_params))
-            except ApiError as exc:
-                headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
-                return _json(exc.status, exc.to_body(), headers)
-            except Exception:
-                app.log.exception("unexpected error in %s", view.__name__)
-                return _json(500, {"error": {"code": INTERNAL,
-                                             "message": "an internal error occurred"}})
+            response = _respond(view, success_status, path_params)
+            response.headers.update(cors.response_headers(_origin(), _allowed_origins()))
+            return response
         return respond
     return decorate
+
+
+def _respond(view, success_status: int, path_params: dict) -> Response:
+    try:
+        return _json(success_status, view(**path_params))
+    except ApiError as exc:
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+        return _json(exc.status, exc.to_body(), headers)
+    except Exception:
+        app.log.exception("unexpected error in %s", view.__name__)
+        return _json(500, {"error": {"code": INTERNAL, "message": "an internal error occurred"}})
+
+
+def _origin() -> str | None:
+    return (app.current_request.headers or {}).get("origin")
+
+
+def _allowed_origins() -> tuple[str, ...]:
+    try:
+        return service().settings.allowed_origins
+    except Exception:  # bad settings: the view's own response says so; allow no origin
+        app.log.exception("could not read the allowed origins")
+        return ()
 
 
 def _collection_path(request) -> str:
     # API Gateway puts the stage in the request path ("/api/uploads"), chalice local does not.
     return (request.context or {}).get("path") or "/uploads"
+
+
+def _web(name: str) -> Response:
+    try:
+        body, headers = _page.asset(name, (app.current_request.context or {}).get("path") or "/")
+    except Exception:
+        app.log.exception("the demo page's %s cannot be served", name)
+        return _json(500, {"error": {"code": INTERNAL, "message": "an internal error occurred"}})
+    return Response(body=body, status_code=200, headers=headers)
+
+
+# --- the demo page (same origin as the API, so only S3 is cross-origin) ------------------------
+@app.route("/", methods=["GET"])
+def demo_page():
+    return _web("index.html")
+
+
+@app.route("/app.js", methods=["GET"])
+def demo_page_script():
+    return _web("app.js")
+
+
+@app.route("/app.css", methods=["GET"])
+def demo_page_style():
+    return _web("app.css")
 
 
 @app.route("/uploads", methods=["POST"], content_types=ANY_CONTENT_TYPE)
@@ -79,16 +129,51 @@ def create_upload():
     return service().create_upload(parse_json_object(request.raw_body), _collection_path(request))
 
 
+def _optional_json_object() -> dict:
+    # Bodies that are optional by contract (complete, parts): none at all means "defaults".
+    raw = app.current_request.raw_body
+    return parse_json_object(raw) if raw and raw.strip() else {}
+
+
+@app.route("/openapi.json", methods=["GET"], content_types=ANY_CONTENT_TYPE)
+@api(200)
+def get_openapi():
+    return _openapi_document()
+
+
+@functools.lru_cache(maxsize=1)
+def _openapi_document() -> dict:
+    return json.loads(OPENAPI_PATH.read_text())
+
+
+@app.route("/limits", methods=["GET"], content_types=ANY_CONTENT_TYPE)
+@api(200)
+def get_limits():
+    return service().limits()
+
+
+@app.route("/uploads/{upload_id}/parts", methods=["POST"], content_types=ANY_CONTENT_TYPE)
+@api(200)
+def list_parts(upload_id):
+    return service().parts(upload_id, _optional_json_object())
+
+
 @app.route("/uploads/{upload_id}/complete", methods=["POST"], content_types=ANY_CONTENT_TYPE)
 @api(202)
 def complete_upload(upload_id):
-    return service().complete(upload_id)
+    return service().complete(upload_id, _optional_json_object())
 
 
 @app.route("/uploads/{upload_id}", methods=["GET"], content_types=ANY_CONTENT_TYPE)
 @api(200)
 def get_upload(upload_id):
     return service().get_status(upload_id)
+
+
+@app.route("/uploads/{upload_id}", methods=["DELETE"], content_types=ANY_CONTENT_TYPE)
+@api(200)
+def cancel_upload(upload_id):
+    return service().cancel(upload_id)
 
 
 @app.lambda_function(name="on_object_created")
@@ -140,3 +225,22 @@ def _field(event, *path):
     for name in path:
         event = event.get(name) if isinstance(event, dict) else None
     return event
+
+
+# --- CORS preflights (keep this last: it covers the routes defined above) ---------------------
+
+def _preflight_view(methods: list[str]):
+    def preflight(**_path_params):
+        headers = cors.preflight_headers(_origin(), _allowed_origins(), methods)
+        if headers is None:
+            return _json(403, {"error": {"code": cors.ORIGIN_NOT_ALLOWED,
+                                         "message": "this origin may not call the API"}},
+                         {"Vary": "Origin"})
+        return Response(body="", status_code=204, headers=headers)
+    return preflight
+
+
+for _number, (_path, _views) in enumerate(list(app.routes.items())):
+    if "OPTIONS" not in _views:
+        app.route(_path, methods=["OPTIONS"], content_types=ANY_CONTENT_TYPE,
+                  name=f"preflight_{_number}")(_preflight_view(sorted(_views)))

@@ -12,6 +12,7 @@ import importlib
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Sequence
 
 EXIT_OK = 0
@@ -22,6 +23,7 @@ EXIT_INTERRUPTED = 130
 # One line per command module: adding a command does not touch the others.
 COMMAND_MODULES = (
     "imagepipe.cli.resize",
+    "imagepipe.cli.upload",
     "imagepipe.cli.dlq",
 )
 
@@ -64,6 +66,26 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def unique_stem(name: str, used: set[str]) -> str:
+    """The input's stem, made safe as one folder name and unique within this run, so that
+    a/x.jpg and b/x.png do not overwrite each other's outputs (the second gets x-2)."""
+    stem = Path(name).stem
+    if stem in ("", ".", ".."):
+        stem = "image"
+    candidate, n = stem, 1
+    while candidate in used:
+        n += 1
+        candidate = f"{stem}-{n}"
+    used.add(candidate)
+    return candidate
+
+
+def variant_summary(variants: list[dict]) -> str:
+    """``xl 2048x1536 jpeg 301245, lg ...``: the variants of one result line."""
+    return ", ".join(f"{v['name']} {v['width']}x{v['height']} {v['format']} {v['bytes']}"
+                     for v in variants)
 
 
 def one_line(text: str) -> str:

@@ -25,7 +25,7 @@ import stat
 from pathlib import Path
 
 from imagepipe import imaging
-from imagepipe.cli import EXIT_OK, one_line, positive_int
+from imagepipe.cli import EXIT_OK, one_line, positive_int, unique_stem, variant_summary
 from imagepipe.errors import INTERNAL, SOURCE_MISSING, JobError, PermanentError
 from imagepipe.keys import FORMAT_EXTENSIONS
 from imagepipe.settings import DEFAULT_MAX_PIXELS
@@ -57,7 +57,7 @@ def run_resize(args: argparse.Namespace) -> int:
         args.parser.error(f"--out {args.out}: {exc.strerror or exc}")  # exits 2
     used: set[str] = set()
     for name in args.files:
-        result = resize_one(name, args.out, _unique_stem(name, used), args.max_pixels)
+        result = resize_one(name, args.out, unique_stem(name, used), args.max_pixels)
         print(_json_line(result) if args.json else _text_line(result), flush=True)
     return EXIT_OK
 
@@ -106,20 +106,6 @@ def _write(rendered: imaging.Rendered, folder: Path) -> list[dict]:
     return written
 
 
-def _unique_stem(name: str, used: set[str]) -> str:
-    """The input's stem, made safe as one folder name and unique within this run, so that
-    a/x.jpg and b/x.png do not overwrite each other's variants (the second gets x-2)."""
-    stem = Path(name).stem
-    if stem in ("", ".", ".."):
-        stem = "image"
-    candidate, n = stem, 1
-    while candidate in used:
-        n += 1
-        candidate = f"{stem}-{n}"
-    used.add(candidate)
-    return candidate
-
-
 def _failed(name: str, code: str, message: str) -> dict:
     error = {"code": code, "message": message}
     return {"input": name, "status": "failed", "variants": [], "error": error}
@@ -131,11 +117,7 @@ def _json_line(result: dict) -> str:
 
 def _text_line(result: dict) -> str:
     if result["status"] == "done":
-        parts = ", ".join(
-            f"{v['name']} {v['width']}x{v['height']} {v['format']} {v['bytes']}"
-            for v in result["variants"]
-        )
-        line = f"{result['input']}: done ({parts})"
+        line = f"{result['input']}: done ({variant_summary(result['variants'])})"
     else:
         line = f"{result['input']}: failed {result['error']['code']}: {result['error']['message']}"
     return one_line(line)

@@ -5,20 +5,18 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shutil
 import signal
 import sys
 import time
 from pathlib import Path
 
 from imagepipe import chalicefile
-from imagepipe.devtools import demo, rabbitmq, stack
+from imagepipe.devtools import demo, rabbitmq, stack, vendoring
 from imagepipe.errors import ConfigError
 from imagepipe.settings import DEFAULT_AMQP_URL, ENV_AMQP_URL
 
 ROOT = stack.ROOT
 RUN_DIR = ROOT / ".run"
-VENDOR_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "devtools")
 
 
 def render(args) -> int:
@@ -31,15 +29,13 @@ def vendor(args) -> int:
     """Copy the core package into each function's vendor/ (Chalice packages only its project)."""
     manifest = chalicefile.load(ROOT / chalicefile.FILENAME)
     for spec in manifest["functions"].values():
-        target = ROOT / spec["project_dir"] / "vendor" / "imagepipe"
-        shutil.rmtree(target, ignore_errors=True)
-        shutil.copytree(ROOT / "imagepipe", target, ignore=VENDOR_IGNORE)
+        target = vendoring.copy_core(ROOT, ROOT / spec["project_dir"] / "vendor")
         print(f"vendored imagepipe into {target.relative_to(ROOT)}")
     return 0
 
 
 def dev(args) -> int:
-    local = stack.LocalStack(RUN_DIR, api_port=args.api_port)
+    local = stack.LocalStack(RUN_DIR, api_port=args.api_port, allow_page_origin=True)
     stopping = []
     # Explicit handlers: a shell may start a background job with SIGINT ignored.
     for signum in (signal.SIGINT, signal.SIGTERM):

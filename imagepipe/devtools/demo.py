@@ -6,14 +6,25 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from imagepipe.devtools.client import UploadClient, UploadFailed, UploadOutcome
+from imagepipe.client import UploadClient, UploadFailed
 from imagepipe.devtools.stack import LocalStack
 
 LOGGER = logging.getLogger(__name__)
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
+
+
+@dataclass
+class UploadOutcome:
+    path: Path
+    upload_id: str | None = None
+    status: str = "not started"
+    variants: list[dict] = field(default_factory=list)
+    error: dict | None = None
+    seconds: float = 0.0
 
 
 def upload_and_wait(client: UploadClient, path: Path, out_dir: Path) -> UploadOutcome:
@@ -24,13 +35,9 @@ def upload_and_wait(client: UploadClient, path: Path, out_dir: Path) -> UploadOu
         final = client.wait(outcome.upload_id)
         outcome.status, outcome.error = final["status"], final["error"]
         outcome.variants = final["variants"]
-        target = out_dir / path.stem
-        target.mkdir(parents=True, exist_ok=True)
-        for variant in outcome.variants:
-            suffix = {"jpeg": "jpg"}.get(variant["format"], variant["format"])
-            client.download(variant, target / f"{variant['name']}.{suffix}")
+        client.save_variants(outcome.variants, out_dir / path.stem)
     except UploadFailed as exc:
-        outcome.status, outcome.error = "failed", {"code": exc.step, "message": str(exc)}
+        outcome.status, outcome.error = "failed", exc.to_dict()
     outcome.seconds = time.monotonic() - started
     return outcome
 

@@ -18,7 +18,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from imagepipe import chalicefile
+from imagepipe import bucket_cors, chalicefile
 from imagepipe.aws import s3_client
 from imagepipe.devtools import rabbitmq
 from imagepipe.settings import Settings
@@ -45,6 +45,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def page_origins(api_port: int) -> tuple[str, ...]:
+    """The origins a browser sees the API's demo page under on this machine."""
+    return (f"http://127.0.0.1:{api_port}", f"http://localhost:{api_port}")
+
+
 def port_free(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) != 0
@@ -52,8 +57,12 @@ def port_free(port: int) -> bool:
 
 class LocalStack:
     def __init__(self, run_dir: Path, api_port: int = 8000, s3_port: int | None = None,
-                 settings_overrides: dict | None = None, stage: str = "local"):
+                 settings_overrides: dict | None = None, stage: str = "local",
+                 allow_page_origin: bool = False):
         self.run_dir = Path(run_dir)
+        # The demo page is served by the API itself: with this, its origin on this stack's port
+        # joins the stage's allowed origins (`make dev` on another API_PORT).
+        self.allow_page_origin = allow_page_origin
         self.api_port = api_port
         self.s3_port = s3_port
         self.stage = stage
@@ -78,7 +87,10 @@ class LocalStack:
             self.s3_port = _port_of(base.s3_endpoint_url) or free_port()
             if not port_free(self.s3_port):
                 self.s3_port = free_port()
-        self.settings = replace(base, amqp_url=amqp_url,
+        origins = base.allowed_origins
+        if self.allow_page_origin:
+            origins = tuple(dict.fromkeys(origins + page_origins(self.api_port)))
+        self.settings = replace(base, amqp_url=amqp_url, allowed_origins=origins,
                                 s3_endpoint_url=f"http://127.0.0.1:{self.s3_port}")
         try:
             self._start_moto()
@@ -129,15 +141,11 @@ class LocalStack:
     def _create_bucket(self) -> None:
         s3 = s3_client(self.settings)
         s3.create_bucket(Bucket=self.settings.bucket)
-        if self.settings.allowed_origins:
-            # Real rules on the local bucket too: moto then applies them to PUT uploads.
-            s3.put_bucket_cors(Bucket=self.settings.bucket, CORSConfiguration={"CORSRules": [{
-                "AllowedOrigins": list(self.settings.allowed_origins),
-                "AllowedMethods": ["PUT", "POST"],
-                "AllowedHeaders": ["*"],
-                "ExposeHeaders": ["ETag", "Location"],
-                "MaxAgeSeconds": 3000,
-            }]})
+        configuration = bucket_cors.s3_cors_configuration(self.settings.allowed_origins)
+        if configuration:
+            # Real rules on the local bucket too: moto then applies them to preflights and PUT
+            # uploads (and refuses other origins), as S3 does.
+            s3.put_bucket_cors(Bucket=self.settings.bucket, CORSConfiguration=configuration)
 
     def _start_api(self, manifest: dict) -> None:
         project = self._project_dir(manifest, "upload")
@@ -169,6 +177,12 @@ class LocalStack:
         if link.is_symlink() or link.exists():
             link.unlink()
         link.symlink_to(source / "app.py")
+        # chalicelib/ ships with the function (the demo page's files live there).
+        library = project / "chalicelib"
+        if library.is_symlink() or library.exists():
+            library.unlink()
+        if (source / "chalicelib").is_dir():
+            library.symlink_to(source / "chalicelib", target_is_directory=True)
         config = chalicefile.chalice_config(manifest, function, self.settings)
         (project / ".chalice" / "config.json").write_text(json.dumps(config, indent=2))
         return project

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pika
@@ -14,36 +13,18 @@ import pytest
 import requests
 from PIL import Image
 
-from imagepipe.devtools.client import UploadClient, UploadFailed
+from imagepipe.client import UploadClient, UploadFailed
 from imagepipe.devtools.demo import SAMPLES
-from imagepipe.devtools.stack import LocalStack, free_port
+
+from .conftest import running_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    name = f"imagepipe-e2e-{uuid.uuid4().hex[:10]}"
-    overrides = {
-        "bucket": name,
-        "resize_queue": f"{name}.resize",
-        "dead_letter_queue": f"{name}.resize.dead",
-        "dead_letter_exchange": f"{name}.resize.dlx",
-        "results_exchange": f"{name}.results",
-        "workers": 2,
-    }
-    local = LocalStack(tmp_path_factory.mktemp("run"), api_port=free_port(), s3_port=free_port(),
-                       settings_overrides=overrides)
-    local.start()
-    yield local
-    local.stop()
-    connection = pika.BlockingConnection(pika.URLParameters(local.settings.amqp_url))
-    channel = connection.channel()
-    for queue in (local.settings.resize_queue, local.settings.dead_letter_queue):
-        channel.queue_delete(queue)
-    for exchange in (local.settings.dead_letter_exchange, local.settings.results_exchange):
-        channel.exchange_delete(exchange)
-    connection.close()
+    with running_stack(tmp_path_factory) as local:
+        yield local
 
 
 @pytest.fixture

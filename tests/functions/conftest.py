@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from imagepipe.settings import Settings
+from imagepipe.status import StatusStore
 
 FUNCTIONS = Path(__file__).resolve().parents[2] / "functions"
 STAGE = "test"
@@ -52,3 +54,45 @@ def chalice_client(tmp_path):
     yield make
     for client in clients:
         client.__exit__(None, None, None)
+
+
+# --- the upload API over moto S3 and the real RabbitMQ ---------------------------------------
+
+@pytest.fixture
+def settings(s3_mock, broker_settings) -> Settings:
+    return dataclasses.replace(broker_settings, bucket=s3_mock[1])
+
+
+@pytest.fixture
+def offline_settings(s3_mock) -> Settings:
+    """For tests that never publish: no queues to declare, and a publish would fail (503)."""
+    return Settings(bucket=s3_mock[1], amqp_url="amqp://guest:guest@127.0.0.1:1/%2F")
+
+
+@pytest.fixture
+def make_api(chalice_client):
+    """``make_api(settings)`` -> a test client over a freshly loaded upload app."""
+    modules = []
+
+    def make(settings: Settings):
+        module = load_app_module("upload")
+        modules.append(module)
+        client = chalice_client(module, settings)
+        client.app_module = module  # for the few tests that reach into the warm service
+        return client
+
+    yield make
+    for module in modules:
+        if module._service is not None:
+            module._service.publisher.close()
+
+
+@pytest.fixture
+def api(make_api, settings):
+    return make_api(settings)
+
+
+@pytest.fixture
+def store(s3_mock) -> StatusStore:
+    s3, bucket = s3_mock
+    return StatusStore(s3, bucket)

@@ -8,106 +8,24 @@ import json
 from datetime import datetime, timedelta, timezone
 from urllib.parse import parse_qsl, urlsplit
 
-import pika
 import pytest
 
 from imagepipe import keys
 from imagepipe.messages import TIME_FORMAT, ResizeJob
-from imagepipe.settings import Settings
-from imagepipe.status import Status, StatusStore
+from imagepipe.status import Status
 
 from ..conftest import unique_name
+from .api_helpers import GIF, JPEG
+from .api_helpers import assert_error as _assert_error
+from .api_helpers import complete as _complete
+from .api_helpers import create as _create
+from .api_helpers import drain as _drain
+from .api_helpers import objects as _objects
+from .api_helpers import post_json as _post_json
+from .api_helpers import upload as _upload
 from .conftest import load_app_module
 
-JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01" + b"\x00" * 200
-PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + b"\x00" * 200
-GIF = b"GIF89a" + b"\x00" * 200
 CLOSED_BROKER = "amqp://guest:guest@127.0.0.1:1/%2F"
-
-
-@pytest.fixture
-def settings(s3_mock, broker_settings) -> Settings:
-    return dataclasses.replace(broker_settings, bucket=s3_mock[1])
-
-
-@pytest.fixture
-def make_api(chalice_client):
-    """``make_api(settings)`` -> a test client over a freshly loaded upload app."""
-    modules = []
-
-    def make(settings: Settings):
-        module = load_app_module("upload")
-        modules.append(module)
-        client = chalice_client(module, settings)
-        client.app_module = module  # for the few tests that reach into the warm service
-        return client
-
-    yield make
-    for module in modules:
-        if module._service is not None:
-            module._service.publisher.close()
-
-
-@pytest.fixture
-def api(make_api, settings):
-    return make_api(settings)
-
-
-@pytest.fixture
-def store(s3_mock) -> StatusStore:
-    s3, bucket = s3_mock
-    return StatusStore(s3, bucket)
-
-
-def _post_json(client, path, payload=None, raw=None, content_type="application/json"):
-    body = raw if raw is not None else json.dumps(payload or {}).encode()
-    return client.http.post(path, headers={"Content-Type": content_type}, body=body)
-
-
-def _create(client, **fields):
-    payload = {"filename": "cat.jpg", "content_type": "image/jpeg", "size": len(JPEG), **fields}
-    response = _post_json(client, "/uploads", payload)
-    assert response.status_code == 201, response.body
-    return response.json_body["upload_id"]
-
-
-def _upload(s3_mock, upload_id, body):
-    """What the browser does with the presigned upload (moto checks nothing of it)."""
-    s3, bucket = s3_mock
-    s3.put_object(Bucket=bucket, Key=keys.original_key(upload_id), Body=body)
-
-
-def _complete(client, upload_id):
-    return client.http.post(f"/uploads/{upload_id}/complete")
-
-
-def _drain(settings):
-    """Every message on the work queue, removed: [(properties, body)]."""
-    connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
-    try:
-        channel = connection.channel()
-        messages = []
-        while True:
-            method, properties, body = channel.basic_get(settings.resize_queue, auto_ack=True)
-            if method is None:
-                return messages
-            messages.append((properties, body))
-    finally:
-        connection.close()
-
-
-def _assert_error(response, status, code):
-    assert response.status_code == status, response.body
-    assert response.headers["Content-Type"] == "application/json"
-    assert set(response.json_body) == {"error"}
-    assert response.json_body["error"]["code"] == code
-    assert response.json_body["error"]["message"]
-    return response.json_body["error"]
-
-
-def _objects(s3_mock, prefix):
-    s3, bucket = s3_mock
-    return [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]
 
 
 # --- POST /uploads -----------------------------------------------------------------------------

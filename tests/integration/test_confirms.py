@@ -1,5 +1,5 @@
 """``bridge.confirms`` against the real RabbitMQ: what the bridge relies on from pika's
-asynchronous channel under a ``BlockingConnection``."""
+asynchronous channel under a ``BlockingConnection``, and a refused result event in a bridge."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ import pytest
 
 from bridge import confirms
 from bridge.confirms import PipelinedPublisher
+from imagepipe.status import StatusStore
 
 from ..conftest import AMQP_URL, unique_name
+from .conftest import InlineInvoker, jpeg_bytes, wait_for
 
 pytestmark = pytest.mark.broker
 
@@ -80,3 +82,26 @@ def test_a_publish_the_broker_rejects_closes_the_channel_and_confirms_nothing(co
     assert not publisher.is_open and called == []  # the bridge then reconnects; nothing acked
     with pytest.raises(pika.exceptions.ChannelWrongStateError):
         publisher.publish("", "x", b"", pika.BasicProperties(), called.append)
+
+
+@pytest.mark.timeout(60)
+def test_a_result_event_the_broker_refuses_is_never_acked(storage, probe, run_bridge):
+    # A subscriber's queue that refuses every message makes the broker nack the event.
+    settings = storage.settings
+    full = probe.channel.queue_declare(
+        "", exclusive=True, arguments={"x-max-length": 0, "x-overflow": "reject-publish"}
+    ).method.queue
+    probe.channel.queue_bind(full, settings.results_exchange, routing_key="job.*")
+    upload_id = storage.put_original(jpeg_bytes(64, 64))
+    runner = run_bridge(settings, InlineInvoker(settings))
+
+    probe.publish(storage.job(upload_id))
+
+    # Never acked, so the broker redelivers it until its delivery limit, then dead-letters it.
+    wait_for(lambda: probe.ready(settings.dead_letter_queue) == 1, 30, what="a dead letter")
+    [(properties, _)] = probe.dead_letters(1)
+    assert properties.message_id == upload_id
+    assert properties.headers["x-first-death-reason"] == "delivery_limit"
+    assert StatusStore(storage.s3, settings.bucket).current(upload_id).state == "done"
+    runner.stop()
+    assert probe.ready(settings.resize_queue) == 0

@@ -115,8 +115,8 @@ def test_health_and_metrics_follow_the_bridge(storage, probe, run_bridge, metric
 
 @pytest.mark.timeout(60)
 def test_python_m_bridge_serves_metrics_on_the_configured_port(storage, probe):
-    settings = dataclasses.replace(storage.settings, metrics_port=free_port(), workers=1)
-    base = f"http://127.0.0.1:{settings.metrics_port}"
+    settings = dataclasses.replace(storage.settings, health_port=free_port(), workers=1)
+    base = f"http://127.0.0.1:{settings.health_port}"
     upload_id = storage.put_original(jpeg_bytes(320, 240))
     probe.watch_results()
     process = subprocess.Popen(
@@ -141,17 +141,17 @@ def test_python_m_bridge_serves_metrics_on_the_configured_port(storage, probe):
 
 
 @pytest.mark.timeout(30)
-def test_metrics_port_in_use_is_a_config_error(broker_settings):
+def test_health_port_in_use_is_a_config_error(broker_settings):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        env = {**os.environ, **dataclasses.replace(broker_settings, metrics_port=port).to_env()}
+        env = {**os.environ, **dataclasses.replace(broker_settings, health_port=port).to_env()}
         completed = subprocess.run([sys.executable, "-m", "bridge"], cwd=ROOT, env=env,
                                    capture_output=True, text=True, timeout=30)
     assert completed.returncode == 2
     lines = completed.stderr.strip().splitlines()
-    assert len(lines) == 1 and "IMAGEPIPE_METRICS_PORT" in lines[0], completed.stderr
+    assert len(lines) == 1 and "IMAGEPIPE_HEALTH_PORT" in lines[0], completed.stderr
 
 
 def _answers(base: str) -> bool:

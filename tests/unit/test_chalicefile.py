@@ -25,6 +25,9 @@ def test_repo_manifest_is_valid_and_has_the_required_stages():
     prod = chalicefile.stage_settings(manifest, "prod", environ=PROD_ENV)
     assert prod.invoker == "lambda" and prod.bucket == "photos-prod"
     assert prod.allowed_origins == ("https://photos.example",)
+    limits = manifest["limits"]
+    assert (local.multipart_threshold_bytes, local.multipart_part_bytes) == (
+        limits["multipart_threshold_bytes"], limits["multipart_part_bytes"])
 
 
 def test_unset_reference_is_named():
@@ -55,6 +58,9 @@ def test_render_writes_configs_that_read_back_as_the_stage_settings(tmp_path):
     (lambda m: m["functions"]["resize"].update(memory_mb="lots"), "memory_mb"),
     (lambda m: m["stages"]["local"].update(buckett="x"), "buckett"),
     (lambda m: m["variants"][0].update(mode="zoom"), "mode"),
+    (lambda m: m["functions"]["resize"].update(merge_templat="x"), "merge_templat"),
+    (lambda m: m["stages"]["prod"]["deploy"].update(parameter={}), "parameter"),
+    (lambda m: m["stages"]["prod"]["deploy"]["parameters"].update(VpcId={"a": 1}), "VpcId"),
 ])
 def test_invalid_manifest_is_refused_with_the_field(tmp_path, mutate, message):
     manifest = json.loads((ROOT / "chalicefile.json").read_text())
@@ -62,3 +68,36 @@ def test_invalid_manifest_is_refused_with_the_field(tmp_path, mutate, message):
     (tmp_path / "chalicefile.json").write_text(json.dumps(manifest))
     with pytest.raises(ConfigError, match=message):
         chalicefile.load(tmp_path / "chalicefile.json")
+
+
+def test_cloud_stage_deploy_parameters_expand_the_environment():
+    manifest = chalicefile.load(ROOT / "chalicefile.json")
+    env = {"IMAGEPIPE_VPC_ID": "vpc-1", "IMAGEPIPE_SUBNET_IDS": "subnet-1,subnet-2"}
+    parameters = chalicefile.stage_deploy(manifest, "prod", env)["parameters"]
+    assert parameters["VpcId"] == "vpc-1" and parameters["SubnetIds"] == "subnet-1,subnet-2"
+    with pytest.raises(ConfigError, match="IMAGEPIPE_VPC_ID"):
+        chalicefile.stage_deploy(manifest, "prod", {})
+    with pytest.raises(ConfigError, match="not a cloud stage"):
+        chalicefile.stage_deploy(manifest, "local", env)
+    # The deploy section is not a setting.
+    assert chalicefile.stage_settings(manifest, "prod", environ=PROD_ENV).bucket == "photos-prod"
+
+
+def test_a_reference_may_have_a_default_for_unset_or_empty(tmp_path):
+    manifest = chalicefile.load(ROOT / "chalicefile.json")
+    manifest["stages"]["prod"]["resize_function"] = "${RESIZE_FN:-imagepipe-resize-x}"
+    env = dict(PROD_ENV)
+    env.pop("AWS_REGION")
+    prod = chalicefile.stage_settings(manifest, "prod", environ=env)
+    assert prod.region == "us-east-1" and prod.resize_function == "imagepipe-resize-x"
+    prod = chalicefile.stage_settings(manifest, "prod", environ={**env, "RESIZE_FN": "mine",
+                                                                 "AWS_REGION": ""})
+    assert prod.resize_function == "mine" and prod.region == "us-east-1"
+
+
+def test_placeholders_let_a_stage_render_without_its_variables_and_name_them():
+    manifest = chalicefile.load(ROOT / "chalicefile.json")
+    environ = chalicefile.Placeholders({"AWS_REGION": "eu-west-1"})
+    prod = chalicefile.stage_settings(manifest, "prod", environ=environ)
+    assert prod.bucket == "unset-imagepipe-bucket" and prod.region == "eu-west-1"
+    assert environ.unset == {"IMAGEPIPE_BUCKET", "IMAGEPIPE_ALLOWED_ORIGIN"}

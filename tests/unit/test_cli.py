@@ -136,6 +136,12 @@ def test_max_pixels_and_same_stems(tmp_path):
         ("resize", "a.jpg", "--out", "out", "--max-pixels", "0"),
         ("resize", "a.jpg", "--out", "a.jpg"),  # --out is a file
         ("nosuchcommand",),
+        ("upload", "a.jpg"),  # no --api
+        ("upload", "--api", "http://127.0.0.1:1"),  # no file
+        ("upload", "a.jpg", "--api", "ftp://example.com"),
+        ("upload", "a.jpg", "--api", "http://127.0.0.1:1", "--timeout", "0"),
+        ("upload", "a.jpg", "--api", "http://127.0.0.1:1", "--jobs", "0"),
+        ("upload", "a.jpg", "--api", "http://127.0.0.1:1", "--out", "a.jpg"),  # --out is a file
     ],
 )
 def test_usage_errors_exit_2(tmp_path, args):

@@ -97,3 +97,31 @@ def test_job_fields_are_validated():
 def test_source_etag_is_optional():
     body = {k: v for k, v in json.loads(JOB.encode()).items() if k != "source_etag"}
     assert ResizeJob.from_dict(body).source_etag is None
+
+
+# --- callback_url: optional within v1 ------------------------------------------------------------
+
+CALLBACK = "https://hooks.example.com/imagepipe?account=42"
+
+
+def test_job_with_a_callback_matches_golden_and_older_jobs_still_read():
+    job = ResizeJob(**{**JOB.__dict__, "callback_url": CALLBACK})
+    assert job.encode() == golden("resize_job_callback.v1.json")
+    assert ResizeJob.decode(golden("resize_job_callback.v1.json")) == job
+    # A job without a callback encodes exactly as before the field existed.
+    assert "callback_url" not in json.loads(JOB.encode())
+    assert ResizeJob.decode(golden("resize_job.v1.json")).callback_url is None
+    with pytest.raises(PermanentError, match="callback_url"):
+        ResizeJob.from_dict({**json.loads(job.encode()), "callback_url": 7})
+
+
+def test_done_event_carries_the_jobs_callback_and_matches_golden():
+    done = InvocationResult(job_id=UID, upload_id=UID, status="done", variants=(THUMB,),
+                            duration_ms=812)
+    event = ResultEvent.from_result(done, callback_url=CALLBACK)
+    event = ResultEvent(**{**event.__dict__, "finished_at": "2026-11-28T05:00:01.000000Z"})
+    assert (event.routing_key, event.type) == ("job.done", "imagepipe.job.done")
+    assert event.encode() == golden("result_event_done_callback.v1.json")
+    assert ResultEvent.from_dict(json.loads(event.encode())) == event
+    old = ResultEvent.from_dict(json.loads(golden("result_event_failed.v1.json")))
+    assert old.callback_url is None

@@ -23,7 +23,7 @@ def test_to_env_round_trips():
                         variants=(Variant("a", "cover", 10, 20, "webp", 70),),
                         invoker="lambda", resize_function="fn", workers=3, prefetch=7,
                         retry_backoff_s=1.5, allowed_origins=("https://x.example",),
-                        metrics_port=9464, metrics_host="0.0.0.0", drain_timeout_s=7.5,
+                        health_port=9464, health_host="0.0.0.0", drain_timeout_s=7.5,
                         requeue_stuck_after_s=60)
     assert Settings.from_env(original.to_env()) == original
 
@@ -41,11 +41,16 @@ def test_settings_are_frozen():
     ({s.ENV_BUCKET: "b", s.ENV_INVOKER: "carrier-pigeon"}, "IMAGEPIPE_INVOKER"),
     ({s.ENV_BUCKET: "b", s.ENV_INVOKER: "lambda"}, "IMAGEPIPE_RESIZE_FUNCTION"),
     ({s.ENV_BUCKET: "b", s.ENV_VARIANTS: "{"}, "IMAGEPIPE_VARIANTS"),
-    ({s.ENV_BUCKET: "b", s.ENV_METRICS_PORT: "70000"}, "IMAGEPIPE_METRICS_PORT"),
-    ({s.ENV_BUCKET: "b", s.ENV_METRICS_PORT: "http"}, "IMAGEPIPE_METRICS_PORT"),
+    ({s.ENV_BUCKET: "b", s.ENV_HEALTH_PORT: "70000"}, "IMAGEPIPE_HEALTH_PORT"),
+    ({s.ENV_BUCKET: "b", s.ENV_HEALTH_PORT: "http"}, "IMAGEPIPE_HEALTH_PORT"),
     ({s.ENV_BUCKET: "b", s.ENV_DRAIN_TIMEOUT: "0"}, "IMAGEPIPE_DRAIN_TIMEOUT_S"),
     ({s.ENV_BUCKET: "b", s.ENV_DRAIN_TIMEOUT: "soon"}, "IMAGEPIPE_DRAIN_TIMEOUT_S"),
     ({s.ENV_BUCKET: "b", s.ENV_VARIANTS: '[{"name": "x", "width": 0}]'}, "width"),
+    ({s.ENV_BUCKET: "b", s.ENV_MULTIPART_PART_BYTES: str(5 * 1024 * 1024 - 1)},
+     "IMAGEPIPE_MULTIPART_PART_BYTES"),
+    ({s.ENV_BUCKET: "b", s.ENV_MAX_UPLOAD_BYTES: str(10_001 * 5 * 1024 * 1024),
+      s.ENV_MULTIPART_PART_BYTES: str(5 * 1024 * 1024)}, "10000 parts"),
+    ({s.ENV_BUCKET: "b", s.ENV_MULTIPART_THRESHOLD: "0"}, "IMAGEPIPE_MULTIPART_THRESHOLD_BYTES"),
 ])
 def test_bad_settings_name_the_variable(env, message):
     with pytest.raises(ConfigError, match=message):
@@ -57,3 +62,22 @@ def test_worker_and_prefetch_defaults_follow_cores(monkeypatch):
     settings = Settings(bucket="b")
     assert settings.worker_count == 4 and settings.prefetch_count == 8
     assert Settings(bucket="b", workers=1, prefetch=3).prefetch_count == 3
+
+
+def test_multipart_defaults_and_round_trip():
+    settings = Settings(bucket="b")
+    assert settings.multipart_threshold_bytes == 16 * 1024 * 1024
+    assert settings.multipart_part_bytes == 8 * 1024 * 1024
+    changed = Settings(bucket="b", multipart_threshold_bytes=1, multipart_part_bytes=6 * 2**20)
+    assert Settings.from_env(changed.to_env()) == changed
+
+
+def test_callback_settings_round_trip_and_keep_the_secret_out_of_repr():
+    settings = Settings(bucket="b", callback_secret="s3cr3t", callback_allow_private=True,
+                        callback_queue="cq", callback_dead_letter_queue="cdq",
+                        callback_attempts=2, callback_backoff_s=0.1, callback_timeout_s=3)
+    assert Settings.from_env(settings.to_env()) == settings
+    assert "s3cr3t" not in repr(settings)
+    assert Settings(bucket="b").callback_secret == ""  # callbacks are off by default
+    with pytest.raises(ConfigError, match="IMAGEPIPE_CALLBACK_ALLOW_PRIVATE"):
+        Settings.from_env({s.ENV_BUCKET: "b", s.ENV_CALLBACK_ALLOW_PRIVATE: "maybe"})

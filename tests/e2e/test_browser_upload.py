@@ -1,0 +1,359 @@
+"""The demo page in a real browser (Debian's headless Chromium through Playwright) against the local
+stack: moto S3 with the real bucket CORS rule, `chalice local` serving page and API, a bridge
+and the real RabbitMQ. The stack allows exactly one browser origin, the page's own
+``http://127.0.0.1:PORT``; ``http://localhost:PORT`` is the same server under an origin S3 refuses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import threading
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from imagepipe.client import UploadClient
+from imagepipe.devtools.demo import SAMPLES
+from imagepipe.devtools.stack import ROOT, free_port, page_origins
+
+from .conftest import running_stack
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+MiB = 1024 * 1024
+# Small limits so the test can cross them cheaply: multipart above 1 MiB in 5 MiB parts (S3's
+# minimum), nothing over 12 MiB.
+MAX_UPLOAD_BYTES = 12 * MiB
+PART_BYTES = 5 * MiB
+VARIANTS = {"xl", "lg", "md", "sm", "thumb"}
+WAIT_MS = 90_000
+# Pinned: the README's snippet is tested against exactly these; cached under .run/ between runs.
+UPPY_PACKAGES = {"@uppy/core": "6.3.1", "@uppy/aws-s3": "6.3.1", "esbuild": "0.28.2"}
+UPPY_DIR = ROOT / ".run" / "uppy"
+
+
+@pytest.fixture(scope="module")
+def app_port() -> int:
+    """The port of another web app on this machine that embeds Uppy (an allowed origin)."""
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, app_port):
+    api_port = free_port()
+    # The page's own origin on 127.0.0.1 (localhost is the refused one) and the Uppy app's.
+    allowed = (page_origins(api_port)[0], f"http://127.0.0.1:{app_port}")
+    with running_stack(tmp_path_factory, api_port=api_port, allowed_origins=allowed,
+                       max_upload_bytes=MAX_UPLOAD_BYTES, multipart_threshold_bytes=MiB,
+                       multipart_part_bytes=PART_BYTES) as local:
+        yield local
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip(f"{CHROMIUM} is missing: `make test` installs Debian's chromium as root "
+                    "(apt-get install -y chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, tmp_path):
+    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=1)
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield page
+    context.close()
+    assert not errors, f"uncaught errors in the page: {errors}"
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("files")
+    for sample in SAMPLES.iterdir():
+        if sample.suffix in (".jpg", ".png"):
+            shutil.copy(sample, folder / sample.name)
+    (folder / "notes.txt").write_text("not an image\n")
+    # Over the limit: the page refuses it before asking for a URL.
+    with open(folder / "huge.jpg", "wb") as f:
+        f.write(b"\xff\xd8\xff\xe0")
+        f.truncate(MAX_UPLOAD_BYTES + 1)
+    # Passes the page's checks (name and type say JPEG); the server finds HTML and refuses it.
+    (folder / "lying.jpg").write_bytes(b"<html><script>alert(1)</script></html>")
+    # Random pixels do not compress: about 10.5 MB of PNG, three 5 MiB parts.
+    noise = Image.frombytes("RGB", (1900, 1840), os.urandom(1900 * 1840 * 3))
+    noise.save(folder / "noise.png", compress_level=1)
+    assert 2 * PART_BYTES < (folder / "noise.png").stat().st_size < MAX_UPLOAD_BYTES
+    return {p.name: p for p in folder.iterdir()}
+
+
+def _item(page, filename: str):
+    return page.locator(f'li.upload[data-filename="{filename}"]')
+
+
+def _wait_final(page, filename: str) -> str:
+    item = _item(page, filename)
+    item.and_(page.locator('[data-state="done"], [data-state="failed"], [data-state="rejected"]')) \
+        .wait_for(timeout=WAIT_MS)
+    return item.get_attribute("data-state")
+
+
+def _wait_images_loaded(page, filename: str) -> list[dict]:
+    selector = f'li.upload[data-filename="{filename}"] img'
+    page.wait_for_function(
+        "s => [...document.querySelectorAll(s)].every(i => i.complete && i.naturalWidth > 0)",
+        arg=selector, timeout=WAIT_MS)
+    return page.eval_on_selector_all(selector, """imgs => imgs.map(i => ({
+        name: i.dataset.variant, naturalWidth: i.naturalWidth, naturalHeight: i.naturalHeight,
+        alt: i.alt}))""")
+
+
+def test_the_page_uploads_several_images_and_shows_variants_and_errors(stack, page, files, tmp_path):
+    page.goto(f"{stack.api_url}/")
+    page.get_by_text("images up to 12.0 MiB each").wait_for()
+    page.keyboard.press("Tab")  # the file input is the first stop for a keyboard user
+    assert page.evaluate("document.activeElement.id") == "files"
+    chosen = ["landscape.jpg", "portrait-rotated.jpg", "badge.png", "noise.png", "notes.txt",
+              "huge.jpg", "lying.jpg"]
+    # The label names the input: what a screen reader (and a keyboard user) finds.
+    page.get_by_label("Choose images to upload").set_input_files([files[n] for n in chosen])
+
+    states = {name: _wait_final(page, name) for name in chosen}
+    page.screenshot(path=tmp_path / "upload-page.png", full_page=True)
+    errors = {name: (_item(page, name).get_attribute("data-error-code"),
+                     _item(page, name).locator(".error").inner_text())
+              for name in chosen if states[name] != "done"}
+    assert states == {"landscape.jpg": "done", "portrait-rotated.jpg": "done", "badge.png": "done",
+                      "noise.png": "done", "notes.txt": "rejected", "huge.jpg": "rejected",
+                      "lying.jpg": "failed"}, errors
+
+    # Refused in the browser, before any URL was asked for; the server refused the lying file.
+    assert errors["notes.txt"][0] == "unsupported_type"
+    assert "text/plain" in errors["notes.txt"][1]
+    assert errors["huge.jpg"][0] == "too_large"
+    assert "over the limit of 12.0 MiB" in errors["huge.jpg"][1]
+    assert errors["lying.jpg"][0] == "unsupported_format"
+    assert "not an image" in errors["lying.jpg"][1]
+    for name in ("notes.txt", "huge.jpg", "lying.jpg"):
+        assert _item(page, name).locator(".error").is_visible()
+
+    # Every variant of every image renders, at the size the status reported.
+    for name in ("landscape.jpg", "portrait-rotated.jpg", "badge.png", "noise.png"):
+        images = _wait_images_loaded(page, name)
+        assert {i["name"] for i in images} == VARIANTS, name
+        captions = _item(page, name).locator("figcaption").all_inner_texts()
+        for image, caption in zip(images, captions):
+            assert f"{image['naturalWidth']}×{image['naturalHeight']}" in caption
+    portrait = {i["name"]: i for i in _wait_images_loaded(page, "portrait-rotated.jpg")}
+    assert (portrait["xl"]["naturalWidth"], portrait["xl"]["naturalHeight"]) == (1536, 2048)
+    assert portrait["thumb"]["naturalWidth"] == portrait["thumb"]["naturalHeight"] == 150
+    noise = {i["name"]: i for i in _wait_images_loaded(page, "noise.png")}
+    assert (noise["md"]["naturalWidth"], noise["md"]["naturalHeight"]) == (512, 496)
+
+    # The multipart upload really went to S3 in parts and came out whole.
+    noise_id = _item(page, "noise.png").get_attribute("data-upload-id")
+    s3 = _s3(stack)
+    original = s3.get_object(Bucket=stack.settings.bucket, Key=f"originals/{noise_id}")
+    assert original["ETag"].strip('"').endswith("-3")
+    assert original["Body"].read() == files["noise.png"].read_bytes()
+
+    # Phone width: nothing scrolls sideways.
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    assert (tmp_path / "upload-page.png").stat().st_size > 0
+
+
+def test_a_part_is_retried_and_a_dropped_connection_resumes_through_parts(
+        stack, page, files, tmp_path):
+    requests_per_part: dict[int, int] = {}
+    parts_calls = []
+    page.on("request", lambda r: parts_calls.append(r.url) if r.url.endswith("/parts") else None)
+
+    def flaky_s3(route):
+        part = int(dict(p.split("=", 1) for p in route.request.url.split("?", 1)[1].split("&"))
+                   ["partNumber"])
+        seen = requests_per_part[part] = requests_per_part.get(part, 0) + 1
+        if part == 2 and seen == 1:
+            route.abort("connectionreset")  # one flaky part: its own retry fixes it
+        elif part == 3 and seen == 1:
+            page.context.set_offline(True)  # the connection drops for good: the upload pauses
+            route.abort("internetdisconnected")
+        else:
+            route.continue_()
+
+    page.route("**/originals/*partNumber=*", flaky_s3)
+    page.goto(f"{stack.api_url}/")
+    page.get_by_text("images up to").wait_for()
+    page.get_by_label("Choose images to upload").set_input_files(files["noise.png"])
+
+    item = _item(page, "noise.png")
+    item.and_(page.locator('[data-state="paused"]')).wait_for(timeout=WAIT_MS)
+    assert item.get_attribute("data-error-code") == "s3_unreachable"
+    assert item.get_by_role("button", name="Resume upload").is_visible()
+    page.screenshot(path=tmp_path / "paused.png", full_page=True)
+    assert parts_calls == []
+
+    page.context.set_offline(False)  # the browser's "online" event resumes it
+    assert _wait_final(page, "noise.png") == "done", item.inner_text()
+    assert len(parts_calls) == 1
+    assert requests_per_part[2] >= 2 and requests_per_part[3] >= 2
+    assert {i["name"] for i in _wait_images_loaded(page, "noise.png")} == VARIANTS
+    upload_id = item.get_attribute("data-upload-id")
+    original = _s3(stack).get_object(Bucket=stack.settings.bucket, Key=f"originals/{upload_id}")
+    assert original["Body"].read() == files["noise.png"].read_bytes()
+
+
+def test_cancel_stops_the_upload_and_tells_the_api(stack, page, files):
+    held = []
+    page.route("**/originals/*", lambda route: held.append(route))  # S3 never answers
+    page.goto(f"{stack.api_url}/")
+    page.get_by_text("images up to").wait_for()
+    page.get_by_label("Choose images to upload").set_input_files(files["landscape.jpg"])
+    item = _item(page, "landscape.jpg")
+    item.get_by_role("button", name="Cancel").click()
+
+    item.and_(page.locator('[data-state="cancelled"]')).wait_for()
+    upload_id = item.get_attribute("data-upload-id")
+    assert held, "the PUT had started"
+    client = UploadClient(stack.api_url)
+    for _ in range(50):
+        status = client.status(upload_id)
+        if status["status"] == "failed":
+            break
+        page.wait_for_timeout(100)
+    assert status["error"]["code"] == "cancelled"
+    assert not item.get_by_role("button", name="Cancel").is_visible()
+
+
+def test_an_origin_the_bucket_does_not_allow_is_refused_with_a_clear_error(stack, page, files):
+    # Same server, other origin: page and API still work, S3 refuses the upload's preflight.
+    refused_origin = stack.api_url.replace("127.0.0.1", "localhost")
+    page.goto(f"{refused_origin}/")
+    page.get_by_text("images up to").wait_for()
+    page.get_by_label("Choose images to upload").set_input_files(files["landscape.jpg"])
+
+    assert _wait_final(page, "landscape.jpg") == "failed"
+    item = _item(page, "landscape.jpg")
+    assert item.get_attribute("data-error-code") == "cors_refused"
+    message = item.locator(".error").inner_text()
+    assert refused_origin in message and "allowed_origins" in message
+    # Nothing reached the bucket.
+    upload_id = item.get_attribute("data-upload-id")
+    listed = _s3(stack).list_objects_v2(Bucket=stack.settings.bucket,
+                                        Prefix=f"originals/{upload_id}")
+    assert listed.get("KeyCount", 0) == 0
+
+
+def _s3(stack):
+    from imagepipe.aws import s3_client
+
+    return s3_client(stack.settings)
+
+
+def _readme_uppy_snippet() -> str:
+    readme = (ROOT / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```js\n(.*?)```", readme, re.S) if "@uppy/aws-s3" in b]
+    assert len(blocks) == 1, "the README has one Uppy snippet"
+    return blocks[0]
+
+
+@pytest.fixture(scope="module")
+def uppy_bundle() -> str:
+    """The README's Uppy snippet bundled for the browser with esbuild (Uppy ships ES modules)."""
+    npm = shutil.which("npm")
+    if npm is None:
+        pytest.skip("npm is missing: the Uppy test installs @uppy/aws-s3 and esbuild from npm")
+    UPPY_DIR.mkdir(parents=True, exist_ok=True)
+    package = {"private": True, "dependencies": UPPY_PACKAGES}
+    installed = UPPY_DIR / "installed.json"
+    if not installed.exists() or json.loads(installed.read_text()) != package:
+        (UPPY_DIR / "package.json").write_text(json.dumps(package, indent=2))
+        result = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--loglevel=error"],
+                                cwd=UPPY_DIR, capture_output=True, text=True, timeout=300)
+        if result.returncode != 0:
+            pytest.skip(f"npm install of Uppy failed (is the npm registry reachable?): "
+                        f"{result.stderr.strip()[-400:]}")
+        installed.write_text(json.dumps(package))
+    # Beside node_modules, so esbuild resolves the packages.
+    (UPPY_DIR / "imagepipe-uppy.js").write_text(_readme_uppy_snippet())
+    (UPPY_DIR / "entry.js").write_text(
+        "import { imagepipeUppy } from './imagepipe-uppy.js'\n"
+        "window.imagepipeUppy = imagepipeUppy\n")
+    bundle = UPPY_DIR / "bundle.js"
+    subprocess.run([str(UPPY_DIR / "node_modules" / ".bin" / "esbuild"), "entry.js", "--bundle",
+                    "--format=iife", "--platform=browser", "--target=chrome120",
+                    f"--outfile={bundle.name}", "--log-level=warning"],
+                   cwd=UPPY_DIR, check=True, timeout=120)
+    return bundle.read_text()
+
+
+@pytest.fixture(scope="module")
+def uppy_app(app_port, uppy_bundle, tmp_path_factory):
+    """A static web app on its own loopback origin that embeds the README's Uppy snippet."""
+    folder = tmp_path_factory.mktemp("uppy-app")
+    (folder / "index.html").write_text(
+        '<!doctype html><meta charset="utf-8"><title>Uppy</title>'
+        '<input type="file" id="files" multiple><script src="bundle.js"></script>')
+    (folder / "bundle.js").write_text(uppy_bundle)
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", app_port), partial(Quiet, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{app_port}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_uppy_6_uploads_through_the_put_mode_with_sign_request(stack, page, files, uppy_app):
+    # Another app's origin: the API answers it by CORS, and the bucket accepts its PUTs.
+    page.goto(f"{uppy_app}/index.html")
+    page.locator("#files").set_input_files([files["landscape.jpg"], files["badge.png"],
+                                            files["lying.jpg"]])
+    result = page.evaluate("""async (api) => {
+        const uppy = imagepipeUppy(api)
+        for (const file of document.getElementById('files').files) {
+            uppy.addFile({ name: file.name, type: file.type, data: file })
+        }
+        const result = await uppy.upload()
+        return {
+            successful: result.successful.map(f => ({
+                name: f.name, uploadId: f.meta.imagepipeUploadId, key: f.response.body.key })),
+            failed: result.failed.map(f => ({ name: f.name, error: String(f.error) })),
+        }
+    }""", stack.api_url)
+
+    # The lying file reached S3 but the API refused it at complete: Uppy reports it failed.
+    assert [f["name"] for f in result["failed"]] == ["lying.jpg"]
+    assert "unsupported_format" in result["failed"][0]["error"]
+    uploaded = {f["name"]: f for f in result["successful"]}
+    assert set(uploaded) == {"landscape.jpg", "badge.png"}
+    client = UploadClient(stack.api_url)
+    for name, file in uploaded.items():
+        # Uppy reports the key the API chose, not its own placeholder.
+        assert file["key"] == f"originals/{file['uploadId']}"
+        final = client.wait(file["uploadId"], timeout=90)
+        assert final["status"] == "done", (name, final)
+        assert {v["name"] for v in final["variants"]} == VARIANTS
+    stored = _s3(stack).get_object(Bucket=stack.settings.bucket,
+                                   Key=uploaded["badge.png"]["key"])
+    assert stored["ContentType"] == "image/png"
+    assert stored["Body"].read() == files["badge.png"].read_bytes()

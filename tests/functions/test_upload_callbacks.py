@@ -1,0 +1,73 @@
+"""``callback_url`` on POST /uploads: checked at create, carried by the job."""
+
+import dataclasses
+
+import pytest
+
+from imagepipe.messages import ResizeJob
+
+from .api_helpers import JPEG, assert_error, complete, drain, objects, post_json, upload
+
+PUBLIC = "https://93.184.216.34/hooks/imagepipe?account=7"
+
+
+def _create(api, callback_url):
+    return post_json(api, "/uploads", {"filename": "a.jpg", "content_type": "image/jpeg",
+                                       "size": len(JPEG), "callback_url": callback_url})
+
+
+@pytest.fixture
+def cloud_api(make_api, settings):
+    return make_api(dataclasses.replace(settings, callback_secret="s3cr3t"))
+
+
+def test_the_job_carries_an_accepted_callback_url(cloud_api, s3_mock, settings):
+    response = _create(cloud_api, PUBLIC)
+    assert response.status_code == 201, response.body
+    upload_id = response.json_body["upload_id"]
+    upload(s3_mock, upload_id, JPEG)
+
+    assert complete(cloud_api, upload_id).status_code == 202
+
+    [(_, body)] = drain(settings)
+    assert ResizeJob.decode(body).callback_url == PUBLIC
+
+
+def test_a_job_without_callback_has_none(cloud_api, s3_mock, settings):
+    response = post_json(cloud_api, "/uploads", {"filename": "a.jpg", "content_type": "image/jpeg",
+                                                 "size": len(JPEG), "callback_url": None})
+    upload_id = response.json_body["upload_id"]
+    upload(s3_mock, upload_id, JPEG)
+    complete(cloud_api, upload_id)
+
+    [(_, body)] = drain(settings)
+    assert ResizeJob.decode(body).callback_url is None
+
+
+# Every rule is in tests/unit/test_callbacks.py; here, that each kind of refusal is a 400.
+def test_other_callback_targets_are_400(make_api, offline_settings, s3_mock):
+    api = make_api(dataclasses.replace(offline_settings, callback_secret="s3cr3t"))
+    for url, reason in [
+        ("http://93.184.216.34/hook", "https"),
+        ("https://169.254.169.254/latest/meta-data/", "public"),
+        ("https://localhost/hook", "public"),
+        ("https://no-such-host.invalid/hook", "resolve"),
+        (["https://93.184.216.34/"], "URL"),
+    ]:
+        error = assert_error(_create(api, url), 400, "bad_callback_url")
+
+        assert reason in error["message"], url
+    assert objects(s3_mock, "") == []
+
+
+def test_callbacks_need_a_secret_on_the_stage(make_api, offline_settings):
+    error = assert_error(_create(make_api(offline_settings), PUBLIC), 400, "bad_callback_url")
+
+    assert "not enabled" in error["message"]
+
+
+def test_a_stage_that_allows_private_targets_takes_loopback(make_api, offline_settings):
+    local = make_api(dataclasses.replace(offline_settings, callback_secret="s3cr3t",
+                                         callback_allow_private=True))
+
+    assert _create(local, "http://127.0.0.1:8123/hook").status_code == 201

@@ -1,0 +1,271 @@
+"""Completion callbacks end to end: the bridge resizes, the callback dispatcher POSTs the signed
+result to a real local HTTP receiver (the stage allows loopback), retries, dead-letters."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pika
+import pytest
+
+from bridge.callbacks import CallbackDispatcher
+from imagepipe import callbacks, keys
+from imagepipe.broker import HEADER_ATTEMPTS, HEADER_ERROR_CODE, HEADER_ERROR_MESSAGE
+from imagepipe.messages import ResultEvent
+from imagepipe.status import StatusStore
+
+from ..conftest import unique_name
+from .conftest import InlineInvoker, jpeg_bytes, wait_for
+
+pytestmark = pytest.mark.broker
+
+SECRET = "test-callback-secret"
+
+
+class Receiver:
+    """An HTTP server that records each POST and answers with the next scripted status."""
+
+    def __init__(self, statuses=()):
+        self.statuses = list(statuses)
+        self.requests: list[tuple[dict, bytes]] = []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                with receiver.lock:
+                    receiver.requests.append((dict(self.headers), body))
+                    status = receiver.statuses.pop(0) if receiver.statuses else 200
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/imagepipe?k=1"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.requests)
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    started = []
+
+    def start(*statuses):
+        started.append(Receiver(statuses))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.close()
+
+
+@pytest.fixture
+def blackhole():
+    """A TCP port that accepts connections (the kernel's backlog) and never answers."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}/hook"
+    sock.close()
+
+
+@pytest.fixture
+def cb_settings(broker_settings):
+    name = unique_name("imagepipe-cb")
+    settings = dataclasses.replace(
+        broker_settings, callback_secret=SECRET, callback_allow_private=True,
+        callback_queue=f"{name}.callbacks", callback_dead_letter_queue=f"{name}.callbacks.dead",
+        callback_attempts=3, callback_backoff_s=0.05, callback_timeout_s=1.5,
+    )
+    yield settings
+    connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
+    channel = connection.channel()
+    for queue in (settings.callback_queue, settings.callback_dead_letter_queue):
+        channel.queue_delete(queue)
+    connection.close()
+
+
+@pytest.fixture
+def run_dispatcher():
+    started = []
+
+    def start(settings, **kwargs) -> CallbackDispatcher:
+        dispatcher = CallbackDispatcher(settings, **kwargs)
+        thread = threading.Thread(target=dispatcher.run, daemon=True)
+        thread.start()
+        started.append((dispatcher, thread))
+        wait_for(lambda: dispatcher.healthy, 15, what="the dispatcher to consume")
+        return dispatcher
+
+    yield start
+    for dispatcher, thread in started:
+        dispatcher.stop()
+        thread.join(20)
+        assert not thread.is_alive(), "the dispatcher did not stop"
+
+
+class Events:
+    """Publishes result events as the bridge does; reads the callback dead-letter queue."""
+
+    def __init__(self, settings):
+        self.settings = settings
+        self.connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
+        self.channel = self.connection.channel()
+
+    def publish(self, event: ResultEvent) -> None:
+        self.channel.basic_publish(self.settings.results_exchange, event.routing_key,
+                                   event.encode(),
+                                   pika.BasicProperties(message_id=event.job_id, delivery_mode=2))
+
+    def dead_letters(self) -> list:
+        got = []
+        while True:
+            method, properties, body = self.channel.basic_get(
+                self.settings.callback_dead_letter_queue, auto_ack=True)
+            if method is None:
+                return got
+            got.append((properties, body))
+
+    def ready(self, queue: str) -> int:
+        return self.channel.queue_declare(queue, passive=True).method.message_count
+
+    def close(self):
+        self.connection.close()
+
+
+@pytest.fixture
+def events(cb_settings):
+    events = Events(cb_settings)
+    yield events
+    events.close()
+
+
+def _event(callback_url, status="done"):
+    upload_id = keys.new_upload_id()
+    error = None if status == "done" else {"code": "corrupt", "message": "image data is corrupt"}
+    return ResultEvent(job_id=upload_id, upload_id=upload_id, status=status, error=error,
+                       duration_ms=5, callback_url=callback_url)
+
+
+def test_callback_is_signed_and_retried_after_500s(cb_settings, events, receiver,
+                                                   run_dispatcher):
+    target = receiver(500, 503)
+    run_dispatcher(cb_settings)
+    event = _event(target.url, status="failed")
+
+    events.publish(event)
+
+    wait_for(lambda: target.count() == 3, 20, what="three callback attempts")
+    bodies = {body for _, body in target.requests}
+    assert len(bodies) == 1  # the same body every attempt
+    body = bodies.pop()
+    payload = json.loads(body)
+    assert payload["upload_id"] == event.upload_id
+    assert (payload["type"], payload["status"]) == ("imagepipe.job.failed", "failed")
+    assert payload["error"]["code"] == "corrupt"
+    assert "callback_url" not in payload
+    for headers, sent in target.requests:
+        assert headers["Content-Type"] == "application/json"
+        assert headers[callbacks.SIGNATURE_HEADER].startswith("sha256=")
+        assert callbacks.verify(SECRET, headers, sent)
+        assert not callbacks.verify("another-secret", headers, sent)
+        assert headers[callbacks.DELIVERY_HEADER] == f"{event.job_id}.failed"
+    wait_for(lambda: events.ready(cb_settings.callback_queue) == 0, 10, what="the ack")
+    assert events.dead_letters() == []
+
+
+def test_refused_callback_is_dead_lettered_at_once_with_its_cause(cb_settings, events, receiver,
+                                                                  run_dispatcher):
+    target = receiver(404)
+    run_dispatcher(cb_settings)
+    event = _event(target.url)
+
+    events.publish(event)
+
+    [(properties, body)] = wait_for(events.dead_letters, 20, what="a dead letter")
+    assert target.count() == 1
+    assert properties.headers[HEADER_ERROR_CODE] == "callback_failed"
+    assert "404" in properties.headers[HEADER_ERROR_MESSAGE]
+    assert properties.headers[HEADER_ATTEMPTS] == 1
+    assert ResultEvent.from_dict(json.loads(body)).callback_url == target.url
+
+
+def test_send_time_resolution_refuses_a_name_rebound_to_loopback(cb_settings, events, receiver,
+                                                                 run_dispatcher):
+    # Checked public when the upload was made; the name now points at an internal service.
+    target = receiver()
+    port = target.server.server_address[1]
+    settings = dataclasses.replace(cb_settings, callback_allow_private=False)
+
+    def rebound(host, port, type=0):
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+    run_dispatcher(settings, resolver=rebound)
+    events.publish(_event(f"https://hooks.example.com:{port}/x"))
+
+    [(properties, _)] = wait_for(events.dead_letters, 20, what="a dead letter")
+    assert "not a public address" in properties.headers[HEADER_ERROR_MESSAGE]
+    assert target.count() == 0
+
+
+def test_events_without_a_callback_are_acked_and_not_sent(cb_settings, events, receiver,
+                                                          run_dispatcher):
+    target = receiver()
+    run_dispatcher(cb_settings)
+    events.publish(_event(None))
+    events.publish(_event(target.url))
+
+    wait_for(lambda: target.count() == 1, 20, what="one callback")
+    wait_for(lambda: events.ready(cb_settings.callback_queue) == 0, 10, what="both acked")
+    assert events.dead_letters() == []
+
+
+def test_unreachable_target_never_delays_the_job(cb_settings, storage, probe, run_bridge,
+                                                 events, receiver, blackhole, run_dispatcher):
+    callback_fields = {f.name: getattr(cb_settings, f.name)
+                       for f in dataclasses.fields(cb_settings) if f.name.startswith("callback_")}
+    settings = dataclasses.replace(storage.settings, **{
+        **callback_fields, "callback_attempts": 2, "callback_timeout_s": 4})
+    run_dispatcher(settings)
+    run_bridge(settings, InlineInvoker(settings))
+    probe.watch_results()
+    stuck = storage.put_original(jpeg_bytes(640, 480))
+    reachable = storage.put_original(jpeg_bytes(320, 200))
+    target = receiver()
+
+    probe.publish(dataclasses.replace(storage.job(stuck), callback_url=blackhole))
+    probe.publish(dataclasses.replace(storage.job(reachable), callback_url=target.url))
+
+    done = {e.upload_id: e for e in probe.events(2)}
+    # Both jobs are done, and their events out, while the blackhole's callback is still trying
+    # (each of its 2 attempts waits out a 4 s timeout before its dead letter).
+    assert {e.status for e in done.values()} == {"done"}
+    store = StatusStore(storage.s3, settings.bucket)
+    assert store.current(stuck).state == "done"
+    assert events.dead_letters() == []
+    # The other job's callback went out meanwhile: one stuck receiver blocks no other.
+    wait_for(lambda: target.count() == 1, 20, what="the reachable callback")
+    headers, body = target.requests[0]
+    assert callbacks.verify(SECRET, headers, body)
+    payload = json.loads(body)
+    assert payload["upload_id"] == reachable
+    assert {v["name"] for v in payload["variants"]} == {v.name for v in settings.variants}
+    [(properties, _)] = wait_for(events.dead_letters, 30, what="the blackhole's dead letter")
+    assert properties.headers[HEADER_ERROR_CODE] == "callback_failed"
+    assert "gave up after 2 attempts" in properties.headers[HEADER_ERROR_MESSAGE]

@@ -1,0 +1,148 @@
+"""``make package STAGE=prod``: code bundles that run on the Lambda runtime, lint-clean templates,
+and the stage's settings in every function's and the bridge's environment."""
+
+import json
+import re
+import zipfile
+
+import pytest
+
+from imagepipe import chalicefile
+from imagepipe.devtools.deploy import package as package_module
+from imagepipe.devtools.deploy import platform, templates, wheels
+from imagepipe.settings import ENV_AMQP_SECRET_ARN, ENV_AMQP_URL, ENV_BUCKET, Settings
+from tests.integration.packaged import ROOT, STAGE, STAGE_ENV, package_once
+
+ELF_MACHINE_X86_64 = 0x3E
+
+
+@pytest.fixture(scope="module")
+def packaged(tmp_path_factory):
+    return package_once(tmp_path_factory)[0]
+
+
+@pytest.fixture(scope="module")
+def stage_settings():
+    manifest = chalicefile.load(ROOT / chalicefile.FILENAME)
+    return chalicefile.stage_settings(manifest, STAGE, environ=STAGE_ENV)
+
+
+def bundle(packaged, function) -> zipfile.ZipFile:
+    return zipfile.ZipFile(packaged.function_templates[function].parent / "deployment.zip")
+
+
+def functions_of(template):
+    return {k: v["Properties"] for k, v in template["Resources"].items()
+            if v["Type"] == "AWS::Serverless::Function"}
+
+
+def test_package_runs_without_credentials_and_every_template_is_lint_clean(tmp_path_factory):
+    packaged, result = package_once(tmp_path_factory)
+    # The command lints every template it wrote and fails on any finding.
+    assert "cfn-lint: clean" in result.stdout
+    assert {p.name for p in packaged.all_templates()} == {"infra.json", "template.json"}
+    assert len(packaged.all_templates()) == 3
+    assert all(str(p.relative_to(packaged.out_dir)) in result.stdout for p in packaged.all_templates())
+
+
+def test_lint_fails_on_a_broken_generated_template(packaged, tmp_path):
+    template = templates.load(packaged.function_templates["resize"])
+    functions_of(template)["Resize"]["MemorySize"] = 64  # Lambda's minimum is 128
+    findings = templates.lint([templates.dump(template, tmp_path / "template.json")])
+    assert findings and "MemorySize" in " ".join(findings)
+
+
+def test_resize_bundle_has_pillow_from_a_manylinux_wheel_for_the_runtime(packaged):
+    with bundle(packaged, "resize") as archive:
+        names = archive.namelist()
+        (wheel_file,) = [n for n in names if re.fullmatch(r"pillow-[^/]+\.dist-info/WHEEL", n)]
+        tags = wheels.wheel_tags(archive.read(wheel_file).decode())
+        assert tags and all(wheels.tag_runs_on_lambda(t) for t in tags), tags
+        assert all("manylinux" in t for t in tags)
+        # The same Pillow as local development: no version skew.
+        version = wheel_file.split("/")[0][len("pillow-"):-len(".dist-info")]
+        pin = next(line for line in (ROOT / "requirements.txt").read_text().splitlines()
+                   if line.lower().startswith("pillow=="))
+        assert version == pin.split("==")[1]
+        (imaging,) = [n for n in names if re.fullmatch(r"PIL/_imaging\.[^/]*\.so", n)]
+        assert imaging == f"PIL/_imaging.{platform.ABI.replace('cp', 'cpython-')}-x86_64-linux-gnu.so"
+        elf = archive.read(imaging)[:20]
+        assert elf[:4] == b"\x7fELF" and int.from_bytes(elf[18:20], "little") == ELF_MACHINE_X86_64
+        # The shared libraries the wheel brings (libjpeg, zlib...) come along.
+        assert [n for n in names if n.startswith("pillow.libs/libjpeg")]
+        # Nothing compiled for this machine's Python.
+        assert not [n for n in names if n.endswith(".so") and "cpython-312" not in n
+                    and not n.startswith("pillow.libs/")]
+        assert "app.py" in names and "imagepipe/resize.py" in names
+        assert not [n for n in names if n.startswith("imagepipe/devtools")]
+
+
+def test_upload_bundle_has_no_pillow(packaged):
+    with bundle(packaged, "upload") as archive:
+        names = archive.namelist()
+    assert not [n for n in names if n.startswith(("PIL/", "pillow"))]
+    assert "pika/__init__.py" in names and "imagepipe/uploads.py" in names and "app.py" in names
+    assert not [n for n in names if n.startswith("imagepipe/devtools")]
+
+
+def test_functions_run_on_the_chosen_runtime_as_the_infra_roles(packaged):
+    expected_roles = {"upload": "UploadFunctionRoleArn", "resize": "ResizeFunctionRoleArn"}
+    for function, path in packaged.function_templates.items():
+        template = templates.load(path)
+        for name, props in functions_of(template).items():
+            assert props["Runtime"] == platform.RUNTIME, name
+            assert props["Architectures"] == [platform.ARCHITECTURE], name
+            assert props["Role"] == {"Ref": expected_roles[function]}, name
+            assert "Ref" in props["FunctionName"], name
+            env = props["Environment"]["Variables"]
+            assert not set(env) & package_module.LAMBDA_RESERVED_ENV, name
+            assert env[ENV_AMQP_URL] == {"Ref": "AmqpEndpoint"}, name
+            assert "guest" not in json.dumps(env), name
+        assert "DefaultRole" not in template["Resources"]  # Chalice made no role of its own
+
+
+def test_upload_stack_lets_s3_invoke_the_enqueue_function_only_from_the_bucket(packaged):
+    template = templates.load(packaged.function_templates["upload"])
+    functions = functions_of(template)
+    assert functions["OnObjectCreated"]["Handler"] == "app.on_object_created"
+    for props in functions.values():
+        assert props["Environment"]["Variables"][ENV_AMQP_SECRET_ARN] == {"Ref": "BrokerSecretArn"}
+    permission = template["Resources"]["ObjectCreatedInvokePermission"]["Properties"]
+    assert permission["Principal"] == "s3.amazonaws.com"
+    assert permission["FunctionName"] == {"Ref": "OnObjectCreated"}
+    assert permission["SourceArn"] == {"Fn::Sub": "arn:${AWS::Partition}:s3:::${BucketName}"}
+    assert permission["SourceAccount"] == {"Ref": "AWS::AccountId"}
+
+
+def test_every_piece_reads_back_the_stage_settings(packaged, stage_settings):
+    deploy_time = {"BucketName": stage_settings.bucket, "AmqpEndpoint": "amqps://b-1.mq:5671",
+                   "BrokerSecretArn": "arn:aws:secretsmanager:eu-west-1:1:secret:broker"}
+
+    def resolved(env):
+        return {k: deploy_time[v["Ref"]] if isinstance(v, dict) else v for k, v in env.items()}
+
+    for path in packaged.function_templates.values():
+        for name, props in functions_of(templates.load(path)).items():
+            env = {**resolved(props["Environment"]["Variables"]), "AWS_REGION": stage_settings.region}
+            read = Settings.from_env(env)
+            assert read.bucket == stage_settings.bucket
+            assert read.variants == stage_settings.variants
+            assert read.presign_expires == stage_settings.presign_expires
+            assert read.allowed_origins == ("https://photos.example",)
+    container = package_module.bridge_container(templates.load(packaged.infra_template))
+    bridge_env = {e["Name"]: e["Value"] for e in container["Environment"]}
+    assert set(stage_settings.to_env()) <= set(bridge_env)
+    assert bridge_env[ENV_BUCKET] == {"Ref": "Bucket"}
+    assert bridge_env["IMAGEPIPE_INVOKER"] == "lambda"
+    assert bridge_env["IMAGEPIPE_RESIZE_FUNCTION"] == {"Ref": "ResizeFunctionName"}
+
+
+def test_a_new_setting_reaches_the_bridge_without_a_template_edit(stage_settings):
+    class WithMore(Settings):
+        def to_env(self):
+            return {**super().to_env(), "IMAGEPIPE_SOMETHING_NEW": "42"}
+
+    infra = package_module.render_infra(ROOT, WithMore(**{
+        f: getattr(stage_settings, f) for f in stage_settings.__dataclass_fields__}))
+    env = {e["Name"]: e["Value"] for e in package_module.bridge_container(infra)["Environment"]}
+    assert env["IMAGEPIPE_SOMETHING_NEW"] == "42"

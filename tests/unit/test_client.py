@@ -1,0 +1,98 @@
+"""The upload client's decisions that need no network: errors, limits, content types."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import requests
+
+from imagepipe.client import (
+    MULTIPART,
+    PUT,
+    Limits,
+    UploadFailed,
+    content_type_of,
+)
+from tests import images
+
+MiB = 1024 * 1024
+LIMITS = Limits.from_json({
+    "max_upload_bytes": 25 * MiB, "allowed_types": ["image/jpeg", "image/png"],
+    "multipart_threshold_bytes": 16 * MiB, "multipart_part_bytes": 8 * MiB,
+    "methods": ["POST", "PUT", "MULTIPART"],
+})
+
+
+def response(status: int, body: bytes, content_type: str = "application/json"):
+    made = requests.Response()
+    made.status_code = status
+    made._content = body
+    made.headers["Content-Type"] = content_type
+    return made
+
+
+def test_an_api_error_keeps_the_servers_code_and_message():
+    failure = UploadFailed.from_response("complete", response(
+        422, b'{"error": {"code": "unsupported_format", "message": "not an image"}}'))
+
+    assert (failure.code, failure.message, failure.status) == (
+        "unsupported_format", "not an image", 422)
+    assert not failure.transient
+    assert str(failure) == "complete: unsupported_format: not an image"
+
+
+def test_an_answer_without_our_error_body_is_one_short_line():
+    xml = b"<?xml version='1.0'?>\n<Error>\n  <Code>AccessDenied</Code>\n</Error>" + b" " * 500
+    failure = UploadFailed.from_response("part 2", response(403, xml, "application/xml"))
+
+    assert failure.code == "http_error"
+    assert failure.message.startswith("HTTP 403: <?xml version='1.0'?> <Error> <Code>")
+    assert "\n" not in failure.message and len(failure.message) < 230
+    assert UploadFailed.from_response("x", response(502, b"")).message == "HTTP 502"
+
+
+@pytest.mark.parametrize("status, transient", [(500, True), (503, True), (429, True),
+                                                (400, False), (403, False), (404, False)])
+def test_which_answers_are_worth_retrying(status, transient):
+    assert UploadFailed.from_response("x", response(status, b"")).transient is transient
+
+
+def test_no_answer_is_a_transient_network_error_naming_only_the_origin():
+    exc = requests.ConnectionError("HTTPConnectionPool(host=...): Max retries exceeded")
+    failure = UploadFailed.from_network("upload", "http://s3.local:9000/b/k?X-Amz-Signature=s",
+                                        exc)
+
+    assert failure.code == "network_error" and failure.transient
+    assert failure.message == "connection failed talking to http://s3.local:9000"
+    timeout = UploadFailed.from_network("status", "http://api", requests.ReadTimeout())
+    assert timeout.message == "timed out talking to http://api"
+
+
+def test_multipart_only_above_the_threshold_and_when_offered():
+    assert LIMITS.method_for(16 * MiB) == PUT
+    assert LIMITS.method_for(16 * MiB + 1) == MULTIPART
+    older = Limits.from_json({"max_upload_bytes": 25 * MiB, "allowed_types": ["image/png"]})
+    assert older.method_for(24 * MiB) == PUT
+
+
+@pytest.mark.parametrize("content_type, size, code", [
+    ("image/gif", 10, "unsupported_type"),
+    ("image/jpeg", 0, "empty_upload"),
+    ("image/png", 25 * MiB + 1, "too_large"),
+])
+def test_limits_refuse_what_the_server_would(content_type, size, code):
+    with pytest.raises(UploadFailed) as caught:
+        LIMITS.check(content_type, size)
+    assert caught.value.code == code and caught.value.step == "check"
+
+
+def test_limits_accept_up_to_the_limit():
+    LIMITS.check("image/png", 25 * MiB)
+    LIMITS.check("image/jpeg", 1)
+
+
+def test_the_content_type_comes_from_the_bytes_before_the_name():
+    assert content_type_of(Path("photo.png"), images.make_jpeg(8, 8)) == "image/jpeg"
+    assert content_type_of(Path("notes.jpg"), b"<html>") == "image/jpeg"  # the server decides
+    assert content_type_of(Path("notes"), b"hello") == "application/octet-stream"

@@ -1,0 +1,247 @@
+"""The infra stack's security properties, read from infra/stack.yaml with cfn-lint's decoder.
+
+IAM policies are checked by evaluating them: each statement's actions and resources are
+resolved (``!Sub``/``!GetAtt``/``!Ref`` with example values) and matched like IAM does, so a
+test asks "may the resize role write originals/x?" rather than comparing YAML.
+"""
+
+import fnmatch
+import re
+from pathlib import Path
+
+import pytest
+
+from imagepipe import bucket_cors, keys
+from imagepipe.devtools.deploy import templates
+
+ROOT = Path(__file__).resolve().parents[2]
+BUCKET = "photos-prod"
+ACCOUNT = "123456789012"
+VALUES = {
+    "AWS::Partition": "aws", "AWS::Region": "eu-west-1", "AWS::AccountId": ACCOUNT,
+    "AWS::URLSuffix": "amazonaws.com",
+    "Bucket": BUCKET, "Bucket.Arn": f"arn:aws:s3:::{BUCKET}",
+    "ResizeFunctionName": "imagepipe-resize-prod-resize",
+    "ObjectCreatedFunctionName": "imagepipe-upload-prod-on_object_created",
+    "UploadApiFunctionName": "imagepipe-upload-prod",
+    "BrokerSecret": f"arn:aws:secretsmanager:eu-west-1:{ACCOUNT}:secret:imagepipe-prod/broker-AbCd",
+    "BridgeRepository.Arn": f"arn:aws:ecr:eu-west-1:{ACCOUNT}:repository/imagepipe-prod-bridge",
+    "Stage": "prod",
+    "Broker": "b-1234a5b6-78cd-901e-2fgh-3i45j6k178l9",  # Ref of a broker: its id
+}
+RESIZE_ARN = f"arn:aws:lambda:eu-west-1:{ACCOUNT}:function:imagepipe-resize-prod-resize"
+UPLOAD_ID = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def template():
+    return templates.load(ROOT / "infra" / "stack.yaml")
+
+
+def resources(template, kind):
+    return {k: v for k, v in template["Resources"].items() if v["Type"] == kind}
+
+
+def resolve(value):
+    """An intrinsic as the string it becomes with VALUES (log groups resolve to their ARN)."""
+    if isinstance(value, str):
+        return value
+    if "Ref" in value:
+        return VALUES.get(value["Ref"], value["Ref"])
+    if "Fn::GetAtt" in value:
+        name, attr = value["Fn::GetAtt"]
+        if name.endswith("LogGroup") and attr == "Arn":
+            return f"arn:aws:logs:eu-west-1:{ACCOUNT}:log-group:{name}:*"
+        return VALUES[f"{name}.{attr}"]
+    if "Fn::Sub" in value:
+        return re.sub(r"\$\{([^}]+)\}", lambda m: VALUES[m.group(1)], value["Fn::Sub"])
+    raise AssertionError(f"unexpected intrinsic {value}")
+
+
+def statements(role):
+    for policy in role["Properties"].get("Policies", []):
+        yield from policy["PolicyDocument"]["Statement"]
+
+
+def listed(value):
+    return value if isinstance(value, list) else [value]
+
+
+def allows(role, action, resource) -> bool:
+    for statement in statements(role):
+        assert statement["Effect"] == "Allow"
+        if any(fnmatch.fnmatchcase(action, a) for a in listed(statement["Action"])) and \
+                any(fnmatch.fnmatchcase(resource, resolve(r)) for r in listed(statement["Resource"])):
+            return True
+    return False
+
+
+def obj(key):
+    return f"arn:aws:s3:::{BUCKET}/{key}"
+
+
+def test_the_bucket_is_private_owner_enforced_encrypted_and_kept(template):
+    bucket = template["Resources"]["Bucket"]
+    props = bucket["Properties"]
+    assert all(props["PublicAccessBlockConfiguration"][k] is True for k in (
+        "BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"))
+    assert props["OwnershipControls"]["Rules"] == [{"ObjectOwnership": "BucketOwnerEnforced"}]
+    sse = props["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]
+    assert sse["ServerSideEncryptionByDefault"]["SSEAlgorithm"] in ("AES256", "aws:kms")
+    assert bucket["DeletionPolicy"] == "Retain" and bucket["UpdateReplacePolicy"] == "Retain"
+    deny = template["Resources"]["BucketPolicy"]["Properties"]["PolicyDocument"]["Statement"][0]
+    assert deny["Effect"] == "Deny"
+    assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_cors_comes_from_the_stages_allowed_origins(template):
+    cors = template["Resources"]["Bucket"]["Properties"]["CorsConfiguration"]
+    condition, rules, otherwise = cors["Fn::If"]
+    assert template["Conditions"][condition] == {
+        "Fn::Not": [{"Fn::Equals": [{"Fn::Join": ["", {"Ref": "AllowedOrigins"}]}, ""]}]}
+    rule = rules["CorsRules"][0]
+    assert rule["AllowedOrigins"] == {"Ref": "AllowedOrigins"}
+    # The same rule as the local stack's: PUT and POST only, ETag and Location exposed.
+    expected = bucket_cors.cloudformation_cors_configuration(["https://photos.example.com"])
+    assert rules["CorsRules"] == [
+        {**expected["CorsRules"][0], "AllowedOrigins": {"Ref": "AllowedOrigins"}}]
+    assert otherwise == {"Ref": "AWS::NoValue"}
+    assert template["Parameters"]["AllowedOrigins"]["Type"] == "CommaDelimitedList"
+
+
+def test_lifecycle_aborts_incomplete_multipart_and_can_expire_originals(template):
+    rules = template["Resources"]["Bucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    abort = rules[0]
+    assert abort["Status"] == "Enabled"
+    assert abort["AbortIncompleteMultipartUpload"] == {
+        "DaysAfterInitiation": {"Ref": "AbortIncompleteMultipartDays"}}
+    condition, expire, otherwise = rules[1]["Fn::If"]
+    assert template["Conditions"][condition] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "ExpireOriginalsDays"}, 0]}]}
+    assert expire["Prefix"] == keys.ORIGINALS_PREFIX
+    assert expire["ExpirationInDays"] == {"Ref": "ExpireOriginalsDays"}
+    assert otherwise == {"Ref": "AWS::NoValue"}
+
+
+def test_object_created_on_originals_only_invokes_the_enqueue_function(template):
+    notification = template["Resources"]["Bucket"]["Properties"]["NotificationConfiguration"]
+    condition, config, _ = notification["Fn::If"]
+    assert template["Conditions"][condition] == {
+        "Fn::Equals": [{"Ref": "EnableObjectCreatedNotification"}, "true"]}
+    (wiring,) = config["LambdaConfigurations"]
+    assert wiring["Event"] == "s3:ObjectCreated:*"
+    assert wiring["Filter"]["S3Key"]["Rules"] == [{"Name": "prefix", "Value": keys.ORIGINALS_PREFIX}]
+    assert resolve(wiring["Function"]).endswith(":function:imagepipe-upload-prod-on_object_created")
+
+
+def test_broker_credentials_live_only_in_secrets_manager(template):
+    secret = template["Resources"]["BrokerSecret"]["Properties"]["GenerateSecretString"]
+    assert secret["GenerateStringKey"] == "password" and secret["PasswordLength"] >= 16
+    broker = template["Resources"]["Broker"]["Properties"]
+    assert broker["EngineType"] == "RABBITMQ"
+    (user,) = broker["Users"]
+    for field in ("Username", "Password"):
+        assert "{{resolve:secretsmanager:${BrokerSecret}:SecretString:" in user[field]["Fn::Sub"]
+    # No environment anywhere carries a password: only the endpoint and the secret's ARN.
+    env = {e["Name"]: e["Value"] for e in
+           template["Resources"]["BridgeTaskDefinition"]["Properties"]["ContainerDefinitions"][0]["Environment"]}
+    assert resolve(env["AMQP_URL"]) == (
+        "amqps://b-1234a5b6-78cd-901e-2fgh-3i45j6k178l9.mq.eu-west-1.amazonaws.com:5671")
+    assert env["IMAGEPIPE_AMQP_SECRET_ARN"] == {"Ref": "BrokerSecret"}
+
+
+def test_no_role_has_wildcard_actions_or_unscoped_resources(template):
+    roles = resources(template, "AWS::IAM::Role")
+    assert set(roles) == {"UploadFunctionRole", "ResizeFunctionRole", "BridgeTaskRole",
+                          "BridgeExecutionRole"}
+    for name, role in roles.items():
+        assert "ManagedPolicyArns" not in role["Properties"], name
+        for statement in statements(role):
+            for action in listed(statement["Action"]):
+                assert "*" not in action, (name, action)
+            if "*" in listed(statement["Resource"]):
+                # The one ECR call that has no resource-level permission.
+                assert listed(statement["Action"]) == ["ecr:GetAuthorizationToken"], name
+
+
+def test_bridge_may_invoke_only_the_resize_function(template):
+    role = template["Resources"]["BridgeTaskRole"]
+    assert allows(role, "lambda:InvokeFunction", RESIZE_ARN)
+    other = f"arn:aws:lambda:eu-west-1:{ACCOUNT}:function:imagepipe-upload-prod"
+    assert not allows(role, "lambda:InvokeFunction", other)
+    assert not allows(role, "s3:GetObject", obj(f"originals/{UPLOAD_ID}"))
+    assert allows(role, "secretsmanager:GetSecretValue", VALUES["BrokerSecret"])
+
+
+def test_resize_reads_originals_and_writes_results_under_their_prefixes_only(template):
+    role = template["Resources"]["ResizeFunctionRole"]
+    assert allows(role, "s3:GetObject", obj(keys.original_key(UPLOAD_ID)))
+    for key in (keys.variant_key(UPLOAD_ID, "md", "jpeg"), keys.manifest_key(UPLOAD_ID),
+                keys.status_marker_key(UPLOAD_ID, "done")):
+        assert allows(role, "s3:PutObject", obj(key)), key
+    assert not allows(role, "s3:PutObject", obj(keys.original_key(UPLOAD_ID)))
+    assert not allows(role, "s3:PutObject", obj(keys.upload_record_key(UPLOAD_ID)))
+    assert not allows(role, "s3:GetObject", obj(keys.upload_record_key(UPLOAD_ID)))
+    assert not allows(role, "s3:DeleteObject", obj(keys.variant_key(UPLOAD_ID, "md", "jpeg")))
+    assert not allows(role, "s3:PutObject", f"arn:aws:s3:::other-bucket/variants/{UPLOAD_ID}/md.jpg")
+    assert not allows(role, "secretsmanager:GetSecretValue", VALUES["BrokerSecret"])
+    assert not allows(role, "lambda:InvokeFunction", RESIZE_ARN)
+
+
+def test_upload_function_signs_uploads_but_cannot_write_results(template):
+    role = template["Resources"]["UploadFunctionRole"]
+    # Presigned uploads act with the signer's permissions.
+    assert allows(role, "s3:PutObject", obj(keys.original_key(UPLOAD_ID)))
+    assert allows(role, "s3:PutObject", obj(keys.upload_record_key(UPLOAD_ID)))
+    assert allows(role, "s3:GetObject", obj(keys.variant_key(UPLOAD_ID, "md", "jpeg")))
+    assert not allows(role, "s3:PutObject", obj(keys.variant_key(UPLOAD_ID, "md", "jpeg")))
+    assert not allows(role, "s3:PutObject", obj(keys.manifest_key(UPLOAD_ID)))
+    assert not allows(role, "s3:DeleteObject", obj(keys.original_key(UPLOAD_ID)))
+    assert allows(role, "secretsmanager:GetSecretValue", VALUES["BrokerSecret"])
+    assert not allows(role, "lambda:InvokeFunction", RESIZE_ARN)
+
+
+def test_every_log_group_has_retention_and_each_function_has_one(template):
+    groups = resources(template, "AWS::Logs::LogGroup")
+    assert all(g["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"} for g in groups.values())
+    names = {resolve(g["Properties"]["LogGroupName"]) for g in groups.values()}
+    for function in ("ResizeFunctionName", "ObjectCreatedFunctionName", "UploadApiFunctionName"):
+        assert f"/aws/lambda/{VALUES[function]}" in names
+    container = template["Resources"]["BridgeTaskDefinition"]["Properties"]["ContainerDefinitions"][0]
+    assert container["LogConfiguration"]["Options"]["awslogs-group"] == {"Ref": "BridgeLogGroup"}
+    # Functions may write only to their own groups (never create one without retention).
+    for role in ("UploadFunctionRole", "ResizeFunctionRole"):
+        for statement in statements(template["Resources"][role]):
+            assert "logs:CreateLogGroup" not in listed(statement["Action"])
+
+
+def test_bridge_is_an_always_on_fargate_service_scaled_on_queue_depth(template):
+    service = template["Resources"]["BridgeService"]["Properties"]
+    assert service["LaunchType"] == "FARGATE"
+    assert service["DesiredCount"] == {"Fn::If": ["HasBridgeImage", {"Ref": "BridgeMinCount"}, 0]}
+    assert service["DeploymentConfiguration"]["DeploymentCircuitBreaker"] == {"Enable": True, "Rollback": True}
+    task = template["Resources"]["BridgeTaskDefinition"]["Properties"]
+    container = task["ContainerDefinitions"][0]
+    assert container["ReadonlyRootFilesystem"] is True and container["StopTimeout"] >= 60
+    assert "/healthz" in " ".join(container["HealthCheck"]["Command"])
+    target = template["Resources"]["BridgeScalableTarget"]["Properties"]
+    assert target["ScalableDimension"] == "ecs:service:DesiredCount"
+    alarms = resources(template, "AWS::CloudWatch::Alarm")
+    assert len(alarms) == 2
+    for alarm in alarms.values():
+        props = alarm["Properties"]
+        assert (props["Namespace"], props["MetricName"]) == ("AWS/AmazonMQ", "MessageReadyCount")
+        dims = {d["Name"]: d["Value"] for d in props["Dimensions"]}
+        assert dims["Queue"] == {"Ref": "ResizeQueue"}
+        (action,) = props["AlarmActions"]
+        policy = template["Resources"][action["Ref"]]["Properties"]
+        assert policy["ScalingTargetId"] == {"Ref": "BridgeScalableTarget"}
+
+
+def test_the_template_is_clean_for_cfn_lint_and_lint_catches_a_planted_error(tmp_path):
+    assert templates.lint([ROOT / "infra" / "stack.yaml"]) == []
+    broken = (ROOT / "infra" / "stack.yaml").read_text().replace(
+        "Type: AWS::ECS::Cluster", "Type: AWS::ECS::Clustr", 1)
+    (tmp_path / "stack.yaml").write_text(broken)
+    findings = templates.lint([tmp_path / "stack.yaml"])
+    assert findings and "AWS::ECS::Clustr" in " ".join(findings)
