@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import threading
+import time
 
 from bridge.callbacks import CallbackDispatcher
 from bridge.consumer import Bridge
@@ -63,6 +64,7 @@ def run() -> bool:
         server = serve(metrics, settings)  # a port in use is a ConfigError: exit 2
     invoker = make_invoker(settings)
     bridge = dispatcher = callback_thread = None
+    stop_deadline: list[float] = []  # set by the signal handler
     try:
         bridge = Bridge(settings, invoker, observer=metrics)
         if settings.callback_secret:
@@ -77,6 +79,7 @@ def run() -> bool:
         def request_stop(signum, _frame):
             # Only sets flags. Both settle what is in flight, then return.
             LOGGER.info("%s received: finishing jobs in flight", signal.Signals(signum).name)
+            stop_deadline.append(time.monotonic() + settings.drain_timeout_s)
             bridge.stop()
             if dispatcher is not None:
                 dispatcher.stop()
@@ -87,7 +90,10 @@ def run() -> bool:
     finally:
         if dispatcher is not None:
             dispatcher.stop()
-            callback_thread.join(timeout=30)
+            # Both drain at once from the stop request, under one bound: a callback still
+            # unacked then is redelivered to the next bridge (callbacks are at-least-once).
+            deadline = stop_deadline[0] if stop_deadline else time.monotonic()
+            callback_thread.join(timeout=max(deadline - time.monotonic(), 1.0))
         # After a drain timeout, stop the resize workers that are still running.
         invoker.close(wait=bridge is None or bridge.drained)
         if server is not None:
