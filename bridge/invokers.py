@@ -32,7 +32,8 @@ LOGGER = logging.getLogger(__name__)
 class Invoker(Protocol):
     def invoke(self, invocation: Invocation) -> InvocationResult: ...
 
-    def close(self) -> None: ...
+    def close(self, wait: bool = True) -> None:
+        """Release resources; with ``wait=False``, abandon invocations still running."""
 
 
 def make_invoker(settings: Settings) -> Invoker:
@@ -116,11 +117,17 @@ class LocalInvoker:
             self._pool = self._new_pool()
         broken.shutdown(wait=False, cancel_futures=True)
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
         with self._lock:
             self._closed = True
             pool = self._pool
-        pool.shutdown(wait=True, cancel_futures=True)
+        if not wait:
+            # A job still running after the drain timeout: its delivery went back to the
+            # broker, so its worker is stopped rather than waited for. (Python 3.14 has
+            # ProcessPoolExecutor.terminate_workers for this.)
+            for process in list((getattr(pool, "_processes", None) or {}).values()):
+                process.terminate()
+        pool.shutdown(wait=wait, cancel_futures=True)
 
 
 # --- lambda: the deployed resize function ----------------------------------------------------
@@ -170,7 +177,7 @@ class LambdaInvoker:
             )
         return result
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
         with self._lock:
             client, self._client = self._client, None
         if client is not None:

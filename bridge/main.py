@@ -1,18 +1,26 @@
 """``python -m bridge``: read settings once, configure logging, consume until SIGTERM/SIGINT.
 
-Exit codes: 0 after a clean stop, 2 for a configuration error (one line on stderr).
+With ``IMAGEPIPE_HEALTH_PORT`` set, it also serves ``/healthz`` and ``/metrics`` there
+(``bridge.observability``).
+
+Exit codes: 0 after a clean stop, 2 for a configuration error (one line on stderr), 3 when the
+drain timeout (``IMAGEPIPE_DRAIN_TIMEOUT_S``) ended the stop with jobs still running; the broker
+redelivers those.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
+import time
 
 from bridge.callbacks import CallbackDispatcher
 from bridge.consumer import Bridge
 from bridge.invokers import make_invoker
+from bridge.observability import BridgeMetrics, serve
 from imagepipe.errors import ConfigError
 from imagepipe import settings as settings_edge
 
@@ -20,6 +28,7 @@ LOGGER = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
+EXIT_DRAIN_TIMEOUT = 3
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
@@ -31,20 +40,33 @@ def configure_logging() -> None:
 
 def main() -> int:
     try:
-        run()
+        drained = run()
     except ConfigError as exc:
         print(f"bridge: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    if not drained:
+        # Worker threads may still be blocked in an invocation (a Lambda call can take 15
+        # minutes), and a normal exit would wait for them. Their deliveries are back with the
+        # broker already, so leave now.
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(EXIT_DRAIN_TIMEOUT)
     return EXIT_OK
 
 
-def run() -> None:
+def run() -> bool:
+    """Consume until stopped; returns whether every job in flight was settled."""
     settings = settings_edge.load()  # the broker's credentials come from its secret
     configure_logging()
+    metrics = server = None
+    if settings.health_port:
+        metrics = BridgeMetrics(settings)
+        server = serve(metrics, settings)  # a port in use is a ConfigError: exit 2
     invoker = make_invoker(settings)
-    dispatcher = callback_thread = None
+    bridge = dispatcher = callback_thread = None
+    stop_deadline: list[float] = []  # set by the signal handler
     try:
-        bridge = Bridge(settings, invoker)
+        bridge = Bridge(settings, invoker, observer=metrics)
         if settings.callback_secret:
             # Its own connection and threads: a slow callback receiver never holds up a job.
             dispatcher = CallbackDispatcher(settings)
@@ -57,6 +79,7 @@ def run() -> None:
         def request_stop(signum, _frame):
             # Only sets flags. Both settle what is in flight, then return.
             LOGGER.info("%s received: finishing jobs in flight", signal.Signals(signum).name)
+            stop_deadline.append(time.monotonic() + settings.drain_timeout_s)
             bridge.stop()
             if dispatcher is not None:
                 dispatcher.stop()
@@ -67,5 +90,13 @@ def run() -> None:
     finally:
         if dispatcher is not None:
             dispatcher.stop()
-            callback_thread.join(timeout=30)
-        invoker.close()
+            # Both drain at once from the stop request, under one bound: a callback still
+            # unacked then is redelivered to the next bridge (callbacks are at-least-once).
+            deadline = stop_deadline[0] if stop_deadline else time.monotonic()
+            callback_thread.join(timeout=max(deadline - time.monotonic(), 1.0))
+        # After a drain timeout, stop the resize workers that are still running.
+        invoker.close(wait=bridge is None or bridge.drained)
+        if server is not None:
+            server.close()
+            metrics.close()
+    return bridge.drained

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 
 from imagepipe.broker import (
     HEADER_ATTEMPTS,
+    HEADER_DEAD_LETTERED_AT,
     HEADER_DELIVERY_COUNT,
     HEADER_ERROR_CODE,
     HEADER_ERROR_MESSAGE,
@@ -27,6 +28,7 @@ from imagepipe.messages import (
     Invocation,
     InvocationResult,
     ResultEvent,
+    utc_now,
 )
 from imagepipe.settings import Settings
 
@@ -62,9 +64,9 @@ def decide(settings: Settings, invocation: Invocation, result: InvocationResult)
     error = _error(result)
     if result.status == RETRY:
         # The resize core gives up by itself on the final attempt. This branch covers invokers
-        # that fail before the core runs (Lambda down, pool broken). The bridge cannot write the
-        # failed status to S3, because in the cloud it may only invoke the function. It does
-        # publish the event and the dead letter.
+        # that failed before the core ran (Lambda down, pool broken) and whose "give up"
+        # invocation, which records the failed status, failed too: the bridge may only invoke
+        # the function, not write to S3. It still publishes the event and the dead letter.
         error = {
             "code": error["code"],
             "message": gave_up(error.get("message", ""), invocation.attempt),
@@ -133,6 +135,7 @@ def dead_letter_properties(original, error: dict, attempt: int):
     headers[HEADER_ERROR_CODE] = str(error.get("code", INTERNAL))
     headers[HEADER_ERROR_MESSAGE] = str(error.get("message", ""))[:MAX_ERROR_MESSAGE_CHARS]
     headers[HEADER_ATTEMPTS] = attempt
+    headers[HEADER_DEAD_LETTERED_AT] = utc_now()
     return pika.BasicProperties(
         content_type=getattr(original, "content_type", None),
         content_encoding=getattr(original, "content_encoding", None),

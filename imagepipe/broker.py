@@ -27,7 +27,10 @@ PERSISTENT = 2
 HEADER_ERROR_CODE = "x-imagepipe-error-code"
 HEADER_ERROR_MESSAGE = "x-imagepipe-error-message"
 HEADER_ATTEMPTS = "x-imagepipe-attempts"
+HEADER_DEAD_LETTERED_AT = "x-imagepipe-dead-lettered-at"  # ISO 8601 UTC
 HEADER_DELIVERY_COUNT = "x-delivery-count"
+# How often an operator sent the job back from the dead-letter queue (``imagepipe.dlq``).
+HEADER_REPLAYS = "x-imagepipe-replays"
 
 
 def work_queue_arguments(settings: Settings) -> dict:

@@ -5,7 +5,8 @@ Three messages cross process boundaries:
 - ``ResizeJob``: the body published to the work queue (``imagepipe.resize``) by the upload
   function; AMQP ``message_id`` is the job id.
 - ``Invocation`` / ``InvocationResult``: what the bridge passes to the resize function (in-process
-  or Lambda Invoke) and what it returns.
+  or Lambda Invoke) and what it returns. An invocation with ``give_up`` asks the function only to
+  record that the bridge gave up on the job (status ``failed``), not to run it.
 - ``ResultEvent``: published by the bridge to the topic exchange ``imagepipe.results`` with
   routing key ``job.done`` or ``job.failed``, one per finished job.
 
@@ -32,10 +33,11 @@ DONE = "done"
 FAILED = "failed"
 RETRY = "retry"
 OUTCOMES = (DONE, FAILED, RETRY)
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # UTC, every timestamp in messages and status markers
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.now(timezone.utc).strftime(TIME_FORMAT)
 
 
 def encode(obj: dict) -> bytes:
@@ -165,26 +167,40 @@ class Invocation:
     job: ResizeJob
     attempt: int = 1
     max_attempts: int = 1
+    # Set when the bridge gives up on a job whose invocations failed before the resize ran
+    # (Lambda down, worker pool broken): {"code", "message"}. The function then does no work;
+    # it records the failure as the job's status (or answers done if the job did finish).
+    # Optional, so a function that predates it still reads the message.
+    give_up: dict | None = None
 
     @property
     def is_final_attempt(self) -> bool:
         return self.attempt >= self.max_attempts
 
     def to_dict(self) -> dict:
-        return {
+        obj = {
             "v": SCHEMA_VERSION,
             "job": self.job.to_dict(),
             "attempt": self.attempt,
             "max_attempts": self.max_attempts,
         }
+        if self.give_up is not None:
+            obj["give_up"] = self.give_up
+        return obj
 
     @classmethod
     def from_dict(cls, obj: dict) -> "Invocation":
         _check_version(obj)
+        give_up = obj.get("give_up")
+        if give_up is not None and not (
+            isinstance(give_up, dict) and isinstance(give_up.get("code"), str)
+        ):
+            raise PermanentError(BAD_MESSAGE, "give_up must be null or {code, message}")
         return cls(
             job=ResizeJob.from_dict(_require(obj, "job", dict)),
             attempt=_require(obj, "attempt", int),
             max_attempts=_require(obj, "max_attempts", int),
+            give_up=give_up,
         )
 
 

@@ -14,7 +14,16 @@ import logging
 import time
 
 from imagepipe import aws, imaging, keys, status
-from imagepipe.errors import BAD_MESSAGE, TOO_LARGE, JobError, PermanentError, classify, gave_up
+from imagepipe.errors import (
+    BAD_MESSAGE,
+    INTERNAL,
+    TOO_LARGE,
+    JobError,
+    PermanentError,
+    TransientError,
+    classify,
+    gave_up,
+)
 from imagepipe.formats import FORMAT_TO_MIME
 from imagepipe.messages import (
     DONE,
@@ -74,6 +83,8 @@ def process(invocation: Invocation, runtime: Runtime, started: float | None = No
     started = time.monotonic() if started is None else started
     job = invocation.job
     store = runtime.status
+    if invocation.give_up is not None:
+        return _give_up(invocation, store, started)
     try:
         if job.bucket != runtime.settings.bucket:
             raise PermanentError(BAD_MESSAGE, f"bucket {job.bucket!r} is not this stage's bucket")
@@ -97,6 +108,31 @@ def process(invocation: Invocation, runtime: Runtime, started: float | None = No
             error = type(error)(error.code, gave_up(error.message, invocation.attempt))
         _mark_failed(store, job.upload_id, error)
         return _result(job, FAILED, started, error=error.to_dict())
+
+
+def _give_up(invocation: Invocation, store: status.StatusStore, started: float) -> InvocationResult:
+    """The bridge gave up on the job after its invocations failed; record it, do no work.
+
+    An invocation that timed out on the caller's side may still have finished here, so a job
+    with a manifest is answered ``done``. Otherwise the job's status becomes ``failed`` with the
+    bridge's cause. When S3 cannot be written either, the answer is ``retry`` and the bridge
+    dead-letters the job with its cause anyway.
+    """
+    job = invocation.job
+    error = TransientError(
+        str(invocation.give_up.get("code") or INTERNAL),
+        str(invocation.give_up.get("message") or "the bridge gave up on the job"),
+    )
+    try:
+        existing = store.get_manifest(job.upload_id)
+        if existing is not None:
+            store.mark(job.upload_id, status.DONE, exclusive=True)
+            return _done(job, existing, started)
+        store.mark(job.upload_id, status.FAILED, error=error.to_dict(), exclusive=True)
+    except Exception as exc:
+        LOGGER.warning("job %s: could not record that it failed: %s", job.job_id, classify(exc))
+        return _result(job, RETRY, started, error=error.to_dict())
+    return _result(job, FAILED, started, error=error.to_dict())
 
 
 def _make_variants(job, runtime: Runtime) -> dict:

@@ -47,6 +47,10 @@ ENV_CALLBACK_ATTEMPTS = "IMAGEPIPE_CALLBACK_ATTEMPTS"
 ENV_CALLBACK_BACKOFF = "IMAGEPIPE_CALLBACK_BACKOFF_S"
 ENV_CALLBACK_TIMEOUT = "IMAGEPIPE_CALLBACK_TIMEOUT_S"
 ENV_AMQP_SECRET_ARN = "IMAGEPIPE_AMQP_SECRET_ARN"
+ENV_HEALTH_PORT = "IMAGEPIPE_HEALTH_PORT"
+ENV_HEALTH_HOST = "IMAGEPIPE_HEALTH_HOST"
+ENV_DRAIN_TIMEOUT = "IMAGEPIPE_DRAIN_TIMEOUT_S"
+ENV_REQUEUE_STUCK_AFTER = "IMAGEPIPE_REQUEUE_STUCK_AFTER_S"
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 DEFAULT_RESIZE_QUEUE = "imagepipe.resize"
@@ -71,6 +75,11 @@ DEFAULT_CALLBACK_QUEUE = "imagepipe.callbacks"
 DEFAULT_CALLBACK_DEAD_LETTER_QUEUE = "imagepipe.callbacks.dead"
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("", "0", "false", "no", "off")
+DEFAULT_HEALTH_HOST = "127.0.0.1"
+# Below the usual stop grace periods (Kubernetes and ECS: 30 s), so the bridge hands back what
+# is left itself instead of being SIGKILLed.
+DEFAULT_DRAIN_TIMEOUT_S = 25.0
+DEFAULT_REQUEUE_STUCK_AFTER_S = 900
 
 
 @dataclass(frozen=True)
@@ -111,6 +120,11 @@ class Settings:
     # In the cloud the broker's user and password live in Secrets Manager, never in the
     # environment: ``amqp_url`` is then the endpoint alone (see ``load``).
     amqp_secret_arn: str | None = None
+    health_port: int = 0  # the bridge's /healthz and /metrics; 0: off
+    health_host: str = DEFAULT_HEALTH_HOST
+    drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S  # the bridge's shutdown bound
+    # `complete` publishes again for an upload queued this long ago that never started; 0: off
+    requeue_stuck_after_s: int = DEFAULT_REQUEUE_STUCK_AFTER_S
 
     def __post_init__(self) -> None:
         if not self.bucket:
@@ -143,6 +157,12 @@ class Settings:
         if -(-self.max_upload_bytes // self.multipart_part_bytes) > S3_MAX_PARTS:
             raise ConfigError(f"{ENV_MULTIPART_PART_BYTES} is too small: the largest upload "
                               f"would need more than {S3_MAX_PARTS} parts")
+        if not 0 <= self.health_port <= 65535:
+            raise ConfigError(f"{ENV_HEALTH_PORT} must be 0 (off) or a port up to 65535")
+        if self.requeue_stuck_after_s < 0:
+            raise ConfigError(f"{ENV_REQUEUE_STUCK_AFTER} must be 0 (off) or positive")
+        if not self.drain_timeout_s > 0:
+            raise ConfigError(f"{ENV_DRAIN_TIMEOUT} must be a positive number of seconds")
 
     @property
     def worker_count(self) -> int:
@@ -171,6 +191,7 @@ class Settings:
             "callback_queue": ENV_CALLBACK_QUEUE,
             "callback_dead_letter_queue": ENV_CALLBACK_DEAD_LETTER_QUEUE,
             "amqp_secret_arn": ENV_AMQP_SECRET_ARN,
+            "health_host": ENV_HEALTH_HOST,
         }
         for attr, name in text.items():
             if env.get(name):
@@ -186,6 +207,8 @@ class Settings:
             "multipart_threshold_bytes": ENV_MULTIPART_THRESHOLD,
             "multipart_part_bytes": ENV_MULTIPART_PART_BYTES,
             "callback_attempts": ENV_CALLBACK_ATTEMPTS,
+            "health_port": ENV_HEALTH_PORT,
+            "requeue_stuck_after_s": ENV_REQUEUE_STUCK_AFTER,
         }
         for attr, name in numbers.items():
             if env.get(name):
@@ -194,6 +217,7 @@ class Settings:
             "retry_backoff_s": ENV_RETRY_BACKOFF,
             "callback_backoff_s": ENV_CALLBACK_BACKOFF,
             "callback_timeout_s": ENV_CALLBACK_TIMEOUT,
+            "drain_timeout_s": ENV_DRAIN_TIMEOUT,
         }
         for attr, name in decimals.items():
             if env.get(name):
@@ -242,6 +266,8 @@ class Settings:
             ENV_WORKERS: str(self.workers),
             ENV_PREFETCH: str(self.prefetch),
             ENV_RETRY_BACKOFF: str(self.retry_backoff_s),
+            ENV_DRAIN_TIMEOUT: str(self.drain_timeout_s),
+            ENV_REQUEUE_STUCK_AFTER: str(self.requeue_stuck_after_s),
             ENV_ALLOWED_ORIGINS: ",".join(self.allowed_origins),
             ENV_MULTIPART_THRESHOLD: str(self.multipart_threshold_bytes),
             ENV_MULTIPART_PART_BYTES: str(self.multipart_part_bytes),
@@ -251,6 +277,8 @@ class Settings:
             ENV_CALLBACK_ATTEMPTS: str(self.callback_attempts),
             ENV_CALLBACK_BACKOFF: str(self.callback_backoff_s),
             ENV_CALLBACK_TIMEOUT: str(self.callback_timeout_s),
+            ENV_HEALTH_PORT: str(self.health_port),
+            ENV_HEALTH_HOST: self.health_host,
         }
         if self.s3_endpoint_url:
             env[ENV_S3_ENDPOINT_URL] = self.s3_endpoint_url

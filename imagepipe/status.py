@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from imagepipe import keys
 from imagepipe.errors import aws_error_code, is_missing_object
-from imagepipe.messages import utc_now
+from imagepipe.messages import TIME_FORMAT, utc_now
 
 PENDING = "pending"
 QUEUED = "queued"
@@ -54,6 +55,13 @@ class StatusStore:
             raise ValueError(f"no marker for state {state!r}")
         body = {"state": state, "at": utc_now(), "error": error}
         return self._put_json(keys.status_marker_key(upload_id, state), body, exclusive=exclusive)
+
+    def marked_at(self, upload_id: str, state: str) -> datetime | None:
+        """When the marker for ``state`` was written, or None without one."""
+        marker = self._get_json(keys.status_marker_key(upload_id, state))
+        if not marker or not marker.get("at"):
+            return None
+        return datetime.strptime(marker["at"], TIME_FORMAT).replace(tzinfo=timezone.utc)
 
     def unmark(self, upload_id: str, state: str) -> None:
         self._s3.delete_object(Bucket=self._bucket, Key=keys.status_marker_key(upload_id, state))

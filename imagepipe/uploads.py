@@ -14,6 +14,7 @@ import json
 import logging
 import re
 import unicodedata
+from datetime import datetime, timezone
 
 from imagepipe import callbacks, errors, formats, keys, status
 from imagepipe.errors import TransientError
@@ -295,6 +296,8 @@ class UploadService:
             error = current.error or {}
             raise ApiError(422, error.get("code", errors.INTERNAL),
                            error.get("message", "the upload failed"))
+        if current.state == status.QUEUED and self._lost_in_queue(upload_id):
+            return self._publish_again(upload_id, record)
         if current.state != status.PENDING:
             return {"upload_id": upload_id, "status": current.state}
         etag = self._verify_original(upload_id, record)
@@ -315,6 +318,26 @@ class UploadService:
                                retry_after=BROKER_RETRY_AFTER_S) from exc
             raise
         LOGGER.info("upload %s enqueued as job %s", upload_id, job.job_id)
+        return {"upload_id": upload_id, "status": status.QUEUED}
+
+    def _lost_in_queue(self, upload_id: str) -> bool:
+        """Queued long ago and never started: the caller that marked it may have died before
+        its publish (a Lambda timeout), so no message may exist for it."""
+        after = self.settings.requeue_stuck_after_s
+        marked = self.status.marked_at(upload_id, status.QUEUED) if after else None
+        return marked is not None and (datetime.now(timezone.utc) - marked).total_seconds() > after
+
+    def _publish_again(self, upload_id: str, record: dict) -> dict:
+        # At least once: if the first message was only stuck behind a long backlog, the job
+        # runs twice; the second run answers from the manifest (a second job.done event).
+        etag = self._verify_original(upload_id, record)
+        job = ResizeJob.for_upload(upload_id, self.settings.bucket, record["content_type"], etag)
+        try:
+            self.publisher.publish(job)
+        except TransientError as exc:  # the marker stays: the next call tries again
+            raise ApiError(503, exc.code, exc.message, retry_after=BROKER_RETRY_AFTER_S) from exc
+        LOGGER.warning("upload %s was queued over %ds ago and never started: job published "
+                       "again", upload_id, self.settings.requeue_stuck_after_s)
         return {"upload_id": upload_id, "status": status.QUEUED}
 
     def _verify_original(self, upload_id: str, record: dict) -> str:

@@ -24,6 +24,7 @@ EXIT_INTERRUPTED = 130
 COMMAND_MODULES = (
     "imagepipe.cli.resize",
     "imagepipe.cli.upload",
+    "imagepipe.cli.dlq",
 )
 
 

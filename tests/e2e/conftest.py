@@ -8,12 +8,15 @@ import uuid
 
 import pika
 
+from imagepipe.broker import declare_topology
 from imagepipe.devtools.stack import LocalStack, free_port
 
 
 @contextlib.contextmanager
-def running_stack(tmp_path_factory, api_port: int | None = None, **overrides):
-    """A started ``LocalStack``; ``overrides`` replace settings (limits, allowed origins ...)."""
+def running_stack(tmp_path_factory, api_port: int | None = None, bridges: int = 1, **overrides):
+    """A started ``LocalStack``; ``overrides`` replace settings (limits, allowed origins ...).
+
+    With ``bridges=0`` the topology is declared here, so that ``complete`` can still publish."""
     name = f"imagepipe-e2e-{uuid.uuid4().hex[:10]}"
     settings = {
         "bucket": name,
@@ -29,8 +32,12 @@ def running_stack(tmp_path_factory, api_port: int | None = None, **overrides):
     }
     local = LocalStack(tmp_path_factory.mktemp("run"), api_port=api_port or free_port(),
                        s3_port=free_port(), settings_overrides=settings)
-    local.start()
+    local.start(bridges=bridges)
     try:
+        if not bridges:
+            with contextlib.closing(pika.BlockingConnection(
+                    pika.URLParameters(local.settings.amqp_url))) as connection:
+                declare_topology(connection.channel(), local.settings)
         yield local
     finally:
         local.stop()

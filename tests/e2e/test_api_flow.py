@@ -9,49 +9,25 @@ import json
 import os
 import threading
 import time
-import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import pika
 import pytest
 import requests
 from PIL import Image
 
 from imagepipe import callbacks
-from imagepipe.devtools.stack import LocalStack, free_port
 from imagepipe.settings import S3_MIN_PART_BYTES
+
+from .conftest import running_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    name = f"imagepipe-api-{uuid.uuid4().hex[:10]}"
-    overrides = {
-        "bucket": name,
-        "resize_queue": f"{name}.resize",
-        "dead_letter_queue": f"{name}.resize.dead",
-        "dead_letter_exchange": f"{name}.resize.dlx",
-        "results_exchange": f"{name}.results",
-        "callback_queue": f"{name}.callbacks",
-        "callback_dead_letter_queue": f"{name}.callbacks.dead",
-        "multipart_part_bytes": S3_MIN_PART_BYTES,
-        "multipart_threshold_bytes": S3_MIN_PART_BYTES,
-        "workers": 2,
-    }
-    local = LocalStack(tmp_path_factory.mktemp("run"), api_port=free_port(), s3_port=free_port(),
-                       settings_overrides=overrides)
-    local.start()
-    yield local
-    local.stop()
-    connection = pika.BlockingConnection(pika.URLParameters(local.settings.amqp_url))
-    channel = connection.channel()
-    for queue in (local.settings.resize_queue, local.settings.dead_letter_queue,
-                  local.settings.callback_queue, local.settings.callback_dead_letter_queue):
-        channel.queue_delete(queue)
-    for exchange in (local.settings.dead_letter_exchange, local.settings.results_exchange):
-        channel.exchange_delete(exchange)
-    connection.close()
+    with running_stack(tmp_path_factory, multipart_part_bytes=S3_MIN_PART_BYTES,
+                       multipart_threshold_bytes=S3_MIN_PART_BYTES) as local:
+        yield local
 
 
 @pytest.fixture

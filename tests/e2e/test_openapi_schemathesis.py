@@ -17,14 +17,11 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
-import pika
 import pytest
 
-from imagepipe.broker import declare_topology
-from imagepipe.devtools.stack import LocalStack, free_port
+from .conftest import running_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -38,31 +35,10 @@ unexpected-methods = ["get", "put", "post", "delete", "patch", "options"]
 
 
 @pytest.fixture
-def api_stack(tmp_path):
-    name = f"imagepipe-st-{uuid.uuid4().hex[:10]}"
-    overrides = {
-        "bucket": name,
-        "resize_queue": f"{name}.resize",
-        "dead_letter_queue": f"{name}.resize.dead",
-        "dead_letter_exchange": f"{name}.resize.dlx",
-        "results_exchange": f"{name}.results",
-    }
-    stack = LocalStack(tmp_path / "run", api_port=free_port(), s3_port=free_port(),
-                       settings_overrides=overrides)
-    stack.start(bridges=0)
-    connection = pika.BlockingConnection(pika.URLParameters(stack.settings.amqp_url))
-    channel = connection.channel()
-    try:
-        # No bridge is needed, but the queue must exist for `complete` to have somewhere to go.
-        declare_topology(channel, stack.settings)
-        yield stack
-    finally:
-        stack.stop()
-        for queue in (stack.settings.resize_queue, stack.settings.dead_letter_queue):
-            channel.queue_delete(queue)
-        for exchange in (stack.settings.dead_letter_exchange, stack.settings.results_exchange):
-            channel.exchange_delete(exchange)
-        connection.close()
+def api_stack(tmp_path_factory):
+    # No bridge is needed: nothing here waits for a job to run.
+    with running_stack(tmp_path_factory, bridges=0) as local:
+        yield local
 
 
 def test_schemathesis_finds_no_server_error_or_contract_violation(api_stack, tmp_path):

@@ -114,6 +114,42 @@ def test_resize_handler_keeps_alpha_of_a_png(s3_mock, chalice_client):
     assert s3.head_object(Bucket=bucket, Key=variants["lg"]["key"])["ContentType"] == "image/png"
 
 
+def test_give_up_invocation_records_the_failure_without_running_the_job(s3_mock, chalice_client):
+    s3, bucket = s3_mock
+    module = load_app_module("resize")
+    client = chalice_client(module, Settings(bucket=bucket))
+    upload_id = keys.new_upload_id()
+    s3.put_object(Bucket=bucket, Key=keys.original_key(upload_id), Body=_jpeg(64, 48))
+    cause = {"code": "invoke_failed", "message": "throttled (gave up after 6 attempts)"}
+    job = ResizeJob.for_upload(upload_id, bucket, "image/jpeg")
+
+    result = client.lambda_.invoke("resize", Invocation(job, 6, 6, give_up=cause).to_dict()).payload
+
+    assert (result["status"], result["error"]) == ("failed", cause)
+    marker = s3.get_object(Bucket=bucket, Key=keys.status_marker_key(upload_id, "failed"))
+    assert json.loads(marker["Body"].read())["error"] == cause
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix=f"variants/{upload_id}/")
+    assert listed.get("KeyCount", 0) == 0  # nothing was resized
+
+
+def test_give_up_invocation_of_a_finished_job_answers_done(s3_mock, chalice_client):
+    # The bridge's last invocation timed out on its side, but the function had finished.
+    s3, bucket = s3_mock
+    module = load_app_module("resize")
+    client = chalice_client(module, Settings(bucket=bucket))
+    upload_id = keys.new_upload_id()
+    s3.put_object(Bucket=bucket, Key=keys.original_key(upload_id), Body=_jpeg(640, 480))
+    assert _invoke(client, upload_id, bucket)["status"] == "done"
+    job = ResizeJob.for_upload(upload_id, bucket, "image/jpeg")
+    cause = {"code": "invoke_failed", "message": "read timeout (gave up after 6 attempts)"}
+
+    result = client.lambda_.invoke("resize", Invocation(job, 6, 6, give_up=cause).to_dict()).payload
+
+    assert result["status"] == "done" and len(result["variants"]) == 5
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix=keys.status_prefix(upload_id))
+    assert "failed.json" not in {o["Key"].rsplit("/", 1)[-1] for o in listed["Contents"]}
+
+
 def test_manifest_says_what_was_stripped_converted_and_which_frame(s3_mock, chalice_client):
     from imagepipe.spec import parse_variants
     from tests import images

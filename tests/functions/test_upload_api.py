@@ -5,12 +5,13 @@ import base64
 import dataclasses
 import hashlib
 import json
+from datetime import datetime, timedelta, timezone
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
 from imagepipe import keys
-from imagepipe.messages import ResizeJob
+from imagepipe.messages import TIME_FORMAT, ResizeJob
 from imagepipe.status import Status
 
 from ..conftest import unique_name
@@ -383,3 +384,39 @@ def test_object_created_raises_while_the_broker_is_down_so_lambda_retries(
         _object_created(api, settings.bucket, keys.original_key(upload_id))
 
     assert store.current(upload_id).state == "pending"
+
+
+# --- repair: queued, but the publish never happened ----------------------------------------------
+
+def _leave_queued_marker(s3_mock, upload_id, minutes_ago):
+    """What an upload function that died between its queued marker and its publish left."""
+    s3, bucket = s3_mock
+    at = (datetime.now(timezone.utc) - timedelta(minutes=minutes_ago)).strftime(TIME_FORMAT)
+    s3.put_object(Bucket=bucket, Key=keys.status_marker_key(upload_id, "queued"),
+                  Body=json.dumps({"state": "queued", "at": at, "error": None}).encode())
+
+
+def test_complete_publishes_again_for_an_upload_queued_long_ago_that_never_started(
+    api, s3_mock, settings, store
+):
+    upload_id = _create(api)
+    _upload(s3_mock, upload_id, JPEG)
+    _leave_queued_marker(s3_mock, upload_id, minutes_ago=settings.requeue_stuck_after_s / 60 + 1)
+
+    response = _complete(api, upload_id)
+
+    assert response.status_code == 202
+    assert response.json_body == {"upload_id": upload_id, "status": "queued"}
+    [(properties, body)] = _drain(settings)
+    assert ResizeJob.decode(body).job_id == properties.message_id == upload_id
+
+
+def test_complete_does_not_publish_again_for_a_recently_queued_upload(api, s3_mock, settings):
+    upload_id = _create(api)
+    _upload(s3_mock, upload_id, JPEG)
+    _leave_queued_marker(s3_mock, upload_id, minutes_ago=1)  # probably waiting in the queue
+
+    response = _complete(api, upload_id)
+
+    assert response.json_body == {"upload_id": upload_id, "status": "queued"}
+    assert _drain(settings) == []

@@ -87,9 +87,10 @@ class BrokerProbe:
         self.publisher = JobPublisher(settings)
         self._results_queue = None
 
-    def watch_results(self) -> None:
-        """Bind a private queue to every ``job.*`` event; call before publishing."""
-        declared = self.channel.queue_declare("", exclusive=True, auto_delete=True)
+    def watch_results(self, queue: str = "") -> None:
+        """Bind a queue to every ``job.*`` event; call before publishing. A named queue outlives
+        this probe's connection (for tests that have the broker drop every connection)."""
+        declared = self.channel.queue_declare(queue, exclusive=not queue, auto_delete=not queue)
         self._results_queue = declared.method.queue
         self.channel.queue_bind(
             self._results_queue, self.settings.results_exchange, routing_key="job.*"
@@ -123,6 +124,18 @@ class BrokerProbe:
         got = self._drain(self._results_queue, count, timeout)
         assert len(got) == count, f"expected {count} result events, got {len(got)}"
         return [ResultEvent.from_dict(json.loads(body)) for _, body in got]
+
+    def events_until_each_of(self, job_ids, timeout: float = 60) -> list[ResultEvent]:
+        """Every event until each job has at least one (duplicates included)."""
+        missing, events = set(job_ids), []
+        deadline = time.monotonic() + timeout
+        while missing and time.monotonic() < deadline:
+            for _, body in self._drain(self._results_queue, len(missing), 1.0):
+                event = ResultEvent.from_dict(json.loads(body))
+                events.append(event)
+                missing.discard(event.job_id)
+        assert not missing, f"{len(missing)} jobs without a result event: {sorted(missing)[:5]}"
+        return events
 
     def no_more_events(self, wait: float = 0.5) -> bool:
         return not self._drain(self._results_queue, 1, wait)
@@ -254,3 +267,27 @@ def retry_result(invocation: Invocation, code: str = "s3_unavailable") -> Invoca
         status=RETRY,
         error={"code": code, "message": "injected by the test"},
     )
+
+
+def attempts_of_one_done_job(storage, probe, run_bridge, behave, timeout: float = 30,
+                             **bridge_kwargs) -> list[int]:
+    """Run one real job through a bridge whose invoker first calls ``behave``; returns the
+    attempt numbers it saw, once the job is done and the bridge stopped with nothing left."""
+    from imagepipe.status import StatusStore
+
+    settings = storage.settings
+    upload_id = storage.put_original(jpeg_bytes(640, 480))
+    invoker = RecordingInvoker(InlineInvoker(settings), behave=behave)
+    probe.watch_results()
+    runner = run_bridge(settings, invoker, **bridge_kwargs)
+
+    probe.publish(storage.job(upload_id))
+
+    [event] = probe.events(1, timeout=timeout)
+    assert (event.job_id, event.status) == (upload_id, "done")
+    assert StatusStore(storage.s3, settings.bucket).current(upload_id).state == "done"
+    runner.stop()
+    assert probe.no_more_events()
+    assert probe.ready(settings.resize_queue) == 0
+    assert probe.ready(settings.dead_letter_queue) == 0
+    return invoker.attempts[upload_id]

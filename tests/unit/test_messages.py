@@ -44,6 +44,15 @@ def test_invocation_and_result_match_golden():
     assert InvocationResult.from_dict(result.to_dict()) == result
 
 
+def test_give_up_invocation_matches_golden():
+    error = {"code": "invoke_failed", "message": "lambda resize: throttled (gave up after 6 attempts)"}
+    invocation = Invocation(JOB, attempt=6, max_attempts=6, give_up=error)
+    assert json.loads(golden("invocation_give_up.v1.json")) == invocation.to_dict()
+    assert Invocation.from_dict(invocation.to_dict()) == invocation
+    with pytest.raises(PermanentError):
+        Invocation.from_dict({**invocation.to_dict(), "give_up": "no"})
+
+
 def test_result_event_matches_golden():
     failed = InvocationResult(job_id=UID, upload_id=UID, status="failed",
                               error={"code": "truncated", "message": "image data is truncated"},

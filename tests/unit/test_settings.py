@@ -22,7 +22,9 @@ def test_to_env_round_trips():
                         resize_queue="q", delivery_limit=2, allowed_types=("image/png",),
                         variants=(Variant("a", "cover", 10, 20, "webp", 70),),
                         invoker="lambda", resize_function="fn", workers=3, prefetch=7,
-                        retry_backoff_s=1.5, allowed_origins=("https://x.example",))
+                        retry_backoff_s=1.5, allowed_origins=("https://x.example",),
+                        health_port=9464, health_host="0.0.0.0", drain_timeout_s=7.5,
+                        requeue_stuck_after_s=60)
     assert Settings.from_env(original.to_env()) == original
 
 
@@ -39,6 +41,10 @@ def test_settings_are_frozen():
     ({s.ENV_BUCKET: "b", s.ENV_INVOKER: "carrier-pigeon"}, "IMAGEPIPE_INVOKER"),
     ({s.ENV_BUCKET: "b", s.ENV_INVOKER: "lambda"}, "IMAGEPIPE_RESIZE_FUNCTION"),
     ({s.ENV_BUCKET: "b", s.ENV_VARIANTS: "{"}, "IMAGEPIPE_VARIANTS"),
+    ({s.ENV_BUCKET: "b", s.ENV_HEALTH_PORT: "70000"}, "IMAGEPIPE_HEALTH_PORT"),
+    ({s.ENV_BUCKET: "b", s.ENV_HEALTH_PORT: "http"}, "IMAGEPIPE_HEALTH_PORT"),
+    ({s.ENV_BUCKET: "b", s.ENV_DRAIN_TIMEOUT: "0"}, "IMAGEPIPE_DRAIN_TIMEOUT_S"),
+    ({s.ENV_BUCKET: "b", s.ENV_DRAIN_TIMEOUT: "soon"}, "IMAGEPIPE_DRAIN_TIMEOUT_S"),
     ({s.ENV_BUCKET: "b", s.ENV_VARIANTS: '[{"name": "x", "width": 0}]'}, "width"),
     ({s.ENV_BUCKET: "b", s.ENV_MULTIPART_PART_BYTES: str(5 * 1024 * 1024 - 1)},
      "IMAGEPIPE_MULTIPART_PART_BYTES"),

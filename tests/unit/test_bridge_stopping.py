@@ -1,0 +1,41 @@
+"""While stopping, the bridge hands back jobs it has not started, but never a final attempt:
+releasing it would spend the job's last delivery, and the broker would dead-letter it without a
+cause or a failed status. (No broker needed: the decision is made before any I/O.)"""
+
+import time
+
+from bridge.consumer import Bridge, _Delivery
+from bridge.settle import ACK, RELEASE
+from imagepipe.messages import InvocationResult, ResizeJob
+from imagepipe.settings import Settings
+
+UID = "0123456789abcdef0123456789abcdef"
+JOB = ResizeJob.for_upload(UID, "photos", "image/jpeg")
+
+
+class DoneInvoker:
+    def __init__(self):
+        self.attempts = []
+
+    def invoke(self, invocation):
+        self.attempts.append(invocation.attempt)
+        return InvocationResult(job_id=UID, upload_id=UID, status="done")
+
+    def close(self, wait=True):
+        pass
+
+
+def _delivery(attempt: int, max_attempts: int) -> _Delivery:
+    return _Delivery(channel=None, delivery_tag=1, properties=None, body=JOB.encode(),
+                     attempt=attempt, max_attempts=max_attempts)
+
+
+def test_stopping_releases_a_job_not_started_but_runs_a_final_attempt():
+    invoker = DoneInvoker()
+    bridge = Bridge(Settings(bucket="photos", delivery_limit=2), invoker)
+    bridge.stop()
+    bridge._stopping.set()  # what the I/O loop does on the stop request
+
+    assert bridge._run_job(_delivery(1, 3), JOB, time.monotonic()).action == RELEASE
+    assert bridge._run_job(_delivery(3, 3), JOB, time.monotonic()).action == ACK
+    assert invoker.attempts == [3]
