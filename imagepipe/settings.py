@@ -59,7 +59,7 @@ DEFAULT_DEAD_LETTER_EXCHANGE = "imagepipe.resize.dlx"
 DEFAULT_RESULTS_EXCHANGE = "imagepipe.results"
 DEFAULT_DELIVERY_LIMIT = 5
 DEFAULT_MAX_UPLOAD_BYTES = 25 * 1024 * 1024
-DEFAULT_ALLOWED_TYPES = ("image/jpeg", "image/png", "image/webp")
+DEFAULT_ALLOWED_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif")
 DEFAULT_MAX_PIXELS = 50_000_000
 # S3 accepts up to 7 days for SigV4; uploads are short-lived by contract.
 MAX_PRESIGN_EXPIRES = 600

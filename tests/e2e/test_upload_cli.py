@@ -77,13 +77,13 @@ def test_upload_wait_and_download_with_rejections(stack, tmp_path):
     big = noise_png(1700, 1300)  # 6.6 MB: two 5 MiB parts
     assert LIMITS["multipart_part_bytes"] < len(big) < LIMITS["max_upload_bytes"]
     (tmp_path / "big.png").write_bytes(big)
-    (tmp_path / "anim.gif").write_bytes(images.make_gif(10, 10))
+    (tmp_path / "scan.bmp").write_bytes(images.make_bmp(10, 10))
     (tmp_path / "notes.jpg").write_bytes(images.make_html_polyglot())
     with (tmp_path / "huge.jpg").open("wb") as huge:  # over the limit, sparse on disk
         huge.write(images.make_jpeg(10, 10)[:16])
         huge.truncate(LIMITS["max_upload_bytes"] + 1)
     records_before = uploaded_records(stack)
-    names = ["small.jpg", "big.png", "anim.gif", "notes.jpg", "huge.jpg", "missing.jpg"]
+    names = ["small.jpg", "big.png", "scan.bmp", "notes.jpg", "huge.jpg", "missing.jpg"]
 
     result = run_cli(*names, "--api", stack.api_url, "--out", "out", "--json", "--timeout",
                      "90", cwd=tmp_path)
@@ -111,12 +111,12 @@ def test_upload_wait_and_download_with_rejections(stack, tmp_path):
     assert upload_record(stack, by_name["big.png"]["upload_id"])["method"] == "MULTIPART"
 
     codes = {name: (line["error"] or {}).get("code") for name, line in by_name.items()}
-    assert codes["anim.gif"] == "unsupported_type"
+    assert codes["scan.bmp"] == "unsupported_type"
     assert codes["notes.jpg"] == "unsupported_format"  # the server is the authority
     assert codes["huge.jpg"] == "too_large"
     assert codes["missing.jpg"] == "source_missing"
     # The checks from GET /limits refused before asking for a URL; the lying file got one.
-    for name in ("anim.gif", "huge.jpg", "missing.jpg"):
+    for name in ("scan.bmp", "huge.jpg", "missing.jpg"):
         assert by_name[name]["upload_id"] is None
     assert by_name["notes.jpg"]["upload_id"]
     assert uploaded_records(stack) == records_before + 3

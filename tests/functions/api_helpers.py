@@ -9,7 +9,9 @@ from imagepipe import keys
 
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01" + b"\x00" * 200
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + b"\x00" * 200
+WEBP = b"RIFF\x00\x01\x00\x00WEBPVP8 " + b"\x00" * 200
 GIF = b"GIF89a" + b"\x00" * 200
+BMP = b"BM" + b"\x00" * 200  # an image format the API does not take
 
 
 def post_json(client, path, payload=None, raw=None, content_type="application/json"):

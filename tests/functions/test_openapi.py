@@ -113,7 +113,7 @@ def test_what_the_app_answers_fits_the_document(openapi_api, s3_mock):
 
     put_id = created["PUT"]["upload_id"]
     _conforms(api.http.post(f"/uploads/{put_id}/complete"), "POST", f"/uploads/{put_id}/complete")
-    s3.put_object(Bucket=bucket, Key=keys.original_key(put_id), Body=b"GIF89a not allowed")
+    s3.put_object(Bucket=bucket, Key=keys.original_key(put_id), Body=b"BM not an allowed format")
     _conforms(api.http.post(f"/uploads/{put_id}/complete"), "POST", f"/uploads/{put_id}/complete")
     post_id = created["POST"]["upload_id"]
     _conforms(api.http.delete(f"/uploads/{post_id}"), "DELETE", f"/uploads/{post_id}")

@@ -15,7 +15,7 @@ from imagepipe.messages import TIME_FORMAT, ResizeJob
 from imagepipe.status import Status
 
 from ..conftest import unique_name
-from .api_helpers import GIF, JPEG
+from .api_helpers import BMP, GIF, JPEG, PNG, WEBP
 from .api_helpers import assert_error as _assert_error
 from .api_helpers import complete as _complete
 from .api_helpers import create as _create
@@ -94,7 +94,7 @@ def test_status_url_keeps_the_api_gateway_stage_prefix(s3_mock, settings, monkey
 @pytest.mark.parametrize("raw, code, field", [
     (b"{not json", "invalid_json", None),
     (b'{"content_type": "image/jpeg", "size": 10}', "invalid_request", "filename"),
-    (b'{"filename": "a.gif", "content_type": "image/gif", "size": 10}', "unsupported_type", None),
+    (b'{"filename": "a.bmp", "content_type": "image/bmp", "size": 10}', "unsupported_type", None),
     (b'{"filename": "a.jpg", "content_type": "image/jpeg", "size": true}', "invalid_size", None),
     (b'{"filename": "a.jpg", "content_type": "image/jpeg", "size": 26214401}', "too_large", None),
     (b'{"filename": "a.jpg", "content_type": "image/jpeg", "size": 10, "method": "GET"}',
@@ -148,6 +148,17 @@ def test_complete_publishes_one_persistent_job(api, s3_mock, settings, store):
     # The job pins the verified bytes: the resize reads exactly what was checked.
     s3, bucket = s3_mock
     assert job.source_etag == s3.head_object(Bucket=bucket, Key=job.source_key)["ETag"]
+
+
+@pytest.mark.parametrize("content_type, body", [
+    ("image/png", PNG), ("image/webp", WEBP), ("image/gif", GIF)])
+def test_complete_queues_every_default_allowed_type(api, s3_mock, settings, content_type, body):
+    upload_id = _create(api, filename="a", content_type=content_type, size=len(body))
+    _upload(s3_mock, upload_id, body)
+
+    assert _complete(api, upload_id).status_code == 202
+    [(_, job_body)] = _drain(settings)
+    assert ResizeJob.decode(job_body).content_type == content_type
 
 
 def test_second_complete_does_not_publish_again(api, s3_mock, settings):
@@ -208,7 +219,7 @@ def test_complete_before_upload_is_409_and_changes_nothing(api, settings, store)
 @pytest.mark.parametrize("declared, content, code", [
     ("image/jpeg", b"", "empty_upload"),
     ("image/jpeg", b"<html>not an image</html>", "unsupported_format"),
-    ("image/jpeg", GIF, "unsupported_format"),
+    ("image/jpeg", BMP, "unsupported_format"),
     ("image/png", JPEG, "content_type_mismatch"),
     ("image/jpeg", b"\xff\xd8", "unsupported_format"),
 ])
