@@ -46,6 +46,7 @@ class Runtime:
     """What a job needs from the outside world; the S3 client is made on first use."""
 
     def __init__(self, settings: Settings, s3=None):
+        imaging.check_engine(settings.imaging_engine)  # at start, not as every job's failure
         self.settings = settings
         self._s3 = s3
 
@@ -145,7 +146,8 @@ def _make_variants(job, runtime: Runtime) -> dict:
             TOO_LARGE, f"original is {size} bytes, over the limit of {settings.max_upload_bytes}"
         )
     data = obj["Body"].read()
-    rendered = imaging.render(data, settings.variants, max_pixels=settings.max_pixels)
+    rendered = imaging.render(data, settings.variants, max_pixels=settings.max_pixels,
+                             engine=settings.imaging_engine)
     infos = []
     for variant in rendered.variants:
         key = keys.variant_key(job.upload_id, variant.name, variant.format)

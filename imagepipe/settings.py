@@ -32,6 +32,7 @@ ENV_VARIANTS = "IMAGEPIPE_VARIANTS"
 ENV_PRESIGN_EXPIRES = "IMAGEPIPE_PRESIGN_EXPIRES"
 ENV_DOWNLOAD_EXPIRES = "IMAGEPIPE_DOWNLOAD_EXPIRES"
 ENV_INVOKER = "IMAGEPIPE_INVOKER"
+ENV_IMAGING_ENGINE = "IMAGEPIPE_IMAGING_ENGINE"
 ENV_RESIZE_FUNCTION = "IMAGEPIPE_RESIZE_FUNCTION"
 ENV_WORKERS = "IMAGEPIPE_WORKERS"
 ENV_PREFETCH = "IMAGEPIPE_PREFETCH"
@@ -71,6 +72,8 @@ DEFAULT_MULTIPART_PART_BYTES = 8 * 1024 * 1024
 S3_MIN_PART_BYTES = 5 * 1024 * 1024
 S3_MAX_PARTS = 10_000
 INVOKERS = ("local", "lambda")
+# pillow: the default and the Lambda package's; vips: optional (pyvips), faster on JPEG photos.
+IMAGING_ENGINES = ("pillow", "vips")
 DEFAULT_CALLBACK_QUEUE = "imagepipe.callbacks"
 DEFAULT_CALLBACK_DEAD_LETTER_QUEUE = "imagepipe.callbacks.dead"
 _TRUE = ("1", "true", "yes", "on")
@@ -102,6 +105,7 @@ class Settings:
     download_expires: int = DEFAULT_DOWNLOAD_EXPIRES
     invoker: str = "local"
     resize_function: str | None = None
+    imaging_engine: str = "pillow"
     workers: int = 0  # 0: one per core
     prefetch: int = 0  # 0: twice the workers
     retry_backoff_s: float = 0.5
@@ -140,6 +144,8 @@ class Settings:
             raise ConfigError(f"{ENV_DELIVERY_LIMIT} must be at least 1")
         if self.invoker not in INVOKERS:
             raise ConfigError(f"{ENV_INVOKER} must be one of {', '.join(INVOKERS)}")
+        if self.imaging_engine not in IMAGING_ENGINES:
+            raise ConfigError(f"{ENV_IMAGING_ENGINE} must be one of {', '.join(IMAGING_ENGINES)}")
         if self.invoker == "lambda" and not self.resize_function:
             raise ConfigError(f"{ENV_RESIZE_FUNCTION} is required with the lambda invoker")
         if not self.allowed_types:
@@ -187,6 +193,7 @@ class Settings:
             "results_exchange": ENV_RESULTS_EXCHANGE,
             "invoker": ENV_INVOKER,
             "resize_function": ENV_RESIZE_FUNCTION,
+            "imaging_engine": ENV_IMAGING_ENGINE,
             "callback_secret": ENV_CALLBACK_SECRET,
             "callback_queue": ENV_CALLBACK_QUEUE,
             "callback_dead_letter_queue": ENV_CALLBACK_DEAD_LETTER_QUEUE,
@@ -263,6 +270,7 @@ class Settings:
             ENV_PRESIGN_EXPIRES: str(self.presign_expires),
             ENV_DOWNLOAD_EXPIRES: str(self.download_expires),
             ENV_INVOKER: self.invoker,
+            ENV_IMAGING_ENGINE: self.imaging_engine,
             ENV_WORKERS: str(self.workers),
             ENV_PREFETCH: str(self.prefetch),
             ENV_RETRY_BACKOFF: str(self.retry_backoff_s),

@@ -38,6 +38,7 @@ from imagepipe.imaging import colour, encode, geometry, vips
 from imagepipe.imaging.encode import Encoded, can_write_avif
 from imagepipe.imaging.load import allowed_decoders, decode, open_upload
 from imagepipe.imaging.resample import REDUCING_GAP, Base, resample_all
+from imagepipe.settings import IMAGING_ENGINES
 from imagepipe.spec import Variant
 
 LOGGER = logging.getLogger(__name__)
@@ -84,7 +85,15 @@ class Rendered:
     notes: tuple[str, ...] = ()  # what a person should know about how the variants were made
 
 
-ENGINES = ("pillow", "vips")
+ENGINES = IMAGING_ENGINES
+
+
+def check_engine(engine: str) -> None:
+    """A ``ConfigError`` unless ``engine`` is known and can run here."""
+    if engine not in ENGINES:
+        raise ConfigError(f"imaging engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if engine == "vips" and not vips.available():
+        raise ConfigError("imaging engine vips needs pyvips and libvips (pip install pyvips-binary pyvips)")
 
 
 def render(
@@ -98,10 +107,7 @@ def render(
     """Every variant of ``data``. ``threads`` > 1 uses that many threads for one image: for a
     worker that has the cores to itself (the CLI, one Lambda invocation with several vCPUs).
     ``engine="vips"`` lets libvips decode and resample JPEG photos, where pyvips is installed."""
-    if engine not in ENGINES:
-        raise ConfigError(f"imaging engine must be one of {', '.join(ENGINES)}, got {engine!r}")
-    if engine == "vips" and not vips.available():
-        raise ConfigError("imaging engine vips needs pyvips and libvips (pip install pyvips-binary pyvips)")
+    check_engine(engine)
     try:
         # Pillow warns (UserWarning) about broken EXIF in hostile files as it parses them; the
         # outcome is ours to report, not a warning to print to a CLI user or a Lambda log.

@@ -3,11 +3,14 @@
 import io
 import json
 
+import pytest
 from PIL import Image
 
-from imagepipe import keys
+from imagepipe import imaging, keys
+from imagepipe.errors import ConfigError
 from imagepipe.messages import Invocation, ResizeJob
-from imagepipe.settings import Settings
+from imagepipe.resize import Runtime
+from imagepipe.settings import IMAGING_ENGINES, Settings
 
 from .conftest import load_app_module
 
@@ -29,10 +32,11 @@ def _invoke(client, upload_id, bucket, source_etag=None):
     return response.payload
 
 
-def test_resize_handler_makes_upright_variants(s3_mock, chalice_client):
+@pytest.mark.parametrize("engine", IMAGING_ENGINES)
+def test_resize_handler_makes_upright_variants(s3_mock, chalice_client, engine):
     s3, bucket = s3_mock
     module = load_app_module("resize")
-    client = chalice_client(module, Settings(bucket=bucket))
+    client = chalice_client(module, Settings(bucket=bucket, imaging_engine=engine))
     upload_id = keys.new_upload_id()
     # Stored 1200x800, orientation 6 (rotate 90° clockwise to view): upright it is 800x1200.
     s3.put_object(Bucket=bucket, Key=keys.original_key(upload_id), Body=_jpeg(1200, 800, 6))
@@ -53,6 +57,12 @@ def test_resize_handler_makes_upright_variants(s3_mock, chalice_client):
     manifest = json.loads(s3.get_object(Bucket=bucket, Key=keys.manifest_key(upload_id))["Body"].read())
     assert manifest["source"]["key"] == keys.original_key(upload_id)
     assert "exif" in manifest["stripped"]
+
+
+def test_an_engine_that_cannot_run_here_fails_at_start_not_per_job(monkeypatch):
+    monkeypatch.setattr(imaging.vips, "available", lambda: False)
+    with pytest.raises(ConfigError, match="pyvips"):
+        Runtime(Settings(bucket="b", imaging_engine="vips"))
 
 
 def test_resize_handler_reports_bad_image_as_failed(s3_mock, chalice_client):

@@ -24,7 +24,7 @@ def test_to_env_round_trips():
                         invoker="lambda", resize_function="fn", workers=3, prefetch=7,
                         retry_backoff_s=1.5, allowed_origins=("https://x.example",),
                         health_port=9464, health_host="0.0.0.0", drain_timeout_s=7.5,
-                        requeue_stuck_after_s=60)
+                        requeue_stuck_after_s=60, imaging_engine="vips")
     assert Settings.from_env(original.to_env()) == original
 
 
@@ -40,6 +40,7 @@ def test_settings_are_frozen():
     ({s.ENV_BUCKET: "b", s.ENV_MAX_UPLOAD_BYTES: "lots"}, "IMAGEPIPE_MAX_UPLOAD_BYTES"),
     ({s.ENV_BUCKET: "b", s.ENV_INVOKER: "carrier-pigeon"}, "IMAGEPIPE_INVOKER"),
     ({s.ENV_BUCKET: "b", s.ENV_INVOKER: "lambda"}, "IMAGEPIPE_RESIZE_FUNCTION"),
+    ({s.ENV_BUCKET: "b", s.ENV_IMAGING_ENGINE: "gpu"}, "IMAGEPIPE_IMAGING_ENGINE"),
     ({s.ENV_BUCKET: "b", s.ENV_VARIANTS: "{"}, "IMAGEPIPE_VARIANTS"),
     ({s.ENV_BUCKET: "b", s.ENV_HEALTH_PORT: "70000"}, "IMAGEPIPE_HEALTH_PORT"),
     ({s.ENV_BUCKET: "b", s.ENV_HEALTH_PORT: "http"}, "IMAGEPIPE_HEALTH_PORT"),
