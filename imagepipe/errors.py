@@ -106,6 +106,18 @@ def invoke_failed(cause: BaseException | str) -> TransientError:
     return TransientError(INVOKE_FAILED, cause)
 
 
+def bad_message(exc: BaseException) -> PermanentError:
+    """The error for a message body that could not be decoded into a job.
+
+    The same body fails to decode on every delivery, so this is permanent (``bad_message``,
+    naming the decode failure). A ``PermanentError`` raised by the decoder (``bad_message`` or
+    ``unknown_schema_version``) is returned as it is.
+    """
+    if isinstance(exc, PermanentError):
+        return exc
+    return PermanentError(BAD_MESSAGE, f"{type(exc).__name__}: {exc}")
+
+
 def gave_up(message: str, attempts: int) -> str:
     """The message of a transient error that ran out of attempts (then final, like a permanent one)."""
     return f"{message} (gave up after {attempts} attempts)"

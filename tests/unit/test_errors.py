@@ -66,3 +66,17 @@ def test_invoke_failures_are_always_transient():
     assert (mapped.code, mapped.permanent) == (errors.INVOKE_FAILED, False)
     same = TransientError(errors.INVOKE_FAILED, "already mapped")
     assert errors.invoke_failed(same) is same
+
+
+def test_bad_message_is_permanent_and_names_the_decode_failure():
+    error = errors.bad_message(ValueError("Expecting value: line 1 column 1"))
+    assert isinstance(error, PermanentError)
+    assert error.code == errors.BAD_MESSAGE
+    assert error.message == "ValueError: Expecting value: line 1 column 1"
+
+
+def test_bad_message_keeps_a_permanent_decode_error():
+    schema = PermanentError(errors.UNKNOWN_SCHEMA, "version 9")
+    assert errors.bad_message(schema) is schema
+    # a transient error from the decoder still becomes permanent: the body never changes
+    assert errors.bad_message(TransientError(errors.INTERNAL, "x")).permanent
