@@ -46,7 +46,9 @@ class Runtime:
     """What a job needs from the outside world; the S3 client is made on first use."""
 
     def __init__(self, settings: Settings, s3=None):
-        imaging.check_engine(settings.imaging_engine)  # at start, not as every job's failure
+        # At start, not as every job's failure (a ConfigError there would be retried per job).
+        imaging.check_engine(settings.imaging_engine)
+        imaging.check_variants(settings.variants)
         self.settings = settings
         self._s3 = s3
 

@@ -45,7 +45,7 @@ LOGGER = logging.getLogger(__name__)
 
 __all__ = [
     "Rendered", "RenderedVariant", "SourceInfo", "render", "variant_images", "allowed_decoders",
-    "can_write_avif",
+    "can_write_avif", "check_engine", "check_variants",
 ]
 
 RenderedVariant = Encoded
@@ -94,6 +94,14 @@ def check_engine(engine: str) -> None:
         raise ConfigError(f"imaging engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     if engine == "vips" and not vips.available():
         raise ConfigError("imaging engine vips needs pyvips and libvips (pip install pyvips-binary pyvips)")
+
+
+def check_variants(variants: Sequence[Variant]) -> None:
+    """A ``ConfigError`` unless every variant's output format can be written here (AVIF needs a
+    Pillow built with it): found at start, not as every job's failure after its decode."""
+    for variant in variants:
+        if variant.format == "avif" and not encode.can_write_avif():
+            raise ConfigError(f"variant {variant.name}: this Pillow cannot write AVIF")
 
 
 def render(

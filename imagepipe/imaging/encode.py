@@ -56,7 +56,7 @@ def can_write_avif() -> bool:
 def encode(image: Image.Image, variant: Variant) -> Encoded:
     has_alpha = image.mode in ALPHA_MODES
     fmt = output_format(variant, has_alpha)
-    if fmt == "avif" and not can_write_avif():
+    if fmt == "avif" and not can_write_avif():  # a backstop: Runtime checks the spec at start
         raise ConfigError(f"variant {variant.name}: this Pillow cannot write AVIF")
     note = None
     if fmt == "jpeg" and has_alpha:

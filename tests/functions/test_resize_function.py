@@ -65,6 +65,16 @@ def test_an_engine_that_cannot_run_here_fails_at_start_not_per_job(monkeypatch):
         Runtime(Settings(bucket="b", imaging_engine="vips"))
 
 
+def test_a_variant_format_this_pillow_cannot_write_fails_at_start_not_per_job(monkeypatch):
+    from imagepipe.spec import parse_variants
+
+    monkeypatch.setattr(imaging.encode, "can_write_avif", lambda: False)
+    variants = parse_variants([{"name": "card", "width": 64, "format": "avif"}])
+    with pytest.raises(ConfigError, match="card: this Pillow cannot write AVIF"):
+        Runtime(Settings(bucket="b", variants=variants))
+    Runtime(Settings(bucket="b"))  # the default spec asks for no AVIF
+
+
 def test_resize_handler_reports_bad_image_as_failed(s3_mock, chalice_client):
     s3, bucket = s3_mock
     module = load_app_module("resize")
