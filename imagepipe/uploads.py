@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 
 from imagepipe import callbacks, errors, formats, keys, status
 from imagepipe.errors import TransientError
-from imagepipe.messages import ResizeJob, utc_now
+from imagepipe.messages import TIME_FORMAT, ResizeJob, utc_now
 from imagepipe.multipart import MultipartGone, MultipartUploads, PartPlan, PartsRejected
 from imagepipe.settings import Settings
 
@@ -216,8 +216,7 @@ class UploadService:
             "part_count": plan.count,
             "parts": self._part_urls(key, s3_upload_id, plan, plan.numbers),
         }
-        kept = {"s3_upload_id": s3_upload_id, "part_bytes": plan.part_bytes,
-                "part_count": plan.count}
+        kept = {"s3_upload_id": s3_upload_id, "part_bytes": plan.part_bytes}
         return upload, kept
 
     def _part_urls(self, key: str, s3_upload_id: str, plan: PartPlan, numbers) -> list[dict]:
@@ -276,8 +275,7 @@ class UploadService:
             if missing:
                 raise ApiError(409, PARTS_MISSING, "parts not uploaded yet: "
                                f"{', '.join(map(str, missing))}")
-            self.multipart.complete(key, multipart["s3_upload_id"],
-                                    [p for p in parts if p["part_number"] in plan.numbers])
+            self.multipart.complete(key, multipart["s3_upload_id"], parts)
         except MultipartGone:
             # Completed by an earlier call whose verify or publish failed: verify the object.
             LOGGER.info("upload %s: multipart upload already completed", upload_id)
@@ -296,7 +294,7 @@ class UploadService:
             error = current.error or {}
             raise ApiError(422, error.get("code", errors.INTERNAL),
                            error.get("message", "the upload failed"))
-        if current.state == status.QUEUED and self._lost_in_queue(upload_id):
+        if current.state == status.QUEUED and self._lost_in_queue(upload_id, record):
             return self._publish_again(upload_id, record)
         if current.state != status.PENDING:
             return {"upload_id": upload_id, "status": current.state}
@@ -304,8 +302,7 @@ class UploadService:
         if not self.status.mark(upload_id, status.QUEUED, exclusive=True):
             LOGGER.info("upload %s was enqueued by another caller", upload_id)
             return {"upload_id": upload_id, "status": self.status.state_of(upload_id).state}
-        job = ResizeJob.for_upload(upload_id, self.settings.bucket, record["content_type"], etag,
-                                   callback_url=record.get("callback_url"))
+        job = self._job(upload_id, record, etag)
         try:
             self.publisher.publish(job)
         except Exception as exc:
@@ -320,22 +317,35 @@ class UploadService:
         LOGGER.info("upload %s enqueued as job %s", upload_id, job.job_id)
         return {"upload_id": upload_id, "status": status.QUEUED}
 
-    def _lost_in_queue(self, upload_id: str) -> bool:
-        """Queued long ago and never started: the caller that marked it may have died before
-        its publish (a Lambda timeout), so no message may exist for it."""
+    def _job(self, upload_id: str, record: dict, etag: str) -> ResizeJob:
+        """The resize job for an upload, from its record (the first publish and any later one)."""
+        return ResizeJob.for_upload(upload_id, self.settings.bucket, record["content_type"], etag,
+                                    callback_url=record.get("callback_url"))
+
+    def _lost_in_queue(self, upload_id: str, record: dict) -> bool:
+        """Queued (or last published again) long ago and never started: the caller that marked
+        it may have died before its publish (a Lambda timeout), so no message may exist for it."""
         after = self.settings.requeue_stuck_after_s
         marked = self.status.marked_at(upload_id, status.QUEUED) if after else None
-        return marked is not None and (datetime.now(timezone.utc) - marked).total_seconds() > after
+        if marked is None:
+            return False
+        requeued = record.get("requeued_at")
+        if requeued:
+            marked = max(marked, datetime.strptime(requeued, TIME_FORMAT)
+                         .replace(tzinfo=timezone.utc))
+        return (datetime.now(timezone.utc) - marked).total_seconds() > after
 
     def _publish_again(self, upload_id: str, record: dict) -> dict:
         # At least once: if the first message was only stuck behind a long backlog, the job
         # runs twice; the second run answers from the manifest (a second job.done event).
         etag = self._verify_original(upload_id, record)
-        job = ResizeJob.for_upload(upload_id, self.settings.bucket, record["content_type"], etag)
         try:
-            self.publisher.publish(job)
+            self.publisher.publish(self._job(upload_id, record, etag))
         except TransientError as exc:  # the marker stays: the next call tries again
             raise ApiError(503, exc.code, exc.message, retry_after=BROKER_RETRY_AFTER_S) from exc
+        # When it was published again, so the next call waits another requeue_stuck_after_s
+        # instead of publishing once more (the queued marker is never overwritten).
+        self.status.put_upload_record(upload_id, {**record, "requeued_at": utc_now()})
         LOGGER.warning("upload %s was queued over %ds ago and never started: job published "
                        "again", upload_id, self.settings.requeue_stuck_after_s)
         return {"upload_id": upload_id, "status": status.QUEUED}
@@ -391,7 +401,10 @@ class UploadService:
         if current.state == status.PENDING:
             error = {"code": CANCELLED, "message": "the upload was cancelled by its client"}
             # The failed marker first: a complete racing this one then finds the upload over.
-            self.status.mark(upload_id, status.FAILED, error=error, exclusive=True)
+            if self.status.mark(upload_id, status.FAILED, error=error, exclusive=True):
+                current = status.Status(upload_id, status.FAILED, error)
+            else:  # failed first by a racing complete: its error is the answer
+                current = self.status.state_of(upload_id)
             if record.get("multipart"):
                 self.multipart.abort(keys.original_key(upload_id),
                                      record["multipart"]["s3_upload_id"])
@@ -399,7 +412,9 @@ class UploadService:
         elif current.state != status.FAILED:
             raise ApiError(409, NOT_CANCELLABLE, f"upload {upload_id} is {current.state} and "
                            "can no longer be cancelled")
-        return self.get_status(upload_id)
+        # Neither state has variants: no manifest or presigned URL to fetch.
+        return {"upload_id": upload_id, "status": current.state, "variants": [],
+                "error": current.error}
 
     # --- GET /uploads/{id} --------------------------------------------------------------------
     def get_status(self, upload_id: str) -> dict:

@@ -422,6 +422,36 @@ def test_complete_publishes_again_for_an_upload_queued_long_ago_that_never_start
     assert ResizeJob.decode(body).job_id == properties.message_id == upload_id
 
 
+def test_the_job_published_again_keeps_its_callback_url(make_api, s3_mock, settings):
+    api = make_api(dataclasses.replace(settings, callback_secret="s3cr3t"))
+    hook = "https://93.184.216.34/hooks/imagepipe"
+    upload_id = _create(api, callback_url=hook)
+    _upload(s3_mock, upload_id, JPEG)
+    _leave_queued_marker(s3_mock, upload_id, minutes_ago=settings.requeue_stuck_after_s / 60 + 1)
+
+    assert _complete(api, upload_id).status_code == 202
+
+    [(_, body)] = _drain(settings)
+    assert ResizeJob.decode(body).callback_url == hook
+
+
+def test_a_second_complete_right_after_a_publish_again_publishes_nothing(
+    api, s3_mock, settings
+):
+    upload_id = _create(api)
+    _upload(s3_mock, upload_id, JPEG)
+    _leave_queued_marker(s3_mock, upload_id, minutes_ago=settings.requeue_stuck_after_s / 60 + 1)
+    assert _complete(api, upload_id).status_code == 202
+    assert len(_drain(settings)) == 1
+
+    again = _complete(api, upload_id)
+    late_event = _object_created(api, settings.bucket, keys.original_key(upload_id))
+
+    assert again.json_body == {"upload_id": upload_id, "status": "queued"}
+    assert late_event["records"][0]["result"] == "queued"
+    assert _drain(settings) == []
+
+
 def test_complete_does_not_publish_again_for_a_recently_queued_upload(api, s3_mock, settings):
     upload_id = _create(api)
     _upload(s3_mock, upload_id, JPEG)
