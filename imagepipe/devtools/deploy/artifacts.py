@@ -10,6 +10,8 @@ import copy
 import hashlib
 from pathlib import Path
 
+from imagepipe.errors import is_missing_object
+
 FUNCTION_TYPES = ("AWS::Serverless::Function", "AWS::Lambda::Function")
 
 
@@ -28,7 +30,7 @@ def upload_bundle(s3, bucket: str, bundle: Path, prefix: str) -> str:
         s3.head_object(Bucket=bucket, Key=key)
         return key
     except s3.exceptions.ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+        if not is_missing_object(exc):
             raise
     s3.upload_file(str(bundle), bucket, key)
     return key

@@ -30,7 +30,7 @@ from pathlib import Path
 from imagepipe import chalicefile
 from imagepipe.devtools import vendoring
 from imagepipe.devtools.deploy import names as names_module
-from imagepipe.devtools.deploy import platform, templates, wheels
+from imagepipe.devtools.deploy import artifacts, platform, templates, wheels
 from imagepipe.errors import ConfigError
 from imagepipe.settings import Settings
 
@@ -210,7 +210,7 @@ def _chalice_package(root, project: Path, spec: dict, settings: Settings, out: P
         raise PackageError(f"chalice package wrote no template into {out}")
     template = templates.load(generated[0])
     for resource in template["Resources"].values():
-        if resource["Type"] in ("AWS::Serverless::Function", "AWS::Lambda::Function"):
+        if resource["Type"] in artifacts.FUNCTION_TYPES:
             resource["Properties"]["Runtime"] = platform.RUNTIME
             resource["Properties"]["Architectures"] = [platform.ARCHITECTURE]
     for path in generated:
