@@ -27,7 +27,7 @@ def stack(status, outputs=()):
 
 def change_set_request(kind):
     return {"StackName": "s", "ChangeSetName": ANY, "ChangeSetType": kind, "Parameters": [],
-            "Capabilities": ["CAPABILITY_IAM"], "Tags": [], "TemplateBody": ANY}
+            "Capabilities": ["CAPABILITY_IAM"], "TemplateBody": ANY}
 
 
 def test_a_change_set_that_fails_for_a_reason_is_an_error_with_it(cfn):
@@ -84,3 +84,12 @@ def test_parameter_values_are_cloudformation_text():
         {"ParameterKey": "C", "ParameterValue": "true"},
         {"ParameterKey": "D", "ParameterValue": ""},
     ]
+
+
+def test_a_template_too_big_to_send_inline_is_refused_before_any_change(cfn):
+    client, stub = cfn
+    stub.add_response("describe_stacks", stack("UPDATE_COMPLETE"))
+    big = {"Resources": {f"B{i}": {"Type": "AWS::S3::Bucket"} for i in range(2000)}}
+    with pytest.raises(stacks.StackError, match=r"stack s: template is \d+ bytes; CloudFormation "
+                       r"takes at most 51200 inline"):
+        stacks.deploy_stack(client, "s", big, {}, waiter=WAIT)

@@ -30,7 +30,6 @@ class StackResult:
     name: str
     changed: bool
     outputs: dict = field(default_factory=dict)
-    parameters: dict = field(default_factory=dict)
 
 
 def describe(cfn, name: str) -> dict | None:
@@ -67,8 +66,7 @@ def parameter_list(values: dict) -> list[dict]:
 
 
 def deploy_stack(cfn, name: str, template: dict, parameters: dict, *,
-                 capabilities=("CAPABILITY_IAM",), template_url=None, waiter=None,
-                 tags: dict | None = None) -> StackResult:
+                 capabilities=("CAPABILITY_IAM",), waiter=None) -> StackResult:
     """Bring stack ``name`` to ``template`` with ``parameters``; returns whether it changed."""
     waiter = waiter or DEFAULT_WAITER
     stack = describe(cfn, name)
@@ -87,15 +85,12 @@ def deploy_stack(cfn, name: str, template: dict, parameters: dict, *,
         "ChangeSetType": kind,
         "Parameters": parameter_list(parameters),
         "Capabilities": list(capabilities),
-        "Tags": [{"Key": k, "Value": v} for k, v in sorted((tags or {}).items())],
     }
     body = json.dumps(template, separators=(",", ":"), sort_keys=True)
-    if template_url:
-        request["TemplateURL"] = template_url
-    elif len(body) > MAX_TEMPLATE_BODY:
-        raise StackError(f"stack {name}: template is {len(body)} bytes; pass a template_url")
-    else:
-        request["TemplateBody"] = body
+    if len(body) > MAX_TEMPLATE_BODY:
+        raise StackError(f"stack {name}: template is {len(body)} bytes; CloudFormation takes "
+                         f"at most {MAX_TEMPLATE_BODY} inline")
+    request["TemplateBody"] = body
     try:
         cfn.create_change_set(**request)
     except cfn.exceptions.ClientError as exc:
@@ -103,7 +98,7 @@ def deploy_stack(cfn, name: str, template: dict, parameters: dict, *,
         if not any(s in str(exc) for s in _NO_CHANGES):
             raise StackError(f"stack {name}: {exc}") from None
         LOGGER.info("stack %s: no changes", name)
-        return StackResult(name, False, outputs_of(stack), parameters_of(stack))
+        return StackResult(name, False, outputs_of(stack))
     described = _wait_for_change_set(cfn, name, change_set, waiter)
     if described["Status"] == "FAILED":
         reason = described.get("StatusReason", "")
@@ -112,7 +107,7 @@ def deploy_stack(cfn, name: str, template: dict, parameters: dict, *,
         cfn.delete_change_set(StackName=name, ChangeSetName=change_set)
         LOGGER.info("stack %s: no changes", name)
         current = describe(cfn, name)
-        return StackResult(name, False, outputs_of(current), parameters_of(current))
+        return StackResult(name, False, outputs_of(current))
     LOGGER.info("stack %s: %s with %d change(s)", name, kind.lower(), len(described["Changes"]))
     cfn.execute_change_set(StackName=name, ChangeSetName=change_set)
     done = "stack_create_complete" if kind == "CREATE" else "stack_update_complete"
@@ -121,7 +116,7 @@ def deploy_stack(cfn, name: str, template: dict, parameters: dict, *,
     except Exception as exc:
         raise StackError(f"stack {name}: {kind.lower()} failed: {_failure(cfn, name, exc)}") from None
     current = describe(cfn, name)
-    return StackResult(name, True, outputs_of(current), parameters_of(current))
+    return StackResult(name, True, outputs_of(current))
 
 
 def delete_stack(cfn, name: str, *, waiter=None) -> bool:
