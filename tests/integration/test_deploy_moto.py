@@ -171,7 +171,7 @@ def stub_upload_stack_created(stub, stack, outputs):
     stub.add_response("create_change_set", {"Id": "cs-1", "StackId": "stack-id"},
                       {"StackName": stack, "ChangeSetName": ANY, "ChangeSetType": "CREATE",
                        "Parameters": ANY, "Capabilities": ["CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"],
-                       "Tags": [], "TemplateBody": ANY})
+                       "TemplateBody": ANY})
     stub.add_response("describe_change_set", {
         "Status": "CREATE_COMPLETE", "ExecutionStatus": "AVAILABLE",
         "Changes": [{"Type": "Resource", "ResourceChange": {"Action": "Add", "LogicalResourceId": "RestAPI"}}]})
@@ -184,7 +184,7 @@ def stub_upload_stack_unchanged(stub, stack, outputs):
     stub.add_response("describe_stacks", {"Stacks": [_stack(stack, "CREATE_COMPLETE", outputs)]})
     stub.add_response("create_change_set", {"Id": "cs-2", "StackId": "stack-id"},
                       {"StackName": stack, "ChangeSetName": ANY, "ChangeSetType": "UPDATE",
-                       "Parameters": ANY, "Capabilities": ANY, "Tags": [], "TemplateBody": ANY})
+                       "Parameters": ANY, "Capabilities": ANY, "TemplateBody": ANY})
     stub.add_response("describe_change_set", {
         "Status": "FAILED", "StatusReason": "The submitted information didn't contain changes. "
         "Submit different information to create a change set."})
@@ -252,6 +252,7 @@ def test_stack_is_created_left_alone_updated_and_deleted(aws):
 
 def test_deploy_twice_then_destroy(aws, packaged, settings):
     names = packaged.names
+    upload_stack, resize_stack = names.function_stack("upload"), names.function_stack("resize")
     iam = boto3.client("iam")
     moto_cfn = MotoCloudFormation(boto3.client("cloudformation", region_name=REGION), iam,
                                   boto3.client("secretsmanager", region_name=REGION))
@@ -262,13 +263,13 @@ def test_deploy_twice_then_destroy(aws, packaged, settings):
     ecs_stub = Stubber(ecs)
     ecr = boto3.client("ecr", region_name=REGION)
     docker = FakeDocker(ecr)
-    clients = deploy.Clients(cloudformation=ByStack(moto_cfn, names.upload_stack, recorded_upload),
+    clients = deploy.Clients(cloudformation=ByStack(moto_cfn, upload_stack, recorded_upload),
                              s3=boto3.client("s3", region_name=REGION), ecr=ecr, ecs=ecs)
     upload_outputs = {"EndpointURL": API_URL, "RestAPIId": "abc123"}
     cluster, service = f"imagepipe-{STAGE}", "bridge"
 
     # --- first deploy: everything is created ------------------------------------------------
-    stub_upload_stack_created(upload_stub, names.upload_stack, upload_outputs)
+    stub_upload_stack_created(upload_stub, upload_stack, upload_outputs)
     stub_bridge_roll(ecs_stub, cluster, service)
     with upload_stub, ecs_stub:
         first = deploy.deploy(packaged, settings, STAGE_PARAMETERS, clients, ROOT, run=docker,
@@ -278,7 +279,7 @@ def test_deploy_twice_then_destroy(aws, packaged, settings):
 
     assert first.api_url == API_URL and first.bucket == settings.bucket
     assert first.queue == settings.resize_queue
-    assert set(first.changed) == {names.infra_stack, names.resize_stack, names.upload_stack}
+    assert set(first.changed) == {names.infra_stack, resize_stack, upload_stack}
     assert [c[1] for c in docker.commands] == ["login", "build", "push"]
     summary = first.summary()
     assert API_URL in summary and settings.bucket in summary and settings.resize_queue in summary
@@ -319,7 +320,7 @@ def test_deploy_twice_then_destroy(aws, packaged, settings):
     # --- second deploy: nothing changes, nothing is rebuilt or uploaded ----------------------
     recorded_upload.calls.clear()
     docker.commands.clear()
-    stub_upload_stack_unchanged(upload_stub, names.upload_stack, upload_outputs)
+    stub_upload_stack_unchanged(upload_stub, upload_stack, upload_outputs)
     stub_bridge_roll(ecs_stub, cluster, service)
     with upload_stub, ecs_stub:
         second = deploy.deploy(packaged, settings, STAGE_PARAMETERS, clients, ROOT, run=docker,
@@ -335,16 +336,34 @@ def test_deploy_twice_then_destroy(aws, packaged, settings):
     assert again["CodeSha256"] == function["CodeSha256"]
 
     # --- destroy ------------------------------------------------------------------------------
-    upload_stub.add_response("describe_stacks", {"Stacks": [_stack(names.upload_stack, "CREATE_COMPLETE", {})]})
-    upload_stub.add_response("delete_stack", {}, {"StackName": names.upload_stack})
-    upload_stub.add_response("describe_stacks", {"Stacks": [_stack(names.upload_stack, "DELETE_COMPLETE", {})]})
+    upload_stub.add_response("describe_stacks", {"Stacks": [_stack(upload_stack, "CREATE_COMPLETE", {})]})
+    upload_stub.add_response("delete_stack", {}, {"StackName": upload_stack})
+    upload_stub.add_response("describe_stacks", {"Stacks": [_stack(upload_stack, "DELETE_COMPLETE", {})]})
     with upload_stub:
-        report = deploy.destroy(names, clients, waiter=WAIT)
+        functions = chalicefile.load(ROOT / chalicefile.FILENAME)["functions"]
+        report = deploy.destroy(names, functions, clients, waiter=WAIT)
         upload_stub.assert_no_pending_responses()
-    assert f"deleted  {names.infra_stack}" in report and f"deleted  {names.resize_stack}" in report
+    assert f"deleted  {names.infra_stack}" in report and f"deleted  {resize_stack}" in report
     assert any(settings.bucket in line and line.startswith("kept") for line in report)
     assert stacks.describe(cfn, names.infra_stack) is None
-    assert stacks.describe(cfn, names.resize_stack) is None
+    assert stacks.describe(cfn, resize_stack) is None
+
+
+def test_destroy_deletes_the_stack_of_every_function_then_the_infra_stack(aws, packaged):
+    # A third function (not upload or resize) must be destroyed like the others.
+    names = packaged.names
+    cfn = boto3.client("cloudformation", region_name=REGION)
+    clients = deploy.Clients(cloudformation=cfn, s3=boto3.client("s3", region_name=REGION),
+                             ecr=boto3.client("ecr", region_name=REGION),
+                             ecs=boto3.client("ecs", region_name=REGION))
+    functions = ["upload", "resize", "thumbnail"]
+    every = [names.infra_stack, *(names.function_stack(f) for f in functions)]
+    for number, stack_name in enumerate(every):
+        stacks.deploy_stack(cfn, stack_name, BUCKET_AND_ROLE, {"BucketName": f"b-{number}"},
+                            waiter=WAIT)
+    report = deploy.destroy(names, functions, clients, waiter=WAIT)
+    assert report == [f"deleted  {stack_name}" for stack_name in every[1:] + every[:1]]
+    assert [stacks.describe(cfn, stack_name) for stack_name in every] == [None] * len(every)
 
 
 def test_stage_parameters_must_be_infra_parameters_and_not_computed(packaged, settings):

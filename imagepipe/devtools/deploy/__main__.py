@@ -24,8 +24,13 @@ EXIT_FAILED = 1
 EXIT_CONFIG = 2
 
 
-def run_package(args, environ=None) -> int:
+def run_package(args) -> int:
     """Package and lint. Alone, unset stage variables become placeholders (and are named)."""
+    return 0 if package_and_lint(args) is not None else EXIT_FAILED
+
+
+def package_and_lint(args, environ=None) -> package.Package | None:
+    """The linted package of ``args.stage``, or None when cfn-lint found anything (printed)."""
     lenient = environ is None
     if lenient:
         environ = chalicefile.Placeholders(os.environ)
@@ -39,11 +44,11 @@ def run_package(args, environ=None) -> int:
         print(line, file=sys.stderr)
     if findings:
         print(f"cfn-lint: {len(findings)} finding(s)", file=sys.stderr)
-        return EXIT_FAILED
+        return None
     print(f"packaged stage {args.stage!r} into {result.out_dir} (cfn-lint: clean)")
     for path in result.all_templates():
         print(f"  {path.relative_to(result.out_dir)}")
-    return 0
+    return result
 
 
 def run_deploy(args) -> int:
@@ -56,10 +61,9 @@ def run_deploy(args) -> int:
     settings = chalicefile.stage_settings(manifest, args.stage, environ=environ)
     if settings.region != region:
         raise ConfigError(f"the stage's region is {settings.region} but AWS is set to {region}")
-    if run_package(args, environ) != 0:
+    result = package_and_lint(args, environ)
+    if result is None:
         return EXIT_FAILED
-    result = package.Package.read(Path(args.out) if args.out
-                                  else package.default_out_dir(ROOT, args.stage))
     deployment = deploy.deploy(result, settings, stage_parameters,
                                deploy.Clients.for_region(region), ROOT)
     print(deployment.summary())
@@ -73,7 +77,8 @@ def run_destroy(args) -> int:
     settings = chalicefile.stage_settings(manifest, args.stage)
     from imagepipe.devtools.deploy.names import Names
 
-    for line in deploy.destroy(Names.of(manifest, settings), deploy.Clients.for_region(region)):
+    for line in deploy.destroy(Names.of(manifest, settings), manifest["functions"],
+                               deploy.Clients.for_region(region)):
         print(line)
     return 0
 

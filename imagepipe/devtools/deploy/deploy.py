@@ -77,9 +77,15 @@ class Deployment:
         ])
 
 
-def infra_parameters(package: Package, settings: Settings, stage_parameters: dict) -> dict:
-    """Every infra parameter but the two late ones (bridge image, notification)."""
-    declared = templates.load(package.infra_template).get("Parameters", {})
+def infra_parameters(package: Package, settings: Settings, stage_parameters: dict,
+                     infra_template: dict | None = None) -> dict:
+    """Every infra parameter but the two late ones (bridge image, notification).
+
+    ``infra_template`` is the package's infra template when the caller has already read it.
+    """
+    if infra_template is None:
+        infra_template = templates.load(package.infra_template)
+    declared = infra_template.get("Parameters", {})
     unknown = set(stage_parameters) - set(declared)
     if unknown:
         raise ConfigError(f"chalicefile.stages.{settings.stage}.deploy.parameters: "
@@ -103,8 +109,8 @@ def deploy(package: Package, settings: Settings, stage_parameters: dict, clients
            service_waiter=None) -> Deployment:
     names = package.names
     cfn = clients.cloudformation
-    base = infra_parameters(package, settings, stage_parameters)
     infra_template = templates.load(package.infra_template)
+    base = infra_parameters(package, settings, stage_parameters, infra_template)
     changed = []
 
     previous = stacks.parameters_of(stacks.describe(cfn, names.infra_stack))
@@ -172,13 +178,15 @@ def roll_bridge(ecs, cluster: str, service: str, waiter: dict) -> None:
         raise DeployError(f"bridge service {service} did not become stable: {exc}") from None
 
 
-def destroy(package_names, clients: Clients, waiter=None) -> list[str]:
-    """Delete the function stacks, then the infra stack; returns report lines."""
+def destroy(package_names, functions, clients: Clients, waiter=None) -> list[str]:
+    """Delete each function's stack (``functions``: the manifest's function names), then the
+    infra stack; returns report lines."""
     cfn = clients.cloudformation
     report = []
     infra = stacks.describe(cfn, package_names.infra_stack)
     outputs = stacks.outputs_of(infra)
-    for stack_name in (package_names.upload_stack, package_names.resize_stack):  # functions first
+    for function in functions:  # functions first: they use the infra stack's resources
+        stack_name = package_names.function_stack(function)
         if stacks.delete_stack(cfn, stack_name, waiter=waiter):
             report.append(f"deleted  {stack_name}")
     if infra is not None:

@@ -15,8 +15,6 @@ from imagepipe.settings import Settings
 @dataclass(frozen=True)
 class Names:
     infra_stack: str
-    upload_stack: str
-    resize_stack: str
     upload_api_function: str
     object_created_function: str
     resize_function: str
@@ -26,8 +24,6 @@ class Names:
         app, stage = manifest["app_name"], settings.stage
         return cls(
             infra_stack=f"{app}-{stage}",
-            upload_stack=f"{app}-{stage}-upload",  # function_stack("upload")
-            resize_stack=f"{app}-{stage}-resize",
             upload_api_function=f"{app}-upload-{stage}",
             object_created_function=f"{app}-upload-{stage}-on_object_created",
             # The bridge invokes this name (IMAGEPIPE_RESIZE_FUNCTION): the stage's setting.
