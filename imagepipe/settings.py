@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from imagepipe import bucket_cors
 from imagepipe.errors import ConfigError
 from imagepipe.spec import DEFAULT_VARIANTS, Variant, parse_variants
 
@@ -169,6 +170,14 @@ class Settings:
             raise ConfigError(f"{ENV_REQUEUE_STUCK_AFTER} must be 0 (off) or positive")
         if not self.drain_timeout_s > 0:
             raise ConfigError(f"{ENV_DRAIN_TIMEOUT} must be a positive number of seconds")
+        # Normalised once (no trailing slash, no duplicates), so the API's CORS check and the
+        # bucket's CORS rule compare the same origins.
+        try:
+            origins = bucket_cors.validated_origins(self.allowed_origins)
+        except ConfigError as exc:
+            reason = str(exc).removeprefix("allowed_origins: ")
+            raise ConfigError(f"{ENV_ALLOWED_ORIGINS}: {reason}") from None
+        object.__setattr__(self, "allowed_origins", origins)
 
     @property
     def worker_count(self) -> int:

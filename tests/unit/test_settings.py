@@ -1,5 +1,6 @@
 import pytest
 
+from imagepipe import cors
 from imagepipe import settings as s
 from imagepipe.errors import ConfigError
 from imagepipe.settings import Settings
@@ -28,6 +29,20 @@ def test_to_env_round_trips():
     assert Settings.from_env(original.to_env()) == original
 
 
+def test_allowed_origins_are_normalised_once_for_every_consumer():
+    settings = Settings.from_env({s.ENV_BUCKET: "b",
+                                  s.ENV_ALLOWED_ORIGINS: "https://x.example/, https://x.example"})
+
+    assert settings.allowed_origins == ("https://x.example",)
+    assert cors.is_allowed("https://x.example", settings.allowed_origins)
+    assert Settings(bucket="b", allowed_origins=("https://x.example/",)) == settings
+
+
+def test_a_wildcard_origin_is_refused():
+    with pytest.raises(ConfigError, match="IMAGEPIPE_ALLOWED_ORIGINS.*wildcard"):
+        Settings(bucket="b", allowed_origins=("*",))
+
+
 def test_settings_are_frozen():
     settings = Settings(bucket="b")
     with pytest.raises(AttributeError):
@@ -52,6 +67,7 @@ def test_settings_are_frozen():
     ({s.ENV_BUCKET: "b", s.ENV_MAX_UPLOAD_BYTES: str(10_001 * 5 * 1024 * 1024),
       s.ENV_MULTIPART_PART_BYTES: str(5 * 1024 * 1024)}, "10000 parts"),
     ({s.ENV_BUCKET: "b", s.ENV_MULTIPART_THRESHOLD: "0"}, "IMAGEPIPE_MULTIPART_THRESHOLD_BYTES"),
+    ({s.ENV_BUCKET: "b", s.ENV_ALLOWED_ORIGINS: "https://*.example"}, "IMAGEPIPE_ALLOWED_ORIGINS"),
 ])
 def test_bad_settings_name_the_variable(env, message):
     with pytest.raises(ConfigError, match=message):
