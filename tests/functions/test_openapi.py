@@ -12,6 +12,7 @@ from openapi_spec_validator import validate
 
 from imagepipe import keys
 from imagepipe.settings import S3_MIN_PART_BYTES
+from imagepipe.spec import OUTPUT_FORMATS
 
 from .api_helpers import JPEG, post_json
 from .conftest import FUNCTIONS, load_app_module
@@ -37,6 +38,11 @@ def _documented_response(path: str, method: str, status: int) -> dict:
 def test_document_is_valid_openapi_3_1():
     validate(DOCUMENT)
     assert DOCUMENT["openapi"].startswith("3.1")
+
+
+def test_variant_formats_are_the_output_formats():
+    variant = DOCUMENT["components"]["schemas"]["Variant"]["properties"]["format"]
+    assert variant["enum"] == list(OUTPUT_FORMATS)
 
 
 def test_document_lists_exactly_the_routes_of_the_app():
