@@ -21,16 +21,21 @@ import random
 import socket
 import ssl
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pika
 import pika.exceptions
 
+from bridge.amqp import (
+    CONNECTION_ERRORS,
+    POLL_INTERVAL_S,
+    SessionLost,
+    bridge_connection_parameters,
+    sleep_unless_stopped,
+)
 from bridge.settle import dead_letter_properties
 from imagepipe import callbacks
-from imagepipe.broker import connection_parameters
 from imagepipe.errors import BAD_MESSAGE, CALLBACK_FAILED, gave_up
 from imagepipe.messages import ResultEvent, decode, encode
 from imagepipe.settings import Settings
@@ -39,10 +44,8 @@ LOGGER = logging.getLogger(__name__)
 
 ROUTING_KEYS = ("job.done", "job.failed")
 MAX_DELAY_S = 60.0
-POLL_INTERVAL_S = 0.25
 MAX_RESPONSE_BYTES = 64 * 1024
 RETRYABLE_STATUSES = frozenset({408, 429})
-CONNECTION_ERRORS = (pika.exceptions.AMQPError, OSError)
 
 DELIVERED = "delivered"
 DEAD = "dead_letter"
@@ -100,9 +103,15 @@ class _PinnedHTTPConnection(http.client.HTTPConnection):
         self.sock = socket.create_connection((self._address, self.port), self.timeout)
 
 
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    # Made once (loading the CA bundle is slow) and shared: wrap_socket is thread-safe.
+    return ssl.create_default_context()
+
+
 class _PinnedHTTPSConnection(http.client.HTTPSConnection):
     def __init__(self, host: str, port: int, address: str, timeout: float):
-        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
+        super().__init__(host, port, timeout=timeout, context=_tls_context())
         self._address = address
 
     def connect(self) -> None:
@@ -160,17 +169,15 @@ class CallbackDispatcher:
         self._settings = settings
         self._workers = workers
         self._resolver = resolver
-        self._parameters = connection_parameters(
-            settings.amqp_url, heartbeat=heartbeat, connection_attempts=1, socket_timeout=10,
-            blocked_connection_timeout=120,
-            client_properties={"connection_name": connection_name},
-        )
+        self._parameters = bridge_connection_parameters(settings.amqp_url, heartbeat,
+                                                        connection_name)
         self._reconnect_initial_s = reconnect_initial_s
         self._reconnect_max_s = reconnect_max_s
         self._stop_requested = False  # a plain flag: stop() may run in a signal handler
         self._stopping = threading.Event()
         self._connection = None
         self._healthy = False
+        self._consumed_since_connect = False
         # Deliveries handed to workers and not yet handed back (any session's).
         self._in_flight = 0
         self._lock = threading.Lock()
@@ -188,18 +195,18 @@ class CallbackDispatcher:
         backoff = self._reconnect_initial_s
         try:
             while not self._stop_requested:
+                self._consumed_since_connect = False
                 try:
                     self._run_session(executor)
-                    backoff = self._reconnect_initial_s
-                except CONNECTION_ERRORS as exc:
+                except CONNECTION_ERRORS + (SessionLost,) as exc:
                     if self._stop_requested:
                         break
+                    if self._consumed_since_connect:  # it was a working connection
+                        backoff = self._reconnect_initial_s
                     delay = random.uniform(backoff / 2, backoff)
                     LOGGER.warning("callbacks: broker connection lost (%s: %s); reconnecting "
                                    "in %.1fs", type(exc).__name__, exc, delay)
-                    deadline = time.monotonic() + delay
-                    while not self._stop_requested and time.monotonic() < deadline:
-                        time.sleep(POLL_INTERVAL_S)
+                    sleep_unless_stopped(delay, lambda: self._stop_requested)
                     backoff = min(backoff * 2, self._reconnect_max_s)
         finally:
             self._healthy = False
@@ -219,13 +226,16 @@ class CallbackDispatcher:
             tag = consume.basic_consume(
                 self._settings.callback_queue,
                 functools.partial(self._on_message, executor, publish), auto_ack=False)
-            self._healthy = True
+            self._healthy = self._consumed_since_connect = True
             LOGGER.info("callbacks: consuming %s", self._settings.callback_queue)
             cancelled = False
             while True:
                 connection.process_data_events(time_limit=POLL_INTERVAL_S)
                 if not consume.is_open or not publish.is_open:
-                    raise pika.exceptions.AMQPChannelError("a callback channel was closed")
+                    raise SessionLost("a callback channel was closed")
+                if not cancelled and tag not in consume.consumer_tags:
+                    raise SessionLost("the broker cancelled the callback consumer "
+                                      "(queue deleted?)")
                 if self._stop_requested:
                     self._stopping.set()
                     if not cancelled:

@@ -42,6 +42,13 @@ import pika
 import pika.exceptions
 
 from bridge import confirms
+from bridge.amqp import (
+    CONNECTION_ERRORS,
+    POLL_INTERVAL_S,
+    SessionLost,
+    bridge_connection_parameters,
+    sleep_unless_stopped,
+)
 from bridge.confirms import PipelinedPublisher
 from bridge.invokers import Invoker
 from bridge.observability import BridgeObserver, NullObserver
@@ -57,7 +64,7 @@ from bridge.settle import (
     retry_delay,
     retry_result,
 )
-from imagepipe.broker import connection_parameters, declare_topology, delivery_count
+from imagepipe.broker import declare_topology, delivery_count
 from imagepipe.errors import (
     BAD_MESSAGE,
     ConfigError,
@@ -67,20 +74,11 @@ from imagepipe.errors import (
     invoke_failed,
 )
 from imagepipe.messages import Invocation, ResizeJob
-from imagepipe.settings import ENV_AMQP_URL, Settings
+from imagepipe.settings import Settings
 
 LOGGER = logging.getLogger(__name__)
 
-# How often the I/O loop checks for a stop request, a silently closed channel or a broker cancel.
-POLL_INTERVAL_S = 0.25
 PRECONDITION_FAILED = 406
-# Errors after which the connection is rebuilt. Settled work on the old channel is redelivered.
-CONNECTION_ERRORS = (pika.exceptions.AMQPError, OSError)
-
-
-class SessionLost(Exception):
-    """The consumer stopped without an exception: a consumer timeout closed the channel (pika's
-    BlockingConnection does not report that), or the broker cancelled the consumer."""
 
 
 @dataclass(eq=False)
@@ -121,7 +119,8 @@ class Bridge:
         self._invoker = invoker
         self._observer = observer or NullObserver()  # health and metrics (bridge.observability)
         # Parsed now, so that a malformed URL is a config error at startup, not a reconnect loop.
-        self._parameters = _connection_parameters(settings.amqp_url, heartbeat, connection_name)
+        self._parameters = bridge_connection_parameters(settings.amqp_url, heartbeat,
+                                                        connection_name)
         self._reconnect_initial_s = reconnect_initial_s
         self._reconnect_max_s = reconnect_max_s
         # A plain flag: stop() may run in a signal handler, and taking a lock there could
@@ -189,7 +188,7 @@ class Bridge:
                         "broker connection lost (%s); reconnecting in %.1fs; unsettled jobs "
                         "will be redelivered by the broker", _describe(exc), delay,
                     )
-                    self._sleep_unless_stopped(delay)
+                    sleep_unless_stopped(delay, lambda: self._stop_requested)
                     backoff = min(backoff * 2, self._reconnect_max_s)
         finally:
             self._healthy = False
@@ -299,11 +298,6 @@ class Bridge:
             raise SessionLost("a channel was closed by the broker (consumer timeout?)")
         if expect_consumer and session.consumer_tag not in session.consume_channel.consumer_tags:
             raise SessionLost("the broker cancelled the consumer (queue deleted?)")
-
-    def _sleep_unless_stopped(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while not self._stop_requested and (left := deadline - time.monotonic()) > 0:
-            time.sleep(min(left, POLL_INTERVAL_S))
 
     # --- deliveries (I/O thread): decode and hand off -----------------------------------------
 
@@ -492,24 +486,6 @@ class Bridge:
             properties=dead_letter_properties(delivery.properties, error, delivery.attempt),
             mandatory=True,
         )
-
-
-def _connection_parameters(url: str, heartbeat: int, connection_name: str):
-    try:
-        return connection_parameters(
-            url,
-            heartbeat=heartbeat,
-            connection_attempts=1,
-            socket_timeout=10,
-            # A broker under a resource alarm blocks publishers. Give up on the connection
-            # after a while rather than hang in a publish forever.
-            blocked_connection_timeout=120,
-            # Names the connection in the management UI and in rabbitmqctl.
-            client_properties={"connection_name": connection_name},
-        )
-    except (ValueError, IndexError, TypeError) as exc:
-        # The message leaves the URL out, because the URL holds the password.
-        raise ConfigError(f"{ENV_AMQP_URL} is not a valid AMQP URL: {exc}") from None
 
 
 def _log_outcome(job: ResizeJob, delivery: _Delivery, settlement: Settlement,

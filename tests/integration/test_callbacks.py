@@ -236,6 +236,28 @@ def test_events_without_a_callback_are_acked_and_not_sent(cb_settings, events, r
     assert events.dead_letters() == []
 
 
+def test_a_deleted_callback_queue_is_declared_again_and_consumed(cb_settings, events, receiver,
+                                                                 run_dispatcher):
+    # The broker cancels the consumer when its queue is deleted; the channel stays open. The
+    # dispatcher must notice (not sit idle reporting healthy) and consume a new queue.
+    target = receiver()
+    run_dispatcher(cb_settings, reconnect_initial_s=0.1)
+    events.channel.queue_delete(cb_settings.callback_queue)
+
+    def consumed_again():
+        probe = events.connection.channel()
+        try:
+            declared = probe.queue_declare(cb_settings.callback_queue, passive=True)
+        except pika.exceptions.ChannelClosedByBroker:
+            return False
+        probe.close()
+        return declared.method.consumer_count == 1
+
+    wait_for(consumed_again, 20, what="the callback queue to be consumed again")
+    events.publish(_event(target.url))
+    wait_for(lambda: target.count() == 1, 20, what="the callback after the queue came back")
+
+
 def test_unreachable_target_never_delays_the_job(cb_settings, storage, probe, run_bridge,
                                                  events, receiver, blackhole, run_dispatcher):
     callback_fields = {f.name: getattr(cb_settings, f.name)
