@@ -333,8 +333,15 @@ class UploadClient:
 
     def upload_file(self, path: Path, method: str | None = None,
                     progress: Progress | None = None) -> str:
-        """Check, create, send and complete one file; returns its upload id. ``method`` None
-        picks what a browser would: PUT, or MULTIPART above the server's threshold."""
+        """Check, create, send and complete one file; returns its upload id."""
+        return self.submit_file(path, method, progress)["upload_id"]
+
+    def submit_file(self, path: Path, method: str | None = None,
+                    progress: Progress | None = None) -> dict:
+        """Check, create, send and complete one file; returns what complete answered,
+        ``{"upload_id", "status"}`` (``queued``, or further along when the job already ran).
+        ``method`` None picks what a browser would: PUT, or MULTIPART above the server's
+        threshold."""
         path = Path(path)
         data, content_type = self.prepare(path)
         if method is None:
@@ -349,11 +356,11 @@ class UploadClient:
             except UploadFailed:
                 self._cancel_quietly(upload_id)
                 raise
-            self.complete(upload_id, parts)
+            completed = self.complete(upload_id, parts)
         except UploadFailed as exc:
             exc.upload_id = upload_id
             raise
-        return upload_id
+        return {**completed, "upload_id": upload_id}
 
     def _cancel_quietly(self, upload_id: str) -> None:
         """A failed send is given up: the server marks it cancelled and aborts any multipart

@@ -7,7 +7,7 @@ retried, the rest resumed after a dropped connection), then ``complete`` queues 
 bar per file goes to stderr when it is a terminal. Every input gets exactly one line on stdout,
 in the order given:
 
-    cat.jpg: queued 9f0c...                                   (without --wait)
+    cat.jpg: queued 9f0c...                                   (without --wait: complete's answer)
     cat.jpg: done 9f0c... (xl 2048x1536 jpeg 301245, lg ...)  (--wait or --out)
     notes.txt: failed unsupported_type: text/plain is not one of image/jpeg, ...
 
@@ -127,8 +127,10 @@ def upload_one(client: UploadClient, name: str, stem: str, args, bars) -> dict:
               "error": None}
     task = bars.start(name) if bars else None
     try:
-        upload_id = client.upload_file(Path(name), progress=bars.advancer(task) if bars else None)
-        result.update(upload_id=upload_id, status="queued")
+        completed = client.submit_file(Path(name),
+                                       progress=bars.advancer(task) if bars else None)
+        upload_id = completed["upload_id"]
+        result.update(upload_id=upload_id, status=completed["status"])
         if args.wait:
             if bars:
                 bars.state(task, "processing")
@@ -162,7 +164,7 @@ def _text_line(result: dict) -> str:
     name, status = result["input"], result["status"]
     if result["error"] is not None:
         line = f"{name}: failed {result['error']['code']}: {result['error']['message']}"
-    elif status == "done":
+    elif status == "done" and result["variants"]:  # without --wait: complete's answer alone
         line = f"{name}: done {result['upload_id']} ({variant_summary(result['variants'])})"
     else:
         line = f"{name}: {status} {result['upload_id']}"

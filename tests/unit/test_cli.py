@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from imagepipe.cli import upload as upload_cli
 from imagepipe.imaging import vips
 from tests import images
 
@@ -192,3 +194,24 @@ def test_the_whole_corpus_and_garbage_one_line_each(tmp_path, engine):
         else:
             assert record["status"] == "failed", record
             assert record["error"]["code"] in codes, record
+
+
+class _Completed:
+    """An UploadClient whose complete answered ``status`` (a job that had already started)."""
+
+    def __init__(self, status: str):
+        self.status = status
+
+    def submit_file(self, path, method=None, progress=None):
+        return {"upload_id": "u1", "status": self.status}
+
+
+@pytest.mark.parametrize("answered", ["queued", "processing", "done"])
+def test_upload_without_wait_reports_what_complete_answered(answered):
+    args = argparse.Namespace(wait=False, timeout=1.0, out=None)
+
+    result = upload_cli.upload_one(_Completed(answered), "cat.jpg", "cat", args, None)
+
+    assert result == {"input": "cat.jpg", "upload_id": "u1", "status": answered,
+                      "variants": [], "error": None}
+    assert upload_cli._text_line(result) == f"cat.jpg: {answered} u1"

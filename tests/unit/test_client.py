@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -11,17 +12,19 @@ from imagepipe.client import (
     MULTIPART,
     PUT,
     Limits,
+    UploadClient,
     UploadFailed,
     content_type_of,
 )
 from tests import images
 
 MiB = 1024 * 1024
-LIMITS = Limits.from_json({
+LIMITS_BODY = {
     "max_upload_bytes": 25 * MiB, "allowed_types": ["image/jpeg", "image/png"],
     "multipart_threshold_bytes": 16 * MiB, "multipart_part_bytes": 8 * MiB,
     "methods": ["POST", "PUT", "MULTIPART"],
-})
+}
+LIMITS = Limits.from_json(LIMITS_BODY)
 
 
 def response(status: int, body: bytes, content_type: str = "application/json"):
@@ -96,3 +99,33 @@ def test_the_content_type_comes_from_the_bytes_before_the_name():
     assert content_type_of(Path("photo.png"), images.make_jpeg(8, 8)) == "image/jpeg"
     assert content_type_of(Path("notes.jpg"), b"<html>") == "image/jpeg"  # the server decides
     assert content_type_of(Path("notes"), b"hello") == "application/octet-stream"
+
+
+class _Api:
+    """A requests.Session stand-in: the API and S3 answering one PUT upload."""
+
+    def __init__(self, completed: dict):
+        self.completed = completed
+
+    def request(self, method, url, timeout=None, **kwargs):
+        path = url.split("://", 1)[1].split("/", 1)[1]
+        if (method, path) == ("GET", "limits"):
+            return response(200, json.dumps(LIMITS_BODY).encode())
+        if (method, path) == ("POST", "uploads"):
+            return response(201, json.dumps({"upload_id": "u1", "upload": {
+                "method": PUT, "url": "http://s3.test/originals/u1", "headers": {}}}).encode())
+        if (method, path) == ("PUT", "originals/u1"):
+            return response(200, b"", "text/plain")
+        if (method, path) == ("POST", "uploads/u1/complete"):
+            return response(202, json.dumps(self.completed).encode())
+        raise AssertionError(f"unexpected {method} {url}")
+
+
+def test_submit_file_returns_what_complete_answered(tmp_path):
+    path = tmp_path / "cat.jpg"
+    path.write_bytes(images.make_jpeg(8, 8))
+    client = UploadClient("http://api.test", session=_Api({"upload_id": "u1",
+                                                            "status": "processing"}))
+
+    assert client.submit_file(path) == {"upload_id": "u1", "status": "processing"}
+    assert client.upload_file(path) == "u1"
