@@ -131,7 +131,8 @@ class Bridge:
         self._executor: ThreadPoolExecutor | None = None
         self._healthy = False
         self._consumed_since_connect = False
-        # Bounds the drain after stop(): jobs still running then are left to the broker.
+        # Bounds the drain after stop(): jobs still running then are left to the broker. Set by
+        # the first stop() (a float assignment: safe in a signal handler).
         self._drain_deadline: float | None = None
         self._drained = True
         self._futures: set[Future] = set()
@@ -143,6 +144,11 @@ class Bridge:
         return self._healthy
 
     @property
+    def drain_deadline(self) -> float | None:
+        """``time.monotonic()`` at which the drain started by ``stop()`` ends; None before."""
+        return self._drain_deadline
+
+    @property
     def drained(self) -> bool:
         """False when ``run`` returned with jobs still running, after the drain timeout."""
         return self._drained
@@ -150,8 +156,11 @@ class Bridge:
     def stop(self) -> None:
         """Stop taking new jobs, settle the ones in flight, then return from ``run``.
 
-        Safe to call from a signal handler or from another thread.
+        Safe to call from a signal handler or from another thread. The drain timeout runs from
+        the first call.
         """
+        if self._drain_deadline is None:
+            self._drain_deadline = time.monotonic() + self._settings.drain_timeout_s
         self._stop_requested = True
 
     # --- connection lifecycle (I/O thread) -----------------------------------------------------
@@ -212,8 +221,8 @@ class Bridge:
         self._executor.shutdown(wait=not not_done, cancel_futures=True)
 
     def _drain_time_left(self) -> float:
-        if self._drain_deadline is None:  # the clock starts at the first stop check
-            self._drain_deadline = time.monotonic() + self._settings.drain_timeout_s
+        if self._drain_deadline is None:  # run() ended without stop() (a config error)
+            return self._settings.drain_timeout_s
         return self._drain_deadline - time.monotonic()
 
     def _run_session(self) -> None:

@@ -64,7 +64,6 @@ def run() -> bool:
         server = serve(metrics, settings)  # a port in use is a ConfigError: exit 2
     invoker = make_invoker(settings)
     bridge = dispatcher = callback_thread = None
-    stop_deadline: list[float] = []  # set by the signal handler
     try:
         bridge = Bridge(settings, invoker, observer=metrics)
         if settings.callback_secret:
@@ -77,9 +76,8 @@ def run() -> bool:
             LOGGER.info("completion callbacks are off (no callback secret configured)")
 
         def request_stop(signum, _frame):
-            # Only sets flags. Both settle what is in flight, then return.
+            # Only sets flags (and the bridge's drain deadline). Both settle what is in flight, then return.
             LOGGER.info("%s received: finishing jobs in flight", signal.Signals(signum).name)
-            stop_deadline.append(time.monotonic() + settings.drain_timeout_s)
             bridge.stop()
             if dispatcher is not None:
                 dispatcher.stop()
@@ -90,9 +88,9 @@ def run() -> bool:
     finally:
         if dispatcher is not None:
             dispatcher.stop()
-            # Both drain at once from the stop request, under one bound: a callback still
-            # unacked then is redelivered to the next bridge (callbacks are at-least-once).
-            deadline = stop_deadline[0] if stop_deadline else time.monotonic()
+            # Both drain at once from the stop request, under the bridge's bound: a callback
+            # still unacked then is redelivered to the next bridge (callbacks are at-least-once).
+            deadline = bridge.drain_deadline or time.monotonic()
             callback_thread.join(timeout=max(deadline - time.monotonic(), 1.0))
         # After a drain timeout, stop the resize workers that are still running.
         invoker.close(wait=bridge is None or bridge.drained)

@@ -39,3 +39,14 @@ def test_stopping_releases_a_job_not_started_but_runs_a_final_attempt():
     assert bridge._run_job(_delivery(1, 3), JOB, time.monotonic()).action == RELEASE
     assert bridge._run_job(_delivery(3, 3), JOB, time.monotonic()).action == ACK
     assert invoker.attempts == [3]
+
+
+def test_the_first_stop_starts_the_drain_deadline():
+    bridge = Bridge(Settings(bucket="photos", drain_timeout_s=30), DoneInvoker())
+    assert bridge.drain_deadline is None
+    before = time.monotonic()
+    bridge.stop()
+    deadline = bridge.drain_deadline
+    assert before + 30 <= deadline <= time.monotonic() + 30
+    bridge.stop()  # a second signal does not extend the drain
+    assert bridge.drain_deadline == deadline
