@@ -5,7 +5,8 @@ status document, result events and dead-lettered messages), a human ``message`` 
 ``permanent`` (retrying cannot help: reject to the dead-letter exchange, status ``failed``) or
 transient (retry with backoff up to the delivery limit).
 
-``classify`` is the one function that maps any exception to that meaning.
+``classify`` is the one function that maps any exception to that meaning; around decoding an
+upload, ``decode_error`` first says which exceptions mean the file's data is bad.
 """
 
 from __future__ import annotations
@@ -172,14 +173,34 @@ def _classify_pillow(exc: BaseException) -> JobError | None:
         return PermanentError(TOO_MANY_PIXELS, str(exc))
     if isinstance(exc, pil_image.UnidentifiedImageError):
         return PermanentError(UNSUPPORTED_FORMAT, "not an image in an allowed format")
-    # Pillow's decoders report bad data as OSError, SyntaxError or ValueError, and its plugins,
-    # parsing a hostile header, also raise IndexError, KeyError or struct.error (found by fuzzing).
-    if isinstance(exc, _PILLOW_DATA_ERRORS) and _from_pillow(exc):
-        text = str(exc).lower()
-        if "truncated" in text or "premature end" in text or isinstance(exc, EOFError):
-            return PermanentError(TRUNCATED, f"image data is truncated: {exc}")
-        return PermanentError(CORRUPT, f"image data is corrupt: {exc}")
     return None
+
+
+def decode_error(exc: BaseException) -> JobError | None:
+    """What an exception raised while *decoding* an upload (reading its header or its pixels)
+    means, or None when it is not about the image's data (then ``classify`` decides).
+
+    Pillow's decoders report bad data as OSError, SyntaxError, ValueError or EOFError, and its
+    plugins, parsing a hostile header, also raise IndexError, KeyError, struct.error or
+    ArithmeticError (found by fuzzing). Only around decoding do these mean a bad file: raised
+    by an encoder they are a fault of ours or of the encoder, which ``classify`` leaves
+    transient (``internal_error``) rather than blame the user's file.
+    """
+    pil = _classify_pillow(exc)
+    if pil is not None:
+        return pil
+    if isinstance(exc, _PILLOW_DATA_ERRORS) and _from_pillow(exc):
+        return data_error(str(exc), truncated=isinstance(exc, EOFError))
+    return None
+
+
+def data_error(text: str, *, truncated: bool = False) -> PermanentError:
+    """The one rule for a decoder's complaint about the data: ``truncated`` when it ran out
+    of data (or says so), else ``corrupt``. Used for Pillow's and libvips' decoders."""
+    lowered = text.lower()
+    if truncated or "truncated" in lowered or "premature end" in lowered:
+        return PermanentError(TRUNCATED, f"image data is truncated: {text}")
+    return PermanentError(CORRUPT, f"image data is corrupt: {text}")
 
 
 _PILLOW_DATA_ERRORS = (

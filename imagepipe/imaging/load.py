@@ -3,15 +3,24 @@ animation and metadata — all from the header where possible, before any pixel 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import math
 import warnings
 from dataclasses import dataclass
+from typing import Iterator
 
 from PIL import Image
 
-from imagepipe.errors import CORRUPT, EMPTY_UPLOAD, TOO_MANY_PIXELS, UNSUPPORTED_FORMAT, PermanentError
+from imagepipe.errors import (
+    CORRUPT,
+    EMPTY_UPLOAD,
+    TOO_MANY_PIXELS,
+    UNSUPPORTED_FORMAT,
+    PermanentError,
+    decode_error,
+)
 from imagepipe.formats import SNIFF_BYTES, sniff
 from imagepipe.imaging import geometry
 
@@ -73,7 +82,26 @@ def _heif_available() -> bool:
     return _HEIF in Image.OPEN
 
 
+@contextlib.contextmanager
+def _decoding() -> Iterator[None]:
+    """Pillow's complaints while it reads the header or pixels are about the file: a
+    permanent ``truncated`` or ``corrupt`` (``errors.decode_error``). Only here: the same
+    exception types from an encoder are not the upload's fault."""
+    try:
+        yield
+    except Exception as exc:
+        error = decode_error(exc)
+        if error is None:
+            raise
+        raise error from exc
+
+
 def open_upload(data: bytes, max_pixels: int) -> Opened:
+    with _decoding():
+        return _open_upload(data, max_pixels)
+
+
+def _open_upload(data: bytes, max_pixels: int) -> Opened:
     image = _open(data)
     if image.width * image.height > max_pixels:
         raise PermanentError(
@@ -149,13 +177,14 @@ def decode(opened: Opened, scale: float, gap: float) -> float:
     image = opened.image
     reduction = 1.0
     size = draft_target(image.size, scale, gap) if opened.is_jpeg else None
-    if size is not None:
-        stored_width = image.width
-        result = image.draft(None, size)
-        if result:
-            _, box = result  # the whole original, in the reduced image's pixels
-            reduction = stored_width / box[2]
-    image.load()
+    with _decoding():
+        if size is not None:
+            stored_width = image.width
+            result = image.draft(None, size)
+            if result:
+                _, box = result  # the whole original, in the reduced image's pixels
+                reduction = stored_width / box[2]
+        image.load()
     return reduction
 
 

@@ -18,7 +18,7 @@ from typing import Iterator
 
 from PIL import Image
 
-from imagepipe.errors import CORRUPT, TRUNCATED, PermanentError
+from imagepipe.errors import PermanentError, data_error
 from imagepipe.imaging.colour import ColourPlan
 from imagepipe.imaging.geometry import Plan
 from imagepipe.imaging.load import Opened, draft_target
@@ -88,11 +88,7 @@ def resample_all(
 
 def _bad_data(exc) -> PermanentError:
     # The header was read (by Pillow) and the steps are sound: what fails is the data.
-    text = f"{exc.message} {exc.detail}".strip()
-    lowered = text.lower()
-    if "premature end" in lowered or "truncated" in lowered:
-        return PermanentError(TRUNCATED, f"image data is truncated: {text}")
-    return PermanentError(CORRUPT, f"image data is corrupt: {text}")
+    return data_error(f"{exc.message} {exc.detail}".strip())
 
 
 def _jpeg_shrink(size: tuple[int, int], scale: float) -> int:

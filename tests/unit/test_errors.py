@@ -51,10 +51,43 @@ def test_pillow_failures_are_permanent_with_reason():
     assert classify(_pillow_failure(b"<html>hi</html>")).code == errors.UNSUPPORTED_FORMAT
     out = io.BytesIO()
     Image.new("RGB", (64, 64), "red").save(out, "PNG")
-    truncated = classify(_pillow_failure(out.getvalue()[:-30]))
+    # A decoder's complaint means bad data only where it was raised decoding (load.py).
+    truncated = errors.decode_error(_pillow_failure(out.getvalue()[:-30]))
     assert truncated.permanent and truncated.code in (errors.TRUNCATED, errors.CORRUPT)
     bomb = Image.DecompressionBombError("too big")
     assert classify(bomb).code == errors.TOO_MANY_PIXELS
+    assert errors.decode_error(bomb).code == errors.TOO_MANY_PIXELS
+
+
+def _pillow_save_failure():
+    try:
+        Image.new("RGB", (8, 8)).save(io.BytesIO(), "JPEG", qtables="no such preset")
+    except Exception as exc:
+        return exc
+    raise AssertionError("Pillow saved it")
+
+
+def test_an_encoder_failure_is_not_the_uploads_fault():
+    exc = _pillow_save_failure()
+    assert isinstance(exc, ValueError)  # raised inside Pillow, a type its decoders raise too
+    error = classify(exc)
+    assert (error.permanent, error.code) == (False, errors.INTERNAL)
+
+
+@pytest.mark.parametrize("text, code", [
+    ("Premature end of JPEG file", errors.TRUNCATED),
+    ("image file is truncated (3 bytes not processed)", errors.TRUNCATED),
+    ("broken data stream when reading image file", errors.CORRUPT),
+])
+def test_one_rule_for_truncated_or_corrupt_data(text, code):
+    error = errors.data_error(text)
+    assert error.permanent and error.code == code and text in error.message
+    assert errors.data_error("unexpected end", truncated=True).code == errors.TRUNCATED
+
+
+def test_decode_error_leaves_other_exceptions_to_classify():
+    assert errors.decode_error(ValueError("ours, not Pillow's")) is None
+    assert errors.decode_error(RuntimeError("x")) is None
 
 
 def test_invoke_failures_are_always_transient():

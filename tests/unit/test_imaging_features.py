@@ -9,7 +9,7 @@ import pytest
 from PIL import Image, ImageChops
 
 from imagepipe import imaging
-from imagepipe.errors import ConfigError, PermanentError
+from imagepipe.errors import ConfigError, PermanentError, TransientError
 from imagepipe.imaging import vips
 from imagepipe.spec import DEFAULT_VARIANTS, GRAVITIES, Variant, parse_variants
 from tests import images
@@ -381,6 +381,16 @@ def test_a_header_that_trips_pillow_with_an_index_error_is_corrupt_not_internal(
         render(FUZZED_GIF)
 
     assert caught.value.code == "corrupt"
+
+
+def test_an_encoder_fault_is_a_retryable_internal_error_not_a_corrupt_upload(monkeypatch):
+    # Pillow's JPEG encoder raises ValueError (a type its decoders raise on bad data) for an
+    # option it cannot use: the upload decoded fine, so it must not be reported as corrupt.
+    monkeypatch.setitem(imaging.encode._DEFAULTS, "jpeg", {"qtables": "no such preset"})
+    with pytest.raises(TransientError) as caught:
+        render(images.make_jpeg(64, 48), spec({"name": "j", "width": 32, "format": "jpeg"}))
+
+    assert caught.value.code == "internal_error"
 
 
 def test_broken_exif_is_no_failure_and_no_warning():
