@@ -63,7 +63,9 @@ def api(success_status: int):
         @functools.wraps(view)
         def respond(**path_params):
             response = _respond(view, success_status, path_params)
-            response.headers.update(cors.response_headers(_origin(), _allowed_origins()))
+            origin = _origin()
+            if origin:  # the settings are read for a cross-origin call only
+                response.headers.update(cors.response_headers(origin, _allowed_origins()))
             return response
         return respond
     return decorate
@@ -77,7 +79,12 @@ def _respond(view, success_status: int, path_params: dict) -> Response:
         return _json(exc.status, exc.to_body(), headers)
     except Exception:
         app.log.exception("unexpected error in %s", view.__name__)
-        return _json(500, {"error": {"code": INTERNAL, "message": "an internal error occurred"}})
+        return _internal_error()
+
+
+def _internal_error() -> Response:
+    """The 500 of anything unexpected: logged by the caller, never described to the client."""
+    return _json(500, {"error": {"code": INTERNAL, "message": "an internal error occurred"}})
 
 
 def _origin() -> str | None:
@@ -102,7 +109,7 @@ def _web(name: str) -> Response:
         body, headers = _page.asset(name, (app.current_request.context or {}).get("path") or "/")
     except Exception:
         app.log.exception("the demo page's %s cannot be served", name)
-        return _json(500, {"error": {"code": INTERNAL, "message": "an internal error occurred"}})
+        return _internal_error()
     return Response(body=body, status_code=200, headers=headers)
 
 

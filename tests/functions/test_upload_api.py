@@ -127,6 +127,25 @@ def test_unexpected_failure_is_a_500_in_our_format(make_api, settings):
     assert "Traceback" not in error["message"]
 
 
+def test_settings_are_read_for_cors_only_when_the_request_has_an_origin(
+        make_api, settings, monkeypatch):
+    api = make_api(settings)
+    calls = []
+
+    def broken_service():
+        calls.append(1)
+        raise RuntimeError("bad settings")
+
+    monkeypatch.setattr(api.app_module, "service", broken_service)
+
+    assert api.http.get("/openapi.json").status_code == 200
+    assert calls == []
+    response = api.http.get("/openapi.json", headers={"Origin": "https://x.example"})
+    assert response.status_code == 200
+    assert "Access-Control-Allow-Origin" not in response.headers
+    assert calls == [1]
+
+
 # --- POST /uploads/{id}/complete ---------------------------------------------------------------
 
 def test_complete_publishes_one_persistent_job(api, s3_mock, settings, store):
