@@ -21,7 +21,7 @@ from imagepipe.errors import (
     PermanentError,
     decode_error,
 )
-from imagepipe.formats import SNIFF_BYTES, sniff
+from imagepipe.formats import FORMAT_TO_MIME, SNIFF_BYTES, sniff
 from imagepipe.imaging import geometry
 
 LOGGER = logging.getLogger(__name__)
@@ -33,7 +33,6 @@ SOURCE_FORMATS = {
 }
 BASE_DECODERS = ("JPEG", "PNG", "WEBP", "GIF")
 _HEIF = "HEIF"  # the decoder name pillow-heif registers, when it is installed
-_ALLOWED_MIME = ("image/jpeg", "image/png", "image/webp", "image/gif", "image/heic")
 
 ORIENTATION_TAG = 0x0112
 ORIENTATIONS = range(1, 9)
@@ -69,6 +68,11 @@ class Opened:
 def allowed_decoders() -> tuple[str, ...]:
     """JPEG, PNG, WebP and GIF; HEIC too where the optional pillow-heif plugin is installed."""
     return BASE_DECODERS + ((_HEIF,) if _heif_available() else ())
+
+
+def allowed_mime_types(decoders: tuple[str, ...]) -> frozenset[str]:
+    """The MIME types (as ``formats.sniff`` names them) of the formats ``decoders`` read."""
+    return frozenset(FORMAT_TO_MIME[SOURCE_FORMATS[decoder]] for decoder in decoders)
 
 
 def _heif_available() -> bool:
@@ -143,10 +147,10 @@ def _open(data: bytes) -> Image.Image:
         raise PermanentError(TOO_MANY_PIXELS, str(exc)) from None
     except Image.UnidentifiedImageError:
         # Pillow says "unidentified" both for other formats and for a broken header of ours.
-        sniffed = sniff(data[:SNIFF_BYTES])
-        if sniffed in _ALLOWED_MIME and (sniffed != "image/heic" or _heif_available()):
+        decoders = allowed_decoders()
+        if sniff(data[:SNIFF_BYTES]) in allowed_mime_types(decoders):
             raise PermanentError(CORRUPT, "image header is unreadable") from None
-        names = "JPEG, PNG, WebP, GIF" + (" or HEIC" if _heif_available() else "")
+        names = "JPEG, PNG, WebP, GIF" + (" or HEIC" if _HEIF in decoders else "")
         raise PermanentError(UNSUPPORTED_FORMAT, f"not a {names} image") from None
 
 

@@ -442,6 +442,18 @@ def test_unsupported_format(data):
     assert _failure(data).code == "unsupported_format"
 
 
+@pytest.mark.parametrize("data", [b"GIF89a\x01", b"RIFF\x04\x00\x00\x00WEBPVP8 "],
+                         ids=["gif", "webp"])
+def test_an_unreadable_header_of_an_allowed_format_is_corrupt(data):
+    assert _failure(data).code == "corrupt"
+
+
+def test_the_mime_types_that_count_as_ours_follow_the_decoders():
+    assert load.allowed_mime_types(load.BASE_DECODERS) == {
+        "image/jpeg", "image/png", "image/webp", "image/gif"}
+    assert "image/heic" in load.allowed_mime_types(load.BASE_DECODERS + ("HEIF",))
+
+
 def test_empty():
     assert _failure(b"").code == "empty_upload"
 
