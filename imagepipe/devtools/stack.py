@@ -45,6 +45,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def moto_command(port: int) -> list[str]:
+    """moto's server on 127.0.0.1:``port`` (the venv's, else the one on PATH)."""
+    moto = Path(sys.executable).with_name("moto_server")
+    return [str(moto) if moto.exists() else "moto_server", "-H", "127.0.0.1", "-p", str(port)]
+
+
+def wait_for_moto(port: int, check=None, timeout: float = 30) -> None:
+    """Wait until moto answers on ``port``; ``check`` raises if its process died."""
+    _wait_until(lambda: _http_ok(f"http://127.0.0.1:{port}/moto-api/"), "moto S3", timeout, check)
+
+
 def page_origins(api_port: int) -> tuple[str, ...]:
     """The origins a browser sees the API's demo page under on this machine."""
     return (f"http://127.0.0.1:{api_port}", f"http://localhost:{api_port}")
@@ -131,12 +142,8 @@ class LocalStack:
 
     # --- components ---------------------------------------------------------------------------
     def _start_moto(self) -> None:
-        moto = Path(sys.executable).with_name("moto_server")
-        command = [str(moto) if moto.exists() else "moto_server", "-H", "127.0.0.1",
-                   "-p", str(self.s3_port)]
-        self._spawn("s3", command, env={**os.environ, **FAKE_AWS})
-        _wait_until(lambda: _http_ok(f"http://127.0.0.1:{self.s3_port}/moto-api/"), "moto S3", 30,
-                    self.check_alive)
+        self._spawn("s3", moto_command(self.s3_port), env={**os.environ, **FAKE_AWS})
+        wait_for_moto(self.s3_port, self.check_alive)
 
     def _create_bucket(self) -> None:
         s3 = s3_client(self.settings)

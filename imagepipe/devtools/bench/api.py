@@ -100,6 +100,7 @@ def _app_under_test():
     from moto import mock_aws
 
     from imagepipe.aws import s3_client
+    from imagepipe.devtools.stack import FAKE_AWS
     from imagepipe.settings import DEFAULT_AMQP_URL, ENV_AMQP_URL, Settings
 
     name = f"imagepipe-bench-{uuid.uuid4().hex[:10]}"
@@ -111,8 +112,7 @@ def _app_under_test():
         dead_letter_exchange=f"{name}.resize.dlx",
         results_exchange=f"{name}.results",
     )
-    fake_aws = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
-                "AWS_DEFAULT_REGION": settings.region}
+    fake_aws = {**FAKE_AWS, "AWS_DEFAULT_REGION": settings.region}
     saved = {key: os.environ.get(key) for key in fake_aws}
     os.environ.update(fake_aws)
     module = _load_upload_app()
@@ -173,13 +173,11 @@ def _declare(settings) -> None:
 def _delete(settings) -> None:
     import pika
 
+    from imagepipe.devtools.bench.bridge import delete_topology
+
     connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
     try:
-        channel = connection.channel()
-        for queue in (settings.resize_queue, settings.dead_letter_queue):
-            channel.queue_delete(queue)
-        for exchange in (settings.dead_letter_exchange, settings.results_exchange):
-            channel.exchange_delete(exchange)
+        delete_topology(connection.channel(), settings)
     finally:
         connection.close()
 

@@ -21,12 +21,12 @@ from __future__ import annotations
 import os
 import statistics
 import subprocess
-import sys
 import threading
 import time
 import uuid
 from pathlib import Path
 
+from imagepipe.devtools.stack import FAKE_AWS, free_port, moto_command, wait_for_moto
 from imagepipe.settings import DEFAULT_AMQP_URL, ENV_AMQP_URL, Settings
 
 NOOP_JOBS = 10_000
@@ -39,8 +39,6 @@ PHOTOS = 16
 PHOTOS_QUICK = 6
 PHOTO = Path(__file__).resolve().parents[1] / "samples" / "landscape.jpg"
 TARGET_MESSAGES_PER_S = 3000
-FAKE_AWS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
-            "AWS_DEFAULT_REGION": "us-east-1"}
 
 
 def run(ctx) -> dict:
@@ -141,12 +139,16 @@ class _Topology:
             self.connection.sleep(0.02)
 
     def close(self) -> None:
-        for queue in (self.settings.resize_queue, self.settings.dead_letter_queue,
-                      self.events_queue):
-            self.channel.queue_delete(queue)
-        for exchange in (self.settings.dead_letter_exchange, self.settings.results_exchange):
-            self.channel.exchange_delete(exchange)
+        delete_topology(self.channel, self.settings, self.events_queue)
         self.connection.close()
+
+
+def delete_topology(channel, settings: Settings, *extra_queues: str) -> None:
+    """Delete a bench run's queues (the settings' and ``extra_queues``) and exchanges."""
+    for queue in (settings.resize_queue, settings.dead_letter_queue, *extra_queues):
+        channel.queue_delete(queue)
+    for exchange in (settings.dead_letter_exchange, settings.results_exchange):
+        channel.exchange_delete(exchange)
 
 
 # --- 1. no-op resize -----------------------------------------------------------------------------
@@ -236,7 +238,7 @@ def _baseline_drain(topology: _Topology, jobs: int) -> float:
 def _pipeline(amqp_url: str, photos: int, rounds: int, say) -> tuple[float, float]:
     from imagepipe.aws import s3_client
 
-    port = _free_port()
+    port = free_port()
     moto = _start_moto(port)
     try:
         bucket = f"bench-{uuid.uuid4().hex[:8]}"
@@ -307,29 +309,20 @@ def _warm_up(invoker, settings: Settings, s3, photo: bytes) -> None:
         list(pool.map(one, range(settings.worker_count)))
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _start_moto(port: int) -> subprocess.Popen:
-    import urllib.request
+    """moto's server as the local stack starts it, but quiet and not tied to a run folder."""
+    process = subprocess.Popen(moto_command(port), env={**os.environ, **FAKE_AWS},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    moto = Path(sys.executable).with_name("moto_server")
-    process = subprocess.Popen(
-        [str(moto) if moto.exists() else "moto_server", "-H", "127.0.0.1", "-p", str(port)],
-        env={**os.environ, **FAKE_AWS}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/", timeout=1).close()
-            return process
-        except OSError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError("moto_server did not start")
+    def alive() -> None:
+        if process.poll() is not None:
+            raise RuntimeError(f"moto_server exited with {process.returncode}")
+
+    try:
+        wait_for_moto(port, alive)
+    except BaseException:
+        process.kill()
+        process.wait(10)
+        raise
+    return process
 
