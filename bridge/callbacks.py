@@ -36,7 +36,7 @@ from bridge.amqp import (
 )
 from bridge.settle import dead_letter_properties
 from imagepipe import callbacks
-from imagepipe.errors import BAD_MESSAGE, CALLBACK_FAILED, gave_up
+from imagepipe.errors import CALLBACK_FAILED, bad_message, gave_up
 from imagepipe.messages import ResultEvent, decode, encode
 from imagepipe.settings import Settings
 
@@ -262,8 +262,7 @@ class CallbackDispatcher:
         try:
             event = ResultEvent.from_dict(decode(body))
         except Exception as exc:
-            error = {"code": BAD_MESSAGE, "message": f"{type(exc).__name__}: {exc}"}
-            self._settle(publish, delivery, None, _Outcome(DEAD, 0, error))
+            self._settle(publish, delivery, None, _Outcome(DEAD, 0, bad_message(exc).to_dict()))
             return
         if not event.callback_url:
             channel.basic_ack(delivery.delivery_tag)

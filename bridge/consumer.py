@@ -66,10 +66,9 @@ from bridge.settle import (
 )
 from imagepipe.broker import declare_topology, delivery_count
 from imagepipe.errors import (
-    BAD_MESSAGE,
     ConfigError,
     JobError,
-    PermanentError,
+    bad_message,
     gave_up,
     invoke_failed,
 )
@@ -323,7 +322,7 @@ class Bridge:
         try:
             job = ResizeJob.decode(body)
         except Exception as exc:
-            self._dead_letter_undecodable(session, delivery, _as_permanent(exc))
+            self._dead_letter_undecodable(session, delivery, bad_message(exc))
             return
         session.in_flight += 1
         self._observer.job_started(delivery.attempt)
@@ -514,13 +513,6 @@ def _log_outcome(job: ResizeJob, delivery: _Delivery, settlement: Settlement,
 
 def _elapsed_ms(started: float) -> int:
     return int((time.monotonic() - started) * 1000)
-
-
-def _as_permanent(exc: Exception) -> JobError:
-    # The same body fails to decode every time, so a failure here is permanent.
-    if isinstance(exc, JobError) and exc.permanent:
-        return exc
-    return PermanentError(BAD_MESSAGE, f"{type(exc).__name__}: {exc}")
 
 
 def _describe(exc: BaseException) -> str:

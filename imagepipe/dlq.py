@@ -49,7 +49,7 @@ from imagepipe.broker import (
     PERSISTENT,
     connection_parameters,
 )
-from imagepipe.errors import BROKER_UNAVAILABLE, JobError, TransientError
+from imagepipe.errors import BROKER_UNAVAILABLE, TransientError, bad_message
 from imagepipe.messages import ResizeJob
 from imagepipe.settings import Settings
 
@@ -129,10 +129,8 @@ def describe(properties, body: bytes) -> DeadLetter:
     job, body_error = None, None
     try:
         job = ResizeJob.decode(body)
-    except JobError as exc:
-        body_error = exc.to_dict()
     except Exception as exc:  # noqa: BLE001 - any unreadable body is reported, never raised
-        body_error = {"code": "bad_message", "message": f"{type(exc).__name__}: {exc}"}
+        body_error = bad_message(exc).to_dict()
     code, message, attempts, by, at = _cause(headers)
     return DeadLetter(
         message_id=getattr(properties, "message_id", None),
