@@ -26,8 +26,7 @@ from pathlib import Path
 
 from imagepipe import imaging
 from imagepipe.cli import EXIT_OK, one_line, positive_int, unique_stem, variant_summary
-from imagepipe.imaging import vips
-from imagepipe.errors import INTERNAL, SOURCE_MISSING, JobError, PermanentError
+from imagepipe.errors import INTERNAL, SOURCE_MISSING, ConfigError, JobError, PermanentError
 from imagepipe.keys import FORMAT_EXTENSIONS
 from imagepipe.settings import DEFAULT_MAX_PIXELS
 from imagepipe.spec import DEFAULT_VARIANTS
@@ -56,8 +55,10 @@ def register(commands) -> None:
 
 
 def run_resize(args: argparse.Namespace) -> int:
-    if args.engine == "vips" and not vips.available():
-        args.parser.error("--engine vips: pyvips with libvips is not installed")  # exits 2
+    try:
+        imaging.check_engine(args.engine)
+    except ConfigError as exc:
+        args.parser.error(f"--engine {args.engine}: {exc}")  # exits 2
     # libvips logs each failed decode ("error in tile") as a warning; the input's line already
     # says it failed, and why.
     logging.getLogger("pyvips").setLevel(logging.ERROR)

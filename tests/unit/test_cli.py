@@ -159,6 +159,20 @@ def test_usage_errors_exit_2(tmp_path, args):
     assert "usage:" in result.stderr
 
 
+def test_resize_with_an_engine_that_cannot_run_here_is_a_usage_error(tmp_path, monkeypatch, capsys):
+    # In process: the check is the pipeline's own (imaging.check_engine), turned into exit 2.
+    from imagepipe.cli import main
+
+    monkeypatch.setattr(vips, "available", lambda: False)
+    with pytest.raises(SystemExit) as exited:
+        main(["resize", str(tmp_path / "a.jpg"), "--out", str(tmp_path / "out"), "--engine", "vips"])
+
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage:" in err and "--engine vips" in err and "pyvips" in err
+    assert not (tmp_path / "out").exists()
+
+
 ENGINES = ["pillow"] + (["vips"] if vips.available() else [])
 
 
