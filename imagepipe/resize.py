@@ -20,7 +20,6 @@ from imagepipe.errors import (
     TOO_LARGE,
     JobError,
     PermanentError,
-    TransientError,
     classify,
     gave_up,
 )
@@ -91,10 +90,9 @@ def process(invocation: Invocation, runtime: Runtime, started: float | None = No
     try:
         if job.bucket != runtime.settings.bucket:
             raise PermanentError(BAD_MESSAGE, f"bucket {job.bucket!r} is not this stage's bucket")
-        existing = store.get_manifest(job.upload_id)
-        if existing is not None:
-            store.mark(job.upload_id, status.DONE, exclusive=True)
-            return _done(job, existing, started)
+        answer = _answer_if_done(job, store, started)
+        if answer is not None:
+            return answer
         store.mark(job.upload_id, status.PROCESSING, exclusive=True)
         manifest = _make_variants(job, runtime)
         if not store.put_manifest(job.upload_id, manifest):
@@ -122,20 +120,29 @@ def _give_up(invocation: Invocation, store: status.StatusStore, started: float) 
     dead-letters the job with its cause anyway.
     """
     job = invocation.job
-    error = TransientError(
-        str(invocation.give_up.get("code") or INTERNAL),
-        str(invocation.give_up.get("message") or "the bridge gave up on the job"),
-    )
+    error = {
+        "code": str(invocation.give_up.get("code") or INTERNAL),
+        "message": str(invocation.give_up.get("message") or "the bridge gave up on the job"),
+    }
     try:
-        existing = store.get_manifest(job.upload_id)
-        if existing is not None:
-            store.mark(job.upload_id, status.DONE, exclusive=True)
-            return _done(job, existing, started)
-        store.mark(job.upload_id, status.FAILED, error=error.to_dict(), exclusive=True)
+        answer = _answer_if_done(job, store, started)
+        if answer is not None:
+            return answer
+        store.mark(job.upload_id, status.FAILED, error=error, exclusive=True)
     except Exception as exc:
         LOGGER.warning("job %s: could not record that it failed: %s", job.job_id, classify(exc))
-        return _result(job, RETRY, started, error=error.to_dict())
-    return _result(job, FAILED, started, error=error.to_dict())
+        return _result(job, RETRY, started, error=error)
+    return _result(job, FAILED, started, error=error)
+
+
+def _answer_if_done(job, store: status.StatusStore, started: float) -> InvocationResult | None:
+    """``done`` from the manifest when an earlier attempt finished the job (its status marked
+    done too), else None: the job has still to be done."""
+    existing = store.get_manifest(job.upload_id)
+    if existing is None:
+        return None
+    store.mark(job.upload_id, status.DONE, exclusive=True)
+    return _done(job, existing, started)
 
 
 def _make_variants(job, runtime: Runtime) -> dict:

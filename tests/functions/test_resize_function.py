@@ -210,3 +210,20 @@ def test_manifest_says_what_was_stripped_converted_and_which_frame(s3_mock, chal
     assert gif["source"]["format"] == "gif" and gif["source"]["animated"] is True
     assert gif["colour_converted"] is False
     assert gif["notes"] == ["animated gif: the first frame was used"]
+
+
+def test_a_redelivered_job_is_answered_from_its_manifest(s3_mock, chalice_client):
+    s3, bucket = s3_mock
+    module = load_app_module("resize")
+    client = chalice_client(module, Settings(bucket=bucket))
+    upload_id = keys.new_upload_id()
+    s3.put_object(Bucket=bucket, Key=keys.original_key(upload_id), Body=_jpeg(640, 480))
+    first = _invoke(client, upload_id, bucket)
+    # The original is gone: only an answer from the manifest can still say done.
+    s3.delete_object(Bucket=bucket, Key=keys.original_key(upload_id))
+
+    again = _invoke(client, upload_id, bucket)
+
+    assert again["status"] == "done" and again["variants"] == first["variants"]
+    marker = s3.get_object(Bucket=bucket, Key=keys.status_marker_key(upload_id, "done"))
+    assert marker["ContentLength"] > 0
