@@ -18,6 +18,7 @@ from imagepipe.broker import (
     HEADER_ERROR_CODE,
     HEADER_ERROR_MESSAGE,
     PERSISTENT,
+    copy_properties,
 )
 from imagepipe.errors import INTERNAL, JobError, gave_up
 from imagepipe.messages import (
@@ -122,11 +123,9 @@ def dead_letter_properties(original, error: dict, attempt: int):
 
     ``x-delivery-count`` is dropped. It counted deliveries from the work queue, not of the copy.
     RabbitMQ 3.10 quorum queues overwrite it on delivery anyway (checked), but a stale count must
-    not make a replayed job look like its final attempt. ``user_id`` is dropped because the
-    broker rejects a publish whose user_id names another user.
+    not make a replayed job look like its final attempt. Which properties are copied:
+    ``imagepipe.broker.copy_properties``.
     """
-    import pika
-
     headers = {
         name: value
         for name, value in (getattr(original, "headers", None) or {}).items()
@@ -136,16 +135,4 @@ def dead_letter_properties(original, error: dict, attempt: int):
     headers[HEADER_ERROR_MESSAGE] = str(error.get("message", ""))[:MAX_ERROR_MESSAGE_CHARS]
     headers[HEADER_ATTEMPTS] = attempt
     headers[HEADER_DEAD_LETTERED_AT] = utc_now()
-    return pika.BasicProperties(
-        content_type=getattr(original, "content_type", None),
-        content_encoding=getattr(original, "content_encoding", None),
-        headers=headers,
-        delivery_mode=PERSISTENT,
-        priority=getattr(original, "priority", None),
-        correlation_id=getattr(original, "correlation_id", None),
-        reply_to=getattr(original, "reply_to", None),
-        message_id=getattr(original, "message_id", None),
-        timestamp=getattr(original, "timestamp", None),
-        type=getattr(original, "type", None),
-        app_id=getattr(original, "app_id", None),
-    )
+    return copy_properties(original, headers)

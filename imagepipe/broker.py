@@ -78,6 +78,32 @@ def connection_parameters(url: str, **overrides):
     return params
 
 
+def copy_properties(original, headers: dict):
+    """A copy of ``original``'s properties with ``headers`` instead of its own, persistent: what
+    the bridge publishes to the dead-letter queue and what a replay sends back to the work queue.
+
+    Both are the same message moved by hand, so both keep everything the producer set, including
+    ``reply_to``. Not copied: ``user_id`` (the broker rejects a publish whose user_id names
+    another user) and ``expiration`` (a per-message TTL must not make a dead letter vanish, nor
+    expire a replayed job before it runs).
+    """
+    import pika
+
+    return pika.BasicProperties(
+        content_type=getattr(original, "content_type", None),
+        content_encoding=getattr(original, "content_encoding", None),
+        headers=headers,
+        delivery_mode=PERSISTENT,
+        priority=getattr(original, "priority", None),
+        correlation_id=getattr(original, "correlation_id", None),
+        reply_to=getattr(original, "reply_to", None),
+        message_id=getattr(original, "message_id", None),
+        timestamp=getattr(original, "timestamp", None),
+        type=getattr(original, "type", None),
+        app_id=getattr(original, "app_id", None),
+    )
+
+
 def job_properties(job: ResizeJob):
     import pika
 

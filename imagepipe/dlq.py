@@ -46,8 +46,8 @@ from imagepipe.broker import (
     HEADER_ERROR_CODE,
     HEADER_ERROR_MESSAGE,
     HEADER_REPLAYS,
-    PERSISTENT,
     connection_parameters,
+    copy_properties,
 )
 from imagepipe.errors import BROKER_UNAVAILABLE, TransientError, bad_message
 from imagepipe.messages import ResizeJob
@@ -173,27 +173,15 @@ def _cause(headers: dict) -> tuple[str, str, int | None, str, str | None]:
 
 
 def replay_properties(properties, replays: int):
-    """The original properties, minus the bookkeeping of its past life, plus the replay count."""
-    import pika
-
+    """The original properties, minus the bookkeeping of its past life, plus the replay count
+    (``imagepipe.broker.copy_properties``)."""
     headers = {
         name: value
         for name, value in (getattr(properties, "headers", None) or {}).items()
         if name not in _BOOKKEEPING_HEADERS
     }
     headers[HEADER_REPLAYS] = replays
-    return pika.BasicProperties(
-        content_type=getattr(properties, "content_type", None),
-        content_encoding=getattr(properties, "content_encoding", None),
-        headers=headers,
-        delivery_mode=PERSISTENT,
-        priority=getattr(properties, "priority", None),
-        correlation_id=getattr(properties, "correlation_id", None),
-        message_id=getattr(properties, "message_id", None),
-        timestamp=getattr(properties, "timestamp", None),
-        type=getattr(properties, "type", None),
-        app_id=getattr(properties, "app_id", None),
-    )
+    return copy_properties(properties, headers)
 
 
 def match_jobs(job_ids: Iterable[str]) -> Callable[[DeadLetter], bool]:
