@@ -1,7 +1,8 @@
 """``imagepipe dlq list|replay|discard``: the dead-letter queue for operators.
 
 Reads the same settings as the bridge (``AMQP_URL``, ``IMAGEPIPE_BUCKET``, queue names...) from
-the environment; see ``imagepipe.dlq`` for what replay does, in which order, and why it is safe.
+the environment, the same way (``imagepipe.settings.load``: the broker's credentials from
+``IMAGEPIPE_AMQP_SECRET_ARN`` when set); see ``imagepipe.dlq`` for what replay does, in which order, and why it is safe.
 
     imagepipe dlq list [--limit N] [--json]
     imagepipe dlq replay (--job ID ... | --all) [--limit N] [--dry-run] [--keep-status] [--json]
@@ -63,12 +64,14 @@ def register(commands) -> None:
 
 
 def _queue(args):
+    from imagepipe import settings
     from imagepipe.dlq import DeadLetterQueue
-    from imagepipe.settings import Settings
 
     if not args.verbose:  # pika logs a refused passive declare as a warning; we report it once
         logging.getLogger("pika").setLevel(logging.CRITICAL)
-    return DeadLetterQueue(Settings.from_env())
+    # As the bridge does: with IMAGEPIPE_AMQP_SECRET_ARN set, the broker's credentials come from
+    # its secret (a deployed broker's URL in the environment has none).
+    return DeadLetterQueue(settings.load())
 
 
 def run_list(args: argparse.Namespace) -> int:

@@ -79,3 +79,17 @@ def test_replay_and_discard_need_an_explicit_choice(argv, capsys):
     with pytest.raises(SystemExit) as exit_:
         build_parser().parse_args(argv)
     assert exit_.value.code == 2
+
+
+def test_the_cli_reads_settings_like_the_bridge(monkeypatch):
+    # settings.load, not Settings.from_env: it adds the broker credentials from their secret.
+    import argparse
+
+    from imagepipe import settings
+    from imagepipe.cli import dlq as cli_dlq
+    from imagepipe.settings import Settings
+
+    loaded = Settings(bucket="photos", amqp_url="amqps://user:pw@broker:5671")
+    monkeypatch.setattr(settings, "load", lambda: loaded)
+    queue = cli_dlq._queue(argparse.Namespace(verbose=True))
+    assert queue._settings is loaded
