@@ -33,8 +33,13 @@ def validated_origins(origins: Iterable[str]) -> tuple[str, ...]:
                 or parts.username or parts.password):
             raise ConfigError(f"allowed_origins: {origin!r} is not an origin such as "
                               "https://photos.example.com (no wildcard, path or credentials)")
-        checked.append(origin.rstrip("/"))
-    return tuple(dict.fromkeys(checked))
+        checked.append(origin)
+    return normalised_origins(checked)
+
+
+def normalised_origins(origins: Iterable[str]) -> tuple[str, ...]:
+    """The origins as a browser sends them (no trailing slash), each once, unchecked."""
+    return tuple(dict.fromkeys(origin.rstrip("/") for origin in origins))
 
 
 def s3_cors_configuration(origins: Iterable[str]) -> dict | None:

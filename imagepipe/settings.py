@@ -171,13 +171,11 @@ class Settings:
         if not self.drain_timeout_s > 0:
             raise ConfigError(f"{ENV_DRAIN_TIMEOUT} must be a positive number of seconds")
         # Normalised once (no trailing slash, no duplicates), so the API's CORS check and the
-        # bucket's CORS rule compare the same origins.
-        try:
-            origins = bucket_cors.validated_origins(self.allowed_origins)
-        except ConfigError as exc:
-            reason = str(exc).removeprefix("allowed_origins: ")
-            raise ConfigError(f"{ENV_ALLOWED_ORIGINS}: {reason}") from None
-        object.__setattr__(self, "allowed_origins", origins)
+        # bucket's CORS rule compare the same origins. Checked where they are read (``from_env``)
+        # and where the bucket rule is built, not here: ``make package`` renders a stage whose
+        # unset origin is a placeholder.
+        object.__setattr__(self, "allowed_origins",
+                           bucket_cors.normalised_origins(self.allowed_origins))
 
     @property
     def worker_count(self) -> int:
@@ -249,9 +247,12 @@ class Settings:
                 t.strip() for t in env[ENV_ALLOWED_TYPES].split(",") if t.strip()
             )
         if env.get(ENV_ALLOWED_ORIGINS):
-            kwargs["allowed_origins"] = tuple(
-                o.strip() for o in env[ENV_ALLOWED_ORIGINS].split(",") if o.strip()
-            )
+            origins = [o.strip() for o in env[ENV_ALLOWED_ORIGINS].split(",") if o.strip()]
+            try:
+                kwargs["allowed_origins"] = bucket_cors.validated_origins(origins)
+            except ConfigError as exc:
+                reason = str(exc).removeprefix("allowed_origins: ")
+                raise ConfigError(f"{ENV_ALLOWED_ORIGINS}: {reason}") from None
         if env.get(ENV_VARIANTS):
             try:
                 raw = json.loads(env[ENV_VARIANTS])

@@ -82,3 +82,13 @@ def test_no_origin_configured_allows_none(make_api, offline_settings):
         "Access-Control-Allow-Origin") is None
     assert_error(_preflight(api, "/uploads", ALLOWED), 403, "origin_not_allowed")
     assert post_json(api, "/uploads", UPLOAD).status_code == 201
+
+
+def test_an_origin_configured_with_a_trailing_slash_is_allowed(make_api, offline_settings):
+    # The bucket's CORS rule drops the slash (a browser never sends one); so must the API.
+    api = make_api(dataclasses.replace(offline_settings, allowed_origins=(ALLOWED + "/",)))
+
+    response = _preflight(api, "/uploads", ALLOWED)
+
+    assert response.status_code == 204
+    assert response.headers["Access-Control-Allow-Origin"] == ALLOWED

@@ -46,3 +46,9 @@ def test_duplicates_are_dropped_in_order():
     assert bucket_cors.validated_origins(["https://b.example", "https://a.example",
                                    "https://b.example/"]) == ("https://b.example",
                                                               "https://a.example")
+
+
+def test_normalised_origins_drop_the_trailing_slash_and_duplicates_unchecked():
+    assert bucket_cors.normalised_origins(["https://b.example/", "https://b.example",
+                                           "unset-origin"]) == ("https://b.example",
+                                                                "unset-origin")

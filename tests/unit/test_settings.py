@@ -38,9 +38,9 @@ def test_allowed_origins_are_normalised_once_for_every_consumer():
     assert Settings(bucket="b", allowed_origins=("https://x.example/",)) == settings
 
 
-def test_a_wildcard_origin_is_refused():
+def test_a_wildcard_origin_is_refused_where_the_origins_are_read():
     with pytest.raises(ConfigError, match="IMAGEPIPE_ALLOWED_ORIGINS.*wildcard"):
-        Settings(bucket="b", allowed_origins=("*",))
+        Settings.from_env({s.ENV_BUCKET: "b", s.ENV_ALLOWED_ORIGINS: "*"})
 
 
 def test_settings_are_frozen():
