@@ -222,13 +222,13 @@ class DeadLetterQueue:
 
     def depth(self) -> int:
         """Messages ready in the dead-letter queue."""
-        with self._channel() as channel:
-            return self._depth(channel)
+        with self._channel() as (_channel, ready):
+            return ready
 
     def list(self, limit: int | None = None) -> list[DeadLetter]:
         """The dead letters, oldest first, without removing any."""
-        with self._channel() as channel:
-            held = self._scan(channel, limit)
+        with self._channel() as (channel, ready):
+            held = self._scan(channel, ready, limit)
             self._give_back(channel, held)
             self._wait_until_returned(channel, len(held))
         return [h.letter for h in held]
@@ -249,8 +249,9 @@ class DeadLetterQueue:
         import pika.exceptions
 
         outcomes: list[Outcome] = []
-        with self._channel(confirm=True) as channel:
-            held = self._scan(channel, None)  # the whole queue: a --job may be anywhere in it
+        with self._channel(confirm=True) as (channel, ready):
+            # The whole queue: a --job may be anywhere in it.
+            held = self._scan(channel, ready, None)
             chosen = [h for h in held if select(h.letter)]
             if limit is not None:
                 chosen = chosen[:limit]
@@ -340,8 +341,9 @@ class DeadLetterQueue:
 
     # --- plumbing -----------------------------------------------------------------------------
 
-    def _scan(self, channel, limit: int | None) -> list[_Held]:
-        budget = self._depth(channel)
+    def _scan(self, channel, ready: int, limit: int | None) -> list[_Held]:
+        """Take at most ``ready`` (the depth when the command began) messages, unacked."""
+        budget = ready
         if limit is not None:
             budget = min(budget, limit)
         held: list[_Held] = []
@@ -383,8 +385,10 @@ class DeadLetterQueue:
 
 
 class _ChannelScope:
-    """A connection and one channel for one operation. Closing it returns every unacked
-    message to the queue, so an interrupted command leaves the dead letters where they were."""
+    """A connection and one channel for one operation, entered as ``(channel, ready)``: the
+    passive declare that checks the queue exists also gives its depth. Closing it returns every
+    unacked message to the queue, so an interrupted command leaves the dead letters where they
+    were."""
 
     def __init__(self, settings: Settings, timeout: float, confirm: bool):
         self._settings = settings
@@ -407,7 +411,7 @@ class _ChannelScope:
             if self._confirm:
                 channel.confirm_delivery()
             # Passive: an operator's typo must not create a queue.
-            channel.queue_declare(self._settings.dead_letter_queue, passive=True)
+            declared = channel.queue_declare(self._settings.dead_letter_queue, passive=True)
         except pika.exceptions.ChannelClosedByBroker as exc:
             self.__exit__(None, None, None)
             raise TransientError(
@@ -419,7 +423,7 @@ class _ChannelScope:
             raise TransientError(
                 BROKER_UNAVAILABLE, f"message broker unreachable: {type(exc).__name__} {exc}"
             ) from None
-        return channel
+        return channel, declared.method.message_count
 
     def __exit__(self, *_exc) -> None:
         connection, self._connection = self._connection, None

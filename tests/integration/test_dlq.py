@@ -181,3 +181,30 @@ def test_replay_to_a_missing_work_queue_keeps_the_dead_letter_and_the_failed_sta
     assert probe.ready(settings.dead_letter_queue) == 1
     status = store.current(upload_id)
     assert (status.state, status.error["code"]) == ("failed", "s3_unavailable")
+
+
+def test_each_command_checks_the_queue_and_reads_its_depth_with_one_declare(
+    storage, probe, monkeypatch
+):
+    settings = storage.settings
+    dead_letter_directly(probe, b"{not json", "garbage", {HEADER_ERROR_CODE: "bad_message"})
+    declares = []
+    original = pika.adapters.blocking_connection.BlockingChannel.queue_declare
+
+    def counting(channel, queue, *args, **kwargs):
+        declares.append(queue)
+        return original(channel, queue, *args, **kwargs)
+
+    monkeypatch.setattr(pika.adapters.blocking_connection.BlockingChannel, "queue_declare",
+                        counting)
+    queue = DeadLetterQueue(settings)
+    assert queue.depth() == 1
+    assert declares == [settings.dead_letter_queue]
+    declares.clear()
+    # One declare opens the scan; the rest wait for the quorum queue to take the message back.
+    assert [letter.message_id for letter in queue.list()] == ["garbage"]
+    assert len(declares) >= 2
+    declares.clear()
+    assert [o.action for o in queue.discard(match_all)] == ["discarded"]
+    # Opening + the (immediate) wait for nothing to come back: no second depth read.
+    assert declares == [settings.dead_letter_queue] * 2
