@@ -3,17 +3,20 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+# The core (imagepipe/), the tools (tools/) and the deploy tooling (infra.deploy) run from this
+# checkout, ahead of anything installed.
+export PYTHONPATH := $(CURDIR):$(CURDIR)/tools$(if $(PYTHONPATH),:$(PYTHONPATH))
 STAGE ?= local
 API_PORT ?= 8000
 export API_PORT
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 # `make test` finds (or starts) a RabbitMQ and hands its URL to whatever needs one.
-WITH_BROKER = AMQP_URL="$$($(PY) -m imagepipe.devtools broker-url)" && export AMQP_URL &&
+WITH_BROKER = AMQP_URL="$$($(PY) -m imagepipe_dev broker-url)" && export AMQP_URL &&
 
 # package/deploy/destroy default to the cloud stage; STAGE=... on the command line picks another.
 CLOUD_STAGE = $(if $(filter command line environment,$(origin STAGE)),$(STAGE),prod)
-DEPLOY = $(PY) -m imagepipe.devtools.deploy
+DEPLOY = $(PY) -m infra.deploy
 
 .PHONY: help venv chromium render vendor build demo dev bridge test test-unit soak bench lint clean \
 	package deploy destroy
@@ -31,13 +34,14 @@ help:
 	@echo "make deploy   package, then deploy the stage to AWS (credentials and region from the environment)"
 	@echo "make destroy  delete the stage's stacks (the photo bucket is kept)"
 
-venv: $(VENV)/.installed
-
-# Re-install whenever the pins change; chalice needs pip<26.3.
-$(VENV)/.installed: requirements.txt
+# One venv, filled with what a target needs (pyproject.toml's extras at requirements.txt's pins):
+# `make demo` gets the local stack, `make package` chalice and cfn-lint, `make test` everything.
+# Re-installed whenever the pins or the extras change; chalice needs pip<26.3.
+venv: $(VENV)/.installed-dev
+$(VENV)/.installed-%: pyproject.toml requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check "pip<26.3"
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -c requirements.txt -e ".[$*]"
 	touch $@
 
 # The browser tests drive Debian's chromium through Playwright (Playwright's own browser download
@@ -55,31 +59,31 @@ chromium:
 	       "install Debian's chromium (sudo apt-get install chromium) to run them"; \
 	fi
 
-render: venv
-	$(PY) -m imagepipe.devtools render --stage $(STAGE)
+render: $(VENV)/.installed-local
+	$(PY) -m imagepipe_dev render --stage $(STAGE)
 
-vendor: venv
-	$(PY) -m imagepipe.devtools vendor
+vendor: $(VENV)/.installed-local
+	$(PY) -m imagepipe_dev vendor
 
 build: render vendor
 
-package: venv
+package: $(VENV)/.installed-deploy
 	$(DEPLOY) package --stage $(CLOUD_STAGE)
 
-deploy: venv
+deploy: $(VENV)/.installed-deploy
 	$(DEPLOY) deploy --stage $(CLOUD_STAGE)
 
-destroy: venv
+destroy: $(VENV)/.installed-deploy
 	$(DEPLOY) destroy --stage $(CLOUD_STAGE)
 
-demo: venv
-	$(PY) -m imagepipe.devtools demo
+demo: $(VENV)/.installed-local
+	$(PY) -m imagepipe_dev demo
 
-dev: venv
-	$(PY) -m imagepipe.devtools dev
+dev: $(VENV)/.installed-local
+	$(PY) -m imagepipe_dev dev
 
-bridge: venv
-	$(PY) -m imagepipe.devtools bridge
+bridge: $(VENV)/.installed-local
+	$(PY) -m imagepipe_dev bridge
 
 test: venv chromium
 	$(WITH_BROKER) $(PY) -m pytest tests -q -p no:cacheprovider --timeout=300 -m "not soak" $(PYTEST_ARGS)
@@ -88,7 +92,7 @@ soak: venv
 	$(WITH_BROKER) $(PY) -m pytest tests -q -p no:cacheprovider --timeout=3600 -m soak $(PYTEST_ARGS)
 
 bench: venv
-	$(WITH_BROKER) $(PY) -m imagepipe.devtools.bench $(BENCH_ARGS)
+	$(WITH_BROKER) $(PY) -m imagepipe_dev.bench $(BENCH_ARGS)
 
 test-unit: venv
 	$(PY) -m pytest tests/unit -q -p no:cacheprovider $(PYTEST_ARGS)

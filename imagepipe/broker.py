@@ -29,7 +29,7 @@ HEADER_ERROR_MESSAGE = "x-imagepipe-error-message"
 HEADER_ATTEMPTS = "x-imagepipe-attempts"
 HEADER_DEAD_LETTERED_AT = "x-imagepipe-dead-lettered-at"  # ISO 8601 UTC
 HEADER_DELIVERY_COUNT = "x-delivery-count"
-# How often an operator sent the job back from the dead-letter queue (``imagepipe.dlq``).
+# How often an operator sent the job back from the dead-letter queue (``imagepipe_tools.dlq``).
 HEADER_REPLAYS = "x-imagepipe-replays"
 
 

@@ -11,9 +11,9 @@ Three messages cross process boundaries:
   routing key ``job.done`` or ``job.failed``, one per finished job.
 
 Bodies are UTF-8 JSON with sorted keys; every body carries ``"v": 1``. Optional fields added
-within v1 (``callback_url``) are left out when unset, so a body without them is unchanged. Decoding a body that is
-not JSON, not an object, of another version or missing a field raises a ``PermanentError``
-(``bad_message`` or ``unknown_schema_version``): such a message can never succeed.
+within v1 (``callback_url``) are left out when unset, so a body without them is unchanged.
+Decoding a body that is not JSON, not an object, of another version or missing a field raises
+a ``PermanentError`` (``bad_message`` or ``unknown_schema_version``): such a message can never succeed.
 """
 
 from __future__ import annotations

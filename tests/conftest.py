@@ -11,8 +11,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# This checkout's core and tools come first, here and in every process a test starts (the
+# bridge, the CLI, the local stack), whatever else is installed.
+CODE_PATHS = [str(ROOT), str(ROOT / "tools")]
+for _path in reversed(CODE_PATHS):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+os.environ["PYTHONPATH"] = os.pathsep.join(CODE_PATHS + [p for p in os.environ.get(
+    "PYTHONPATH", "").split(os.pathsep) if p and p not in CODE_PATHS])
 
 # Never let a test reach real AWS, whatever the developer's environment holds.
 for _name, _value in {

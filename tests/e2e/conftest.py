@@ -9,7 +9,7 @@ import uuid
 import pika
 
 from imagepipe.broker import declare_topology
-from imagepipe.devtools.stack import LocalStack, free_port
+from imagepipe_dev.stack import LocalStack, free_port
 
 
 @contextlib.contextmanager

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from imagepipe.client import UploadClient
-from imagepipe.devtools.demo import SAMPLES
-from imagepipe.devtools.stack import ROOT, free_port, page_origins
+from imagepipe_tools.client import UploadClient
+from imagepipe_dev.demo import SAMPLES
+from imagepipe_dev.stack import ROOT, free_port, page_origins
 
 from .conftest import running_stack
 

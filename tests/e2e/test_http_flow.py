@@ -13,8 +13,8 @@ import pytest
 import requests
 from PIL import Image
 
-from imagepipe.client import UploadClient, UploadFailed
-from imagepipe.devtools.demo import SAMPLES
+from imagepipe_tools.client import UploadClient, UploadFailed
+from imagepipe_dev.demo import SAMPLES
 
 from .conftest import running_stack
 

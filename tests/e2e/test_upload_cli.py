@@ -23,8 +23,8 @@ from requests.adapters import HTTPAdapter
 
 from imagepipe import keys
 from imagepipe.aws import s3_client
-from imagepipe.client import UploadClient, UploadFailed
-from imagepipe.devtools.stack import free_port
+from imagepipe_tools.client import UploadClient, UploadFailed
+from imagepipe_dev.stack import free_port
 from tests import images
 from .conftest import running_stack
 
@@ -52,10 +52,9 @@ def noise_png(width: int, height: int) -> bytes:
 
 
 def run_cli(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    # PYTHONPATH (this checkout's code): tests/conftest.py
     result = subprocess.run([sys.executable, "-m", "imagepipe", "upload", *args], cwd=cwd,
-                            env={**os.environ, "PYTHONPATH": path}, capture_output=True,
-                            text=True, timeout=timeout)
+                            capture_output=True, text=True, timeout=timeout)
     assert "Traceback" not in result.stdout + result.stderr, result.stderr
     return result
 

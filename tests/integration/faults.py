@@ -289,7 +289,7 @@ def rss_kib(pid: int) -> int:
 def private_rabbitmq(home, config: str):
     """A RabbitMQ node of the test's own (its own name, ports and data under ``home``), started
     with ``config`` (rabbitmq.conf syntax); yields its AMQP URL and stops it afterwards."""
-    from imagepipe.devtools import rabbitmq
+    from imagepipe_dev import rabbitmq
 
     server, ctl = rabbitmq._server_script(), rabbitmq._ctl_script()
     if not server or not ctl:

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from imagepipe.devtools.deploy.package import Package
+from infra.deploy.package import Package
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGE = "prod"
@@ -36,7 +36,7 @@ def package_once(tmp_path_factory) -> tuple[Package, subprocess.CompletedProcess
     if STAGE not in _built:
         out = tmp_path_factory.mktemp("package") / STAGE
         result = subprocess.run(
-            [sys.executable, "-m", "imagepipe.devtools.deploy", "package", "--stage", STAGE,
+            [sys.executable, "-m", "infra.deploy", "package", "--stage", STAGE,
              "--out", str(out)],
             cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=600,
         )

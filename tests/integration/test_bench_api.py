@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pika
 
-from imagepipe.devtools.bench import BenchContext, api
+from imagepipe_dev.bench import BenchContext, api
 from tests.conftest import AMQP_URL
 
 

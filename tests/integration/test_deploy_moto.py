@@ -24,8 +24,8 @@ import pytest
 from botocore.stub import ANY, Stubber
 from moto import mock_aws
 
-from imagepipe import chalicefile
-from imagepipe.devtools.deploy import deploy, stacks, templates
+from imagepipe_tools import chalicefile
+from infra.deploy import deploy, stacks, templates
 from tests.integration.packaged import ROOT, STAGE, STAGE_ENV, package_once
 
 REGION = STAGE_ENV["AWS_REGION"]
@@ -174,7 +174,8 @@ def stub_upload_stack_created(stub, stack, outputs):
                        "TemplateBody": ANY})
     stub.add_response("describe_change_set", {
         "Status": "CREATE_COMPLETE", "ExecutionStatus": "AVAILABLE",
-        "Changes": [{"Type": "Resource", "ResourceChange": {"Action": "Add", "LogicalResourceId": "RestAPI"}}]})
+        "Changes": [{"Type": "Resource",
+                     "ResourceChange": {"Action": "Add", "LogicalResourceId": "RestAPI"}}]})
     stub.add_response("execute_change_set", {})
     stub.add_response("describe_stacks", {"Stacks": [_stack(stack, "CREATE_COMPLETE", outputs)]})
     stub.add_response("describe_stacks", {"Stacks": [_stack(stack, "CREATE_COMPLETE", outputs)]})

@@ -7,9 +7,9 @@ import zipfile
 
 import pytest
 
-from imagepipe import chalicefile
-from imagepipe.devtools.deploy import package as package_module
-from imagepipe.devtools.deploy import platform, templates, wheels
+from imagepipe_tools import chalicefile
+from infra.deploy import package as package_module
+from infra.deploy import platform, templates, wheels
 from imagepipe.settings import ENV_AMQP_SECRET_ARN, ENV_AMQP_URL, ENV_BUCKET, Settings
 from tests.integration.packaged import ROOT, STAGE, STAGE_ENV, package_once
 
@@ -29,6 +29,15 @@ def stage_settings():
 
 def bundle(packaged, function) -> zipfile.ZipFile:
     return zipfile.ZipFile(packaged.function_templates[function].parent / "deployment.zip")
+
+
+def assert_only_the_core(names):
+    """The bundle's project code is the app and the runtime core, file for file: no tools."""
+    core = {str(path.relative_to(ROOT)) for path in (ROOT / "imagepipe").rglob("*.py")
+            if "__pycache__" not in path.parts} - {"imagepipe/__main__.py"}
+    assert {n for n in names if n.startswith("imagepipe/") and n.endswith(".py")} == core
+    tops = {n.split("/", 1)[0] for n in names}
+    assert not tops & {"imagepipe_tools", "imagepipe_dev", "infra", "bridge", "tests", "tools"}
 
 
 def functions_of(template):
@@ -74,7 +83,7 @@ def test_resize_bundle_has_pillow_from_a_manylinux_wheel_for_the_runtime(package
         assert not [n for n in names if n.endswith(".so") and "cpython-312" not in n
                     and not n.startswith("pillow.libs/")]
         assert "app.py" in names and "imagepipe/resize.py" in names
-        assert not [n for n in names if n.startswith("imagepipe/devtools")]
+        assert_only_the_core(names)
 
 
 def test_upload_bundle_has_no_pillow(packaged):
@@ -82,7 +91,7 @@ def test_upload_bundle_has_no_pillow(packaged):
         names = archive.namelist()
     assert not [n for n in names if n.startswith(("PIL/", "pillow"))]
     assert "pika/__init__.py" in names and "imagepipe/uploads.py" in names and "app.py" in names
-    assert not [n for n in names if n.startswith("imagepipe/devtools")]
+    assert_only_the_core(names)
 
 
 def test_functions_run_on_the_chosen_runtime_as_the_infra_roles(packaged):

@@ -12,7 +12,7 @@ import pytest
 
 from imagepipe import keys
 from imagepipe.broker import HEADER_DELIVERY_COUNT, HEADER_ERROR_CODE, HEADER_REPLAYS
-from imagepipe.dlq import DeadLetterQueue, match_all, match_jobs
+from imagepipe_tools.dlq import DeadLetterQueue, match_all, match_jobs
 from imagepipe.status import StatusStore
 
 from ..conftest import ROOT
@@ -22,8 +22,7 @@ pytestmark = pytest.mark.broker
 
 
 def dlq_cli(settings, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, **settings.to_env(),
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, **settings.to_env()}  # PYTHONPATH: tests/conftest.py
     result = subprocess.run(
         [sys.executable, "-m", "imagepipe", "dlq", *args],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,

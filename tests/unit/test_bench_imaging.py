@@ -8,8 +8,8 @@ import pytest
 from PIL import Image, ImageFilter
 
 from imagepipe import imaging
-from imagepipe.devtools.bench import BenchContext
-from imagepipe.devtools.bench import imaging as bench
+from imagepipe_dev.bench import BenchContext
+from imagepipe_dev.bench import imaging as bench
 from imagepipe.spec import DEFAULT_VARIANTS
 
 pytest.importorskip("numpy")

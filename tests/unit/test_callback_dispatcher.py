@@ -33,7 +33,8 @@ def test_reconnect_backoff_restarts_after_a_session_that_consumed(monkeypatch):
 
 
 def test_tls_context_is_made_once():
-    target = callbacks.callbacks.Target(url="https://example.com/", scheme="https", host="example.com", port=443, path="/",
+    target = callbacks.callbacks.Target(url="https://example.com/", scheme="https",
+                                        host="example.com", port=443, path="/",
                                         addresses=("93.184.216.34",))
     first = callbacks._pinned_connection(target, "93.184.216.34", 1.0)
     second = callbacks._pinned_connection(target, "93.184.216.34", 1.0)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from imagepipe import chalicefile
+from imagepipe_tools import chalicefile
 from imagepipe.errors import ConfigError
 from imagepipe.settings import Settings
 

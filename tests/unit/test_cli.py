@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from imagepipe.cli import upload as upload_cli
+from imagepipe_tools.cli import upload as upload_cli
 from imagepipe.imaging import vips
 from tests import images
 
@@ -22,8 +22,7 @@ VARIANT_KEYS = {"name", "width", "height", "format", "bytes", "path"}
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
-    env = {**os.environ, "PYTHONPATH": path}
+    env = dict(os.environ)  # PYTHONPATH: tests/conftest.py
     result = subprocess.run(
         [sys.executable, "-m", "imagepipe", *args],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=60,
@@ -161,7 +160,7 @@ def test_usage_errors_exit_2(tmp_path, args):
 
 def test_resize_with_an_engine_that_cannot_run_here_is_a_usage_error(tmp_path, monkeypatch, capsys):
     # In process: the check is the pipeline's own (imaging.check_engine), turned into exit 2.
-    from imagepipe.cli import main
+    from imagepipe_tools.cli import main
 
     monkeypatch.setattr(vips, "available", lambda: False)
     with pytest.raises(SystemExit) as exited:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from imagepipe.client import (
+from imagepipe_tools.client import (
     MULTIPART,
     PUT,
     Limits,

@@ -3,7 +3,7 @@
 import botocore.session
 import pytest
 
-from imagepipe.devtools.deploy import credentials
+from infra.deploy import credentials
 
 NO_FILES = {"AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
             "AWS_EC2_METADATA_DISABLED": "true"}
@@ -51,7 +51,7 @@ def test_missing_region_is_one_line(aws_env):
 
 
 def test_make_deploy_without_credentials_stops_before_packaging(aws_env, capsys, monkeypatch):
-    from imagepipe.devtools.deploy import __main__ as cli
+    from infra.deploy import __main__ as cli
 
     aws_env.setenv("AWS_REGION", "eu-west-1")
     monkeypatch.setattr(cli.package, "package", lambda *a, **k: pytest.fail("packaged"))
@@ -62,7 +62,7 @@ def test_make_deploy_without_credentials_stops_before_packaging(aws_env, capsys,
 
 
 def test_make_deploy_without_docker_stops_before_packaging(aws_env, capsys, monkeypatch):
-    from imagepipe.devtools.deploy import __main__ as cli
+    from infra.deploy import __main__ as cli
 
     aws_env.setenv("AWS_REGION", "eu-west-1")
     aws_env.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")

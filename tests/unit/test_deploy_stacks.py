@@ -4,7 +4,7 @@ import boto3
 import pytest
 from botocore.stub import ANY, Stubber
 
-from imagepipe.devtools.deploy import stacks
+from infra.deploy import stacks
 
 WAIT = {"Delay": 0, "MaxAttempts": 2}
 TEMPLATE = {"Resources": {"B": {"Type": "AWS::S3::Bucket"}}}

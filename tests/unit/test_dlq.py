@@ -8,8 +8,8 @@ import pika
 import pytest
 
 from imagepipe.broker import HEADER_DELIVERY_COUNT, HEADER_REPLAYS
-from imagepipe.cli import build_parser
-from imagepipe.dlq import describe, match_jobs, replay_properties
+from imagepipe_tools.cli import build_parser
+from imagepipe_tools.dlq import describe, match_jobs, replay_properties
 from imagepipe.messages import ResizeJob
 
 JOB = ResizeJob.for_upload("a" * 32, "photos", "image/jpeg")
@@ -86,7 +86,7 @@ def test_the_cli_reads_settings_like_the_bridge(monkeypatch):
     import argparse
 
     from imagepipe import settings
-    from imagepipe.cli import dlq as cli_dlq
+    from imagepipe_tools.cli import dlq as cli_dlq
     from imagepipe.settings import Settings
 
     loaded = Settings(bucket="photos", amqp_url="amqps://user:pw@broker:5671")

@@ -1,13 +1,12 @@
 """bridge/Dockerfile's shape (docker cannot build here): pinned base, non-root, only what the
 bridge needs, a health check on the bridge's /healthz, pins equal to the repository's."""
 
-import fnmatch
 import re
 from pathlib import Path
 
 import pytest
 
-from imagepipe.devtools.deploy import bridge_image, templates
+from infra.deploy import bridge_image, templates
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "bridge" / "Dockerfile"
@@ -65,7 +64,7 @@ def test_copies_only_the_bridge_the_core_and_requirements(steps):
               (ROOT / "bridge" / "Dockerfile.dockerignore").read_text().splitlines()
               if line.strip() and not line.startswith("#")]
     assert ignore[0] == "*" and "!bridge/" in ignore and "!imagepipe/" in ignore
-    assert any(fnmatch.fnmatch("imagepipe/devtools/", p) for p in ignore)
+    assert "imagepipe/__main__.py" in ignore  # the command's launcher: no tools in the image
 
 
 def test_health_check_calls_the_bridges_health_endpoint_on_its_port(steps):
@@ -94,11 +93,12 @@ def test_bridge_requirements_are_exact_pins_equal_to_the_repositorys():
 
 def test_image_tag_follows_the_content(tmp_path):
     for path in ("bridge/Dockerfile", "bridge/main.py", "imagepipe/core.py",
-                 "imagepipe/devtools/tool.py"):
+                 "imagepipe/__main__.py", "tools/imagepipe_tools/cli.py"):
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / path).write_text(path)
     tag = bridge_image.content_tag(tmp_path)
-    (tmp_path / "imagepipe/devtools/tool.py").write_text("changed")
-    assert bridge_image.content_tag(tmp_path) == tag  # devtools are not in the image
+    for outside in ("imagepipe/__main__.py", "tools/imagepipe_tools/cli.py"):
+        (tmp_path / outside).write_text("changed")
+        assert bridge_image.content_tag(tmp_path) == tag, outside  # not in the image
     (tmp_path / "imagepipe/core.py").write_text("changed")
     assert bridge_image.content_tag(tmp_path) != tag

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from imagepipe import bucket_cors, keys
-from imagepipe.devtools.deploy import templates
+from infra.deploy import templates
 
 ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "photos-prod"
@@ -219,7 +219,8 @@ def test_bridge_is_an_always_on_fargate_service_scaled_on_queue_depth(template):
     service = template["Resources"]["BridgeService"]["Properties"]
     assert service["LaunchType"] == "FARGATE"
     assert service["DesiredCount"] == {"Fn::If": ["HasBridgeImage", {"Ref": "BridgeMinCount"}, 0]}
-    assert service["DeploymentConfiguration"]["DeploymentCircuitBreaker"] == {"Enable": True, "Rollback": True}
+    breaker = service["DeploymentConfiguration"]["DeploymentCircuitBreaker"]
+    assert breaker == {"Enable": True, "Rollback": True}
     task = template["Resources"]["BridgeTaskDefinition"]["Properties"]
     container = task["ContainerDefinitions"][0]
     assert container["ReadonlyRootFilesystem"] is True and container["StopTimeout"] >= 60

@@ -2,7 +2,7 @@
 
 import pytest
 
-from imagepipe.devtools.deploy import wheels
+from infra.deploy import wheels
 from imagepipe.errors import ConfigError
 
 
@@ -69,3 +69,19 @@ def test_function_pins_match_the_repositorys_so_lambda_runs_what_the_tests_ran()
         for pin in wheels.pinned_requirements(path):
             name, version = pin.split("==")
             assert repository.get(name.lower()) == version, f"{path}: {pin}"
+
+
+def test_function_packages_come_from_the_projects_runtime_dependencies():
+    """A function carries only what the runtime core declares (``pip install imagepipe`` and
+    its engine extra), never a development package."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    declared = project["dependencies"] + project["optional-dependencies"]["vips"]
+    runtime = {re.split(r"[<>=!~\[ ;]", spec, maxsplit=1)[0].lower() for spec in declared}
+    for path in sorted((root / "functions").glob("*/requirements.txt")):
+        for pin in wheels.pinned_requirements(path):
+            assert pin.split("==")[0].lower() in runtime, f"{path}: {pin}"

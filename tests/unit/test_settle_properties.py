@@ -3,7 +3,7 @@
 import pika
 
 from bridge.settle import dead_letter_properties
-from imagepipe.dlq import replay_properties
+from imagepipe_tools.dlq import replay_properties
 
 ORIGINAL = pika.BasicProperties(
     content_type="application/json", content_encoding="utf-8", headers={"trace-id": "t"},

@@ -10,8 +10,8 @@
    message, publish its event and wait for the confirm, ack.
 2. **Pipeline throughput with the real resize.** M uploads of the demo's 3000x2000 sample photo
    through the real resize and the default variant spec (local process pool, S3 on a moto
-   server in its own process), once with 1 worker and once with 2, each on a fresh queue. The ratio 2-over-1 says how well the bridge spreads CPU-bound
-   work over cores.
+   server in its own process), once with 1 worker and once with 2, each on a fresh queue.
+   The ratio 2-over-1 says how well the bridge spreads CPU-bound work over cores.
 
 Numbers move with the machine's other load: compare ratios, and runs on the same machine.
 """
@@ -26,7 +26,7 @@ import time
 import uuid
 from pathlib import Path
 
-from imagepipe.devtools.stack import FAKE_AWS, free_port, moto_command, wait_for_moto
+from imagepipe_dev.stack import FAKE_AWS, free_port, moto_command, wait_for_moto
 from imagepipe.settings import DEFAULT_AMQP_URL, ENV_AMQP_URL, Settings
 
 NOOP_JOBS = 10_000

@@ -1,4 +1,4 @@
-"""``python -m imagepipe.devtools render|vendor|dev|demo|bridge`` (the Makefile's targets)."""
+"""``python -m imagepipe_dev render|vendor|dev|demo|bridge`` (the Makefile's targets)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from imagepipe import chalicefile
-from imagepipe.devtools import demo, rabbitmq, stack, vendoring
+from imagepipe_tools import chalicefile
+from imagepipe_dev import demo, rabbitmq, stack, vendoring
 from imagepipe.errors import ConfigError
 from imagepipe.settings import DEFAULT_AMQP_URL, ENV_AMQP_URL
 
@@ -56,7 +56,7 @@ def dev(args) -> int:
 def bridge(args) -> int:
     """One more bridge against the stack that `make dev` runs, in the foreground."""
     env = {**os.environ, **stack.FAKE_AWS, **stack.load_stack_env(RUN_DIR),
-           "PYTHONPATH": str(ROOT)}
+           "PYTHONPATH": stack._pythonpath()}
     os.chdir(ROOT)
     # Become the bridge, so Ctrl-C and SIGTERM reach it directly and it drains its jobs.
     os.execve(sys.executable, [sys.executable, "-m", "bridge"], env)
@@ -74,7 +74,7 @@ def run_demo(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m imagepipe.devtools")
+    parser = argparse.ArgumentParser(prog="python -m imagepipe_dev")
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("render", help="render functions/*/.chalice/config.json")
     p.add_argument("--stage", default="local")

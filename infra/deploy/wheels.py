@@ -18,7 +18,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from imagepipe.devtools.deploy import platform
+from infra.deploy import platform
 from imagepipe.errors import ConfigError
 
 LOGGER = logging.getLogger(__name__)

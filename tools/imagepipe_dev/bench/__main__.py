@@ -1,4 +1,4 @@
-"""``python -m imagepipe.devtools.bench [SECTION ...] [--quick] [--out DIR]``; see the package."""
+"""``python -m imagepipe_dev.bench [SECTION ...] [--quick] [--out DIR]``; see the package."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from imagepipe.devtools.bench import SECTIONS, BenchContext
+from imagepipe_dev.bench import SECTIONS, BenchContext
 
-LOGGER = logging.getLogger("imagepipe.devtools.bench")
+LOGGER = logging.getLogger("imagepipe_dev.bench")
 DEFAULT_OUT = Path(".run/bench")
 
 

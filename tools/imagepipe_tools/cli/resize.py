@@ -25,7 +25,7 @@ import stat
 from pathlib import Path
 
 from imagepipe import imaging
-from imagepipe.cli import EXIT_OK, one_line, positive_int, unique_stem, variant_summary
+from imagepipe_tools.cli import EXIT_OK, one_line, positive_int, unique_stem, variant_summary
 from imagepipe.errors import INTERNAL, SOURCE_MISSING, ConfigError, JobError, PermanentError
 from imagepipe.keys import FORMAT_EXTENSIONS
 from imagepipe.settings import DEFAULT_MAX_PIXELS

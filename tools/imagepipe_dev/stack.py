@@ -18,9 +18,10 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from imagepipe import bucket_cors, chalicefile
+from imagepipe import bucket_cors
+from imagepipe_tools import chalicefile
 from imagepipe.aws import s3_client
-from imagepipe.devtools import rabbitmq
+from imagepipe_dev import rabbitmq
 from imagepipe.settings import Settings
 
 LOGGER = logging.getLogger(__name__)
@@ -235,8 +236,10 @@ def load_stack_env(run_dir: Path) -> dict[str, str]:
 
 
 def _pythonpath() -> str:
+    """This checkout's core and tools first, for every process of the stack."""
     existing = os.environ.get("PYTHONPATH")
-    return f"{ROOT}{os.pathsep}{existing}" if existing else str(ROOT)
+    ours = os.pathsep.join([str(ROOT), str(ROOT / "tools")])
+    return f"{ours}{os.pathsep}{existing}" if existing else ours
 
 
 def _port_of(url: str | None) -> int | None:

@@ -27,10 +27,10 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from imagepipe import chalicefile
-from imagepipe.devtools import vendoring
-from imagepipe.devtools.deploy import names as names_module
-from imagepipe.devtools.deploy import artifacts, platform, templates, wheels
+from imagepipe_tools import chalicefile
+from infra.deploy import vendoring
+from infra.deploy import names as names_module
+from infra.deploy import artifacts, platform, templates, wheels
 from imagepipe.errors import ConfigError
 from imagepipe.settings import Settings
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imagepipe import bucket_cors
-from imagepipe.devtools.deploy import artifacts, bridge_image, stacks, templates
-from imagepipe.devtools.deploy.package import Package
+from infra.deploy import artifacts, bridge_image, stacks, templates
+from infra.deploy.package import Package
 from imagepipe.errors import ConfigError
 from imagepipe.settings import Settings
 

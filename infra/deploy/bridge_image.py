@@ -13,9 +13,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from infra.deploy import vendoring
+
 DOCKERFILE = Path("bridge/Dockerfile")
-_SOURCES = ("bridge", "imagepipe")
-_SKIP_PARTS = {"__pycache__", "devtools"}
+_SOURCES = ("bridge", vendoring.CORE_PACKAGE)
+# The core's command-line launcher is not in the image (bridge/Dockerfile.dockerignore).
+_SKIPPED = (Path(vendoring.CORE_PACKAGE) / "__main__.py",)
 
 
 class ImageError(Exception):
@@ -27,8 +30,8 @@ def content_tag(root: Path) -> str:
     files = [root / DOCKERFILE]
     for top in _SOURCES:
         files += sorted(p for p in (root / top).rglob("*")
-                        if p.is_file() and not _SKIP_PARTS & set(p.relative_to(root).parts)
-                        and p.suffix != ".pyc")
+                        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+                        and p.relative_to(root) not in _SKIPPED)
     for path in sorted(set(files)):
         digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:20]

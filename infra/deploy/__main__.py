@@ -1,4 +1,4 @@
-"""``python -m imagepipe.devtools.deploy package|deploy|destroy --stage S`` (the Makefile's targets).
+"""``python -m infra.deploy package|deploy|destroy --stage S`` (the Makefile's targets).
 
 Exit codes: 0 done, 1 a step failed, 2 the configuration or the credentials are missing — said
 in one line on stderr before anything was changed.
@@ -14,12 +14,12 @@ from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from imagepipe import chalicefile
-from imagepipe.devtools.deploy import bridge_image, credentials, deploy, package, stacks, templates
+from imagepipe_tools import chalicefile
+from infra.deploy import bridge_image, credentials, deploy, package, stacks, templates
 from imagepipe.errors import ConfigError
 from imagepipe.settings import ENV_REGION
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
 
@@ -75,7 +75,7 @@ def run_destroy(args) -> int:
     manifest = chalicefile.load(ROOT / chalicefile.FILENAME)
     chalicefile.require_cloud_stage(manifest, args.stage)
     settings = chalicefile.stage_settings(manifest, args.stage)
-    from imagepipe.devtools.deploy.names import Names
+    from infra.deploy.names import Names
 
     for line in deploy.destroy(Names.of(manifest, settings), manifest["functions"],
                                deploy.Clients.for_region(region)):
@@ -84,7 +84,7 @@ def run_destroy(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m imagepipe.devtools.deploy")
+    parser = argparse.ArgumentParser(prog="python -m infra.deploy")
     commands = parser.add_subparsers(dest="command", required=True)
     for name, func, text in (
         ("package", run_package, "chalice package every function and render the infra template"),

@@ -249,7 +249,7 @@ def images_per_second(data: bytes, kind: str, jobs: int, workers: int) -> float:
 # process would report this process's peak.
 _RSS_SCRIPT = """
 import sys
-from imagepipe.devtools.bench import imaging as bench
+from imagepipe_dev.bench import imaging as bench
 def hwm():
     for line in open("/proc/self/status"):
         if line.startswith("VmHWM:"):

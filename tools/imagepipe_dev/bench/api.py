@@ -100,7 +100,7 @@ def _app_under_test():
     from moto import mock_aws
 
     from imagepipe.aws import s3_client
-    from imagepipe.devtools.stack import FAKE_AWS
+    from imagepipe_dev.stack import FAKE_AWS
     from imagepipe.settings import DEFAULT_AMQP_URL, ENV_AMQP_URL, Settings
 
     name = f"imagepipe-bench-{uuid.uuid4().hex[:10]}"
@@ -173,7 +173,7 @@ def _declare(settings) -> None:
 def _delete(settings) -> None:
     import pika
 
-    from imagepipe.devtools.bench.bridge import delete_topology
+    from imagepipe_dev.bench.bridge import delete_topology
 
     connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
     try:

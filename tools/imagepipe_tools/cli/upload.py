@@ -1,6 +1,6 @@
 """``imagepipe upload FILE... --api URL [--wait] [--out DIR] [--json]``.
 
-Uploads each file as a browser does (``imagepipe.client``): the file is checked against the
+Uploads each file as a browser does (``imagepipe_tools.client``): the file is checked against the
 server's ``GET /limits`` before a URL is asked for, its bytes go straight to S3 with a presigned
 PUT, or as a presigned multipart upload above the server's threshold (parts in parallel, each
 retried, the rest resumed after a dropped connection), then ``complete`` queues it. A progress
@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
 
-from imagepipe.cli import (
+from imagepipe_tools.cli import (
     EXIT_FAILED,
     EXIT_OK,
     one_line,
@@ -40,7 +40,7 @@ from imagepipe.cli import (
     unique_stem,
     variant_summary,
 )
-from imagepipe.client import TIMEOUT, UploadClient, UploadFailed
+from imagepipe_tools.client import TIMEOUT, UploadClient, UploadFailed
 from imagepipe.errors import INTERNAL
 
 LOGGER = logging.getLogger(__name__)

@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imagepipe.client import UploadClient, UploadFailed
-from imagepipe.devtools.stack import LocalStack
+from imagepipe_tools.client import UploadClient, UploadFailed
+from imagepipe_dev.stack import LocalStack
 
 LOGGER = logging.getLogger(__name__)
 

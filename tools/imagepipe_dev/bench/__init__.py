@@ -20,9 +20,9 @@ from typing import Callable
 
 # Section name -> module; run in this order when no section is named.
 SECTIONS = {
-    "imaging": "imagepipe.devtools.bench.imaging",
-    "bridge": "imagepipe.devtools.bench.bridge",
-    "api": "imagepipe.devtools.bench.api",
+    "imaging": "imagepipe_dev.bench.imaging",
+    "bridge": "imagepipe_dev.bench.bridge",
+    "api": "imagepipe_dev.bench.api",
 }
 
 

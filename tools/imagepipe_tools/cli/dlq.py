@@ -2,7 +2,8 @@
 
 Reads the same settings as the bridge (``AMQP_URL``, ``IMAGEPIPE_BUCKET``, queue names...) from
 the environment, the same way (``imagepipe.settings.load``: the broker's credentials from
-``IMAGEPIPE_AMQP_SECRET_ARN`` when set); see ``imagepipe.dlq`` for what replay does, in which order, and why it is safe.
+``IMAGEPIPE_AMQP_SECRET_ARN`` when set); see ``imagepipe_tools.dlq`` for what replay does, in
+which order, and why it is safe.
 
     imagepipe dlq list [--limit N] [--json]
     imagepipe dlq replay (--job ID ... | --all) [--limit N] [--dry-run] [--keep-status] [--json]
@@ -22,7 +23,7 @@ import logging
 import sys
 from collections import Counter
 
-from imagepipe.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, one_line, positive_int
+from imagepipe_tools.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, one_line, positive_int
 from imagepipe.errors import ConfigError, JobError
 
 NOT_FOUND = "not_found"
@@ -65,7 +66,7 @@ def register(commands) -> None:
 
 def _queue(args):
     from imagepipe import settings
-    from imagepipe.dlq import DeadLetterQueue
+    from imagepipe_tools.dlq import DeadLetterQueue
 
     if not args.verbose:  # pika logs a refused passive declare as a warning; we report it once
         logging.getLogger("pika").setLevel(logging.CRITICAL)
@@ -104,7 +105,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _change(args: argparse.Namespace) -> int:
-    from imagepipe.dlq import match_all, match_jobs
+    from imagepipe_tools.dlq import match_all, match_jobs
 
     queue = _queue(args)
     select = match_all if args.all else match_jobs(args.jobs)

@@ -1,6 +1,6 @@
-"""The ``imagepipe`` command line: ``python -m imagepipe <command> ...``.
+"""The ``imagepipe`` command line: ``imagepipe <command> ...`` (or ``python -m imagepipe``).
 
-Each command lives in its own module under ``imagepipe.cli`` and exposes ``register(commands)``,
+Each command lives in its own module under ``imagepipe_tools.cli`` and exposes ``register(commands)``,
 which adds its sub-parser and sets ``run`` (``args -> exit status``) as its default. This module
 owns only what every command shares: logging, stdout hygiene and the exit statuses.
 """
@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+import imagepipe
+
 EXIT_OK = 0
 EXIT_FAILED = 1  # the command ran, but some input or job failed (or stdout closed early)
 EXIT_USAGE = 2  # what argparse uses
@@ -22,9 +24,9 @@ EXIT_INTERRUPTED = 130
 
 # One line per command module: adding a command does not touch the others.
 COMMAND_MODULES = (
-    "imagepipe.cli.resize",
-    "imagepipe.cli.upload",
-    "imagepipe.cli.dlq",
+    "imagepipe_tools.cli.resize",
+    "imagepipe_tools.cli.upload",
+    "imagepipe_tools.cli.dlq",
 )
 
 
@@ -50,6 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imagepipe", description="imagepipe tools")
+    parser.add_argument("--version", action="version", version=f"imagepipe {imagepipe.__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:

@@ -1,0 +1,1 @@
+"""The cloud stage: CloudFormation templates beside the tooling that deploys them (``deploy``)."""
