@@ -128,6 +128,11 @@ def retry_delay(settings: Settings, attempt: int) -> float:
     return min(settings.callback_backoff_s * 2 ** max(attempt - 1, 0), MAX_DELAY_S)
 
 
+def webhook_id(event: ResultEvent) -> str:
+    """The event's ``webhook-id``: the same on every attempt, so receivers drop duplicates."""
+    return f"{event.job_id}.{event.status}"
+
+
 def callback_body(event: ResultEvent) -> bytes:
     """What the receiver gets: the result event, without its own URL."""
     return encode({k: v for k, v in event.to_dict().items() if k != "callback_url"})
@@ -327,9 +332,8 @@ class CallbackDispatcher:
             if self._stopping.is_set():
                 return _Outcome(RELEASED)
             # Signed per attempt: the timestamp is fresh, so receivers can refuse old ones.
-            headers = callbacks.signed_headers(
-                settings.callback_secret, body, event_type=event.type,
-                delivery_id=f"{event.job_id}.{event.status}")
+            headers = callbacks.signed_headers(settings.callback_secret, body,
+                                               message_id=webhook_id(event))
             try:
                 post_once(settings, event.callback_url, body, headers, self._resolver)
                 return _Outcome(DELIVERED, attempt)

@@ -6,14 +6,19 @@ elsewhere by then (DNS rebinding). Only ``https`` targets whose every address is
 allowed, unless the stage allows private targets (the local stage, for tests), which also allows
 plain ``http``. The delivery connects to an address vetted here, never re-resolving the name.
 
-Signature (documented in the README): with ``t`` the Unix time in seconds, sent as
-``X-Imagepipe-Timestamp``, the header ``X-Imagepipe-Signature`` is
-``sha256=<hex HMAC-SHA256(secret, f"{t}.".encode() + body)>`` over the exact body bytes.
-A receiver recomputes it, compares in constant time and refuses old timestamps (replays).
+Signing follows the Standard Webhooks specification (https://www.standardwebhooks.com/), so a
+receiver verifies with its reference libraries (``standardwebhooks`` on PyPI and npm):
+``webhook-id`` is the same on every retry of one event (deduplicate on it), ``webhook-timestamp``
+the Unix time of this attempt, and ``webhook-signature`` one ``v1,<base64 HMAC-SHA256>`` per
+stage secret, space-separated, each over ``f"{id}.{timestamp}.".encode() + body`` with the
+secret's key (the base64 after ``whsec_``). Several secrets sign at once while a receiver moves
+from an old secret to a new one.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import ipaddress
@@ -23,13 +28,13 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-SIGNATURE_HEADER = "X-Imagepipe-Signature"
-TIMESTAMP_HEADER = "X-Imagepipe-Timestamp"
-EVENT_HEADER = "X-Imagepipe-Event"
-DELIVERY_HEADER = "X-Imagepipe-Delivery"
-SIGNATURE_PREFIX = "sha256="
-# How old a signed timestamp a receiver should accept (our retries re-sign each attempt).
-DEFAULT_TOLERANCE_S = 300
+ID_HEADER = "webhook-id"
+TIMESTAMP_HEADER = "webhook-timestamp"
+SIGNATURE_HEADER = "webhook-signature"
+SECRET_PREFIX = "whsec_"
+SIGNATURE_VERSION = "v1"
+# The specification's advice: keys of 24 to 64 random bytes.
+MIN_KEY_BYTES, MAX_KEY_BYTES = 24, 64
 MAX_URL_CHARS = 2048
 _HOSTNAME = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*$")
 
@@ -77,18 +82,49 @@ def resolve_target(url, allow_private: bool, resolver=socket.getaddrinfo) -> Tar
     if not allow_private:
         for address in addresses:
             if not is_public(address):
-                raise CallbackUrlError(f"callback host {host!r} is not a public address "
-                                       f"({address}); private, loopback, link-local and "
-                                       "reserved ranges are refused")
+                # The resolved address stays out of the message: it would map a private network.
+                raise CallbackUrlError(f"callback host {host!r} is not a public address; "
+                                       "private, loopback, link-local and reserved ranges "
+                                       "are refused")
     return Target(url, scheme, host, port, path, addresses)
 
 
 def is_public(address: str) -> bool:
+    """Whether an address, and every IPv4 address embedded in it, is globally reachable.
+
+    IPv6 can carry an IPv4 address that a gateway or the host itself reaches: IPv4-mapped
+    (``::ffff:a.b.c.d``), IPv4-compatible (``::a.b.c.d``), NAT64 (``64:ff9b::/96``,
+    ``64:ff9b:1::/48``), 6to4 (``2002::/16``) and Teredo; each embedded address must be public
+    too, or ``64:ff9b::7f00:1`` would reach 127.0.0.1 through a NAT64 gateway.
+    """
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    mapped = getattr(ip, "ipv4_mapped", None)
-    if mapped is not None:
-        ip = mapped
-    return ip.is_global and not ip.is_multicast
+    translated = _translated_ipv4(ip)
+    if translated is not None:  # the IPv6 address is only another spelling of an IPv4 one
+        return _globally_reachable(translated)
+    tunnelled = [] if not isinstance(ip, ipaddress.IPv6Address) else [
+        v4 for v4 in (ip.sixtofour, *(ip.teredo or ())) if v4 is not None]
+    return _globally_reachable(ip) and all(_globally_reachable(v4) for v4 in tunnelled)
+
+
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+_IP = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _globally_reachable(ip: _IP) -> bool:
+    return (ip.is_global and not ip.is_multicast and not ip.is_reserved
+            and not ip.is_unspecified)
+
+
+def _translated_ipv4(ip: _IP) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv4-mapped, IPv4-compatible or NAT64 address stands for."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return None
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip in _IPV4_COMPATIBLE and int(ip) > 1 or any(ip in net for net in _NAT64):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
 
 
 def _parse(url, allow_private: bool) -> tuple[str, str, int, str]:
@@ -135,34 +171,46 @@ def _checked_host(host: str) -> str:
 
 # --- signing -----------------------------------------------------------------------------------
 
-def signature(secret: str, timestamp: int, body: bytes) -> str:
-    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
-    return SIGNATURE_PREFIX + digest.hexdigest()
+def signing_keys(secrets: str) -> tuple[bytes, ...]:
+    """The keys of a stage's ``whsec_…`` secrets (space- or comma-separated); ``ValueError``
+    naming the bad one's position, never its value, if one is malformed."""
+    keys = []
+    for n, secret in enumerate(secrets.replace(",", " ").split(), start=1):
+        if not secret.startswith(SECRET_PREFIX):
+            raise ValueError(f"secret {n} does not start with {SECRET_PREFIX!r}")
+        try:
+            key = base64.b64decode(secret[len(SECRET_PREFIX):], validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError(f"secret {n} is not base64 after {SECRET_PREFIX!r}") from None
+        if not MIN_KEY_BYTES <= len(key) <= MAX_KEY_BYTES:
+            raise ValueError(f"secret {n} must hold {MIN_KEY_BYTES}..{MAX_KEY_BYTES} bytes, "
+                             f"not {len(key)}")
+        keys.append(key)
+    return tuple(keys)
 
 
-def signed_headers(secret: str, body: bytes, *, event_type: str, delivery_id: str,
+def new_secret() -> str:
+    """A fresh ``whsec_`` secret (32 random bytes)."""
+    import secrets
+
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def signature(key: bytes, message_id: str, timestamp: int, body: bytes) -> str:
+    signed = f"{message_id}.{timestamp}.".encode() + body
+    digest = hmac.new(key, signed, hashlib.sha256).digest()
+    return f"{SIGNATURE_VERSION},{base64.b64encode(digest).decode()}"
+
+
+def signed_headers(secrets: str, body: bytes, *, message_id: str,
                    now: float | None = None) -> dict[str, str]:
+    """The request headers of one delivery attempt, signed with every one of ``secrets``."""
     timestamp = int(time.time() if now is None else now)
     return {
         "Content-Type": "application/json",
         "User-Agent": "imagepipe-callbacks/1",
+        ID_HEADER: message_id,
         TIMESTAMP_HEADER: str(timestamp),
-        SIGNATURE_HEADER: signature(secret, timestamp, body),
-        EVENT_HEADER: event_type,
-        DELIVERY_HEADER: delivery_id,
+        SIGNATURE_HEADER: " ".join(signature(key, message_id, timestamp, body)
+                                   for key in signing_keys(secrets)),
     }
-
-
-def verify(secret: str, headers, body: bytes, *, tolerance_s: int = DEFAULT_TOLERANCE_S,
-           now: float | None = None) -> bool:
-    """What a receiver does: the signature matches the body and the timestamp is recent."""
-    lowered = {str(k).lower(): v for k, v in dict(headers).items()}
-    try:
-        timestamp = int(lowered[TIMESTAMP_HEADER.lower()])
-        given = str(lowered[SIGNATURE_HEADER.lower()])
-    except (KeyError, ValueError):
-        return False
-    current = time.time() if now is None else now
-    if abs(current - timestamp) > tolerance_s:
-        return False
-    return hmac.compare_digest(signature(secret, timestamp, body), given)

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from imagepipe import bucket_cors
+from imagepipe import bucket_cors, callbacks
 from imagepipe.errors import ConfigError
 from imagepipe.spec import DEFAULT_VARIANTS, Variant, parse_variants
 
@@ -113,7 +113,8 @@ class Settings:
     allowed_origins: tuple[str, ...] = ()  # browser origins allowed to upload (CORS)
     multipart_threshold_bytes: int = DEFAULT_MULTIPART_THRESHOLD  # clients go multipart above
     multipart_part_bytes: int = DEFAULT_MULTIPART_PART_BYTES
-    # Completion callbacks are on when a secret signs them; repr=False keeps it out of logs.
+    # Completion callbacks are on when a secret signs them: one or more `whsec_` Standard
+    # Webhooks secrets (space-separated; each signs, for rotation). repr=False keeps them out of logs.
     callback_secret: str = field(default="", repr=False)
     # Allow callback targets on loopback/private networks and plain http: local stages only.
     callback_allow_private: bool = False
@@ -156,6 +157,11 @@ class Settings:
         if self.multipart_part_bytes < S3_MIN_PART_BYTES:
             raise ConfigError(f"{ENV_MULTIPART_PART_BYTES} must be at least {S3_MIN_PART_BYTES} "
                               "(S3's minimum part size)")
+        try:
+            callbacks.signing_keys(self.callback_secret)
+        except ValueError as exc:
+            raise ConfigError(f"{ENV_CALLBACK_SECRET}: {exc} (one or more Standard Webhooks "
+                              "secrets, whsec_<base64 of 24-64 random bytes>)") from None
         if self.callback_attempts < 1:
             raise ConfigError(f"{ENV_CALLBACK_ATTEMPTS} must be at least 1")
         if self.callback_timeout_s <= 0 or self.callback_backoff_s < 0:

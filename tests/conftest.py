@@ -34,6 +34,8 @@ os.environ.pop("AWS_PROFILE", None)
 from imagepipe.settings import DEFAULT_AMQP_URL, ENV_AMQP_URL, Settings  # noqa: E402
 
 AMQP_URL = os.environ.get(ENV_AMQP_URL, DEFAULT_AMQP_URL)
+# A Standard Webhooks secret for stages with callbacks on (32 bytes of "t").
+CALLBACK_SECRET = "whsec_dHR0dHR0dHR0dHR0dHR0dHR0dHR0dHR0dHR0dHQ="
 
 
 def pytest_configure(config):

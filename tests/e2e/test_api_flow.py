@@ -12,10 +12,10 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from standardwebhooks import Webhook
 import requests
 from PIL import Image
 
-from imagepipe import callbacks
 from imagepipe.settings import S3_MIN_PART_BYTES
 
 from .conftest import running_stack
@@ -129,10 +129,10 @@ def test_completion_callback_reaches_a_local_receiver_signed(stack, receiver):
 
     assert receiver.arrived.wait(60), "no callback arrived"
     [(headers, body)] = receiver.received
-    assert callbacks.verify(stack.settings.callback_secret, headers, body)
+    Webhook(stack.settings.callback_secret).verify(body, headers)  # Standard Webhooks
     event = json.loads(body)
     assert (event["upload_id"], event["status"]) == (upload["upload_id"], "done")
-    assert headers[callbacks.EVENT_HEADER] == "imagepipe.job.done"
+    assert event["type"] == "imagepipe.job.done"
     assert {v["name"] for v in event["variants"]} == {v.name for v in stack.settings.variants}
     assert _wait_done(api, upload["upload_id"])["status"] == "done"
 

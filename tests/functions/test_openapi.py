@@ -13,6 +13,7 @@ from openapi_spec_validator import validate
 from imagepipe import keys
 from imagepipe.settings import S3_MIN_PART_BYTES
 from imagepipe.spec import OUTPUT_FORMATS
+from tests.conftest import CALLBACK_SECRET
 
 from .api_helpers import JPEG, post_json
 from .conftest import FUNCTIONS, load_app_module
@@ -75,7 +76,7 @@ def test_document_examples_fit_their_schemas():
 @pytest.fixture
 def openapi_api(make_api, settings):
     return make_api(dataclasses.replace(settings, multipart_part_bytes=S3_MIN_PART_BYTES,
-                                        callback_secret="s3cr3t", callback_allow_private=True))
+                                        callback_secret=CALLBACK_SECRET, callback_allow_private=True))
 
 
 def _conforms(response, method: str, path: str) -> dict:

@@ -13,6 +13,7 @@ import pytest
 from imagepipe import keys
 from imagepipe.messages import TIME_FORMAT, ResizeJob
 from imagepipe.status import Status
+from tests.conftest import CALLBACK_SECRET
 
 from ..conftest import unique_name
 from .api_helpers import BMP, GIF, JPEG, PNG, WEBP
@@ -442,7 +443,7 @@ def test_complete_publishes_again_for_an_upload_queued_long_ago_that_never_start
 
 
 def test_the_job_published_again_keeps_its_callback_url(make_api, s3_mock, settings):
-    api = make_api(dataclasses.replace(settings, callback_secret="s3cr3t"))
+    api = make_api(dataclasses.replace(settings, callback_secret=CALLBACK_SECRET))
     hook = "https://93.184.216.34/hooks/imagepipe"
     upload_id = _create(api, callback_url=hook)
     _upload(s3_mock, upload_id, JPEG)

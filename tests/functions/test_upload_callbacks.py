@@ -5,6 +5,7 @@ import dataclasses
 import pytest
 
 from imagepipe.messages import ResizeJob
+from tests.conftest import CALLBACK_SECRET
 
 from .api_helpers import JPEG, assert_error, complete, drain, objects, post_json, upload
 
@@ -18,7 +19,7 @@ def _create(api, callback_url):
 
 @pytest.fixture
 def cloud_api(make_api, settings):
-    return make_api(dataclasses.replace(settings, callback_secret="s3cr3t"))
+    return make_api(dataclasses.replace(settings, callback_secret=CALLBACK_SECRET))
 
 
 def test_the_job_carries_an_accepted_callback_url(cloud_api, s3_mock, settings):
@@ -46,7 +47,7 @@ def test_a_job_without_callback_has_none(cloud_api, s3_mock, settings):
 
 # Every rule is in tests/unit/test_callbacks.py; here, that each kind of refusal is a 400.
 def test_other_callback_targets_are_400(make_api, offline_settings, s3_mock):
-    api = make_api(dataclasses.replace(offline_settings, callback_secret="s3cr3t"))
+    api = make_api(dataclasses.replace(offline_settings, callback_secret=CALLBACK_SECRET))
     for url, reason in [
         ("http://93.184.216.34/hook", "https"),
         ("https://169.254.169.254/latest/meta-data/", "public"),
@@ -67,7 +68,7 @@ def test_callbacks_need_a_secret_on_the_stage(make_api, offline_settings):
 
 
 def test_a_stage_that_allows_private_targets_takes_loopback(make_api, offline_settings):
-    local = make_api(dataclasses.replace(offline_settings, callback_secret="s3cr3t",
+    local = make_api(dataclasses.replace(offline_settings, callback_secret=CALLBACK_SECRET,
                                          callback_allow_private=True))
 
     assert _create(local, "http://127.0.0.1:8123/hook").status_code == 201

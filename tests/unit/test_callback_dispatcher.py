@@ -5,10 +5,11 @@ import pika.exceptions
 from bridge import callbacks
 from bridge.callbacks import CallbackDispatcher
 from imagepipe.settings import Settings
+from tests.conftest import CALLBACK_SECRET
 
 
 def test_reconnect_backoff_restarts_after_a_session_that_consumed(monkeypatch):
-    dispatcher = CallbackDispatcher(Settings(bucket="b", callback_secret="s"),
+    dispatcher = CallbackDispatcher(Settings(bucket="b", callback_secret=CALLBACK_SECRET),
                                     reconnect_initial_s=1.0, reconnect_max_s=64.0)
     # Three failed connects, one session that consumed and then lost its connection, one more.
     consumed = iter([False, False, False, True, False])

@@ -5,6 +5,7 @@ from imagepipe import settings as s
 from imagepipe.errors import ConfigError
 from imagepipe.settings import Settings
 from imagepipe.spec import DEFAULT_VARIANTS, Variant
+from tests.conftest import CALLBACK_SECRET
 
 
 def test_defaults_are_the_documented_contract():
@@ -90,11 +91,11 @@ def test_multipart_defaults_and_round_trip():
 
 
 def test_callback_settings_round_trip_and_keep_the_secret_out_of_repr():
-    settings = Settings(bucket="b", callback_secret="s3cr3t", callback_allow_private=True,
+    settings = Settings(bucket="b", callback_secret=CALLBACK_SECRET, callback_allow_private=True,
                         callback_queue="cq", callback_dead_letter_queue="cdq",
                         callback_attempts=2, callback_backoff_s=0.1, callback_timeout_s=3)
     assert Settings.from_env(settings.to_env()) == settings
-    assert "s3cr3t" not in repr(settings)
+    assert CALLBACK_SECRET not in repr(settings) and "whsec" not in repr(settings)
     assert Settings(bucket="b").callback_secret == ""  # callbacks are off by default
     with pytest.raises(ConfigError, match="IMAGEPIPE_CALLBACK_ALLOW_PRIVATE"):
         Settings.from_env({s.ENV_BUCKET: "b", s.ENV_CALLBACK_ALLOW_PRIVATE: "maybe"})
