@@ -7,7 +7,6 @@ and varies on ``Origin``, so a cache never hands one origin's answer to another.
 
 from __future__ import annotations
 
-ORIGIN_NOT_ALLOWED = "origin_not_allowed"  # the API error code of a refused preflight
 PREFLIGHT_MAX_AGE_S = 600
 # The only request header the API reads; browsers add the CORS-safelisted ones themselves.
 ALLOWED_HEADERS = ("Content-Type",)

@@ -1,4 +1,4 @@
-"""Errors and their retry meaning.
+"""Errors and their retry meaning, and every reason code a user or a client can see.
 
 A ``JobError`` carries a stable reason ``code`` (part of the public contract: it appears in the
 status document, result events and dead-lettered messages), a human ``message`` and whether it is
@@ -7,6 +7,10 @@ transient (retry with backoff up to the delivery limit).
 
 ``classify`` is the one function that maps any exception to that meaning; around decoding an
 upload, ``decode_error`` first says which exceptions mean the file's data is bad.
+
+An ``ApiError`` is what the upload API answers: an HTTP status with a reason code (one of the
+codes below) in ``{"error": {"code", "message"}}``. The API client parses that body with
+``ApiError.from_body`` and reports the same codes, plus its own for failures no server saw.
 """
 
 from __future__ import annotations
@@ -37,6 +41,32 @@ INTERNAL = "internal_error"
 # a completion callback could not be delivered (after its retries, or refused for good)
 CALLBACK_FAILED = "callback_failed"
 
+# --- API error codes (beyond the job reason codes above) --------------------------------------
+INVALID_JSON = "invalid_json"
+INVALID_REQUEST = "invalid_request"
+UNSUPPORTED_TYPE = "unsupported_type"
+INVALID_SIZE = "invalid_size"
+UNSUPPORTED_METHOD = "unsupported_method"
+INVALID_CHECKSUM = "invalid_checksum"
+NOT_FOUND = "not_found"
+OBJECT_MISSING = "object_missing"
+OBJECT_CHANGED = "object_changed"
+NOT_MULTIPART = "not_multipart"
+PARTS_MISSING = "parts_missing"
+INVALID_PARTS = "invalid_parts"
+BAD_CALLBACK_URL = "bad_callback_url"
+NOT_CANCELLABLE = "not_cancellable"
+ORIGIN_NOT_ALLOWED = "origin_not_allowed"  # a refused CORS preflight
+# The reason code in the status of an upload its client cancelled (and of a client stopped
+# by its user).
+CANCELLED = "cancelled"
+
+# --- codes of failures only the API client sees (no server answered them) ---------------------
+NETWORK_ERROR = "network_error"
+HTTP_ERROR = "http_error"  # an answer without our error body (a proxy, S3)
+TIMEOUT = "timeout"
+UPLOAD_INCOMPLETE = "upload_incomplete"
+
 _MISSING_AWS_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 
 
@@ -58,6 +88,33 @@ class JobError(ImagepipeError):
 
     def to_dict(self) -> dict:
         return {"code": self.code, "message": self.message}
+
+
+class ApiError(ImagepipeError):
+    """An outcome the API's client gets as ``{"error": {"code", "message"}}`` with ``status``."""
+
+    def __init__(self, status: int, code: str, message: str, *, retry_after: int | None = None):
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:
+        """True when the same call can succeed later without the client changing anything."""
+        return self.status >= 500
+
+    def to_body(self) -> dict:
+        return {"error": {"code": self.code, "message": self.message}}
+
+    @classmethod
+    def from_body(cls, status: int, body) -> "ApiError | None":
+        """The error a response body in our format describes, or None for any other body."""
+        error = body.get("error") if isinstance(body, dict) else None
+        if not isinstance(error, dict) or "code" not in error or "message" not in error:
+            return None
+        return cls(status, str(error["code"]), str(error["message"]))
 
 
 class PermanentError(JobError):

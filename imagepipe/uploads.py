@@ -2,7 +2,7 @@
 
 ``UploadService`` has one method per HTTP route plus ``enqueue``, which both ``complete`` and the
 S3 ObjectCreated handler call, so a job is published at most once whichever arrives first.
-Every outcome a client can act on is an ``ApiError`` (status, code, message); the HTTP adapter
+Every outcome a client can act on is an ``errors.ApiError`` (status, code, message); the HTTP adapter
 only turns it into a response. Clients are injected: nothing is created at import time.
 """
 
@@ -17,7 +17,7 @@ import unicodedata
 from datetime import datetime, timezone
 
 from imagepipe import callbacks, errors, formats, keys, status
-from imagepipe.errors import TransientError
+from imagepipe.errors import ApiError, TransientError
 from imagepipe.messages import TIME_FORMAT, ResizeJob, utc_now
 from imagepipe.multipart import MultipartGone, MultipartUploads, PartPlan, PartsRejected
 from imagepipe.settings import Settings
@@ -34,44 +34,7 @@ SHA256_BYTES = 32
 # broker restart or a failover, short enough that a user is still looking at the page.
 BROKER_RETRY_AFTER_S = 5
 
-# --- API error codes (beyond the job reason codes in ``errors``) -------------------------------
-INVALID_JSON = "invalid_json"
-INVALID_REQUEST = "invalid_request"
-UNSUPPORTED_TYPE = "unsupported_type"
-INVALID_SIZE = "invalid_size"
-UNSUPPORTED_METHOD = "unsupported_method"
-INVALID_CHECKSUM = "invalid_checksum"
-NOT_FOUND = "not_found"
-OBJECT_MISSING = "object_missing"
-OBJECT_CHANGED = "object_changed"
-NOT_MULTIPART = "not_multipart"
-PARTS_MISSING = "parts_missing"
-INVALID_PARTS = "invalid_parts"
-BAD_CALLBACK_URL = "bad_callback_url"
-NOT_CANCELLABLE = "not_cancellable"
-# The reason code in the status of an upload its client cancelled.
-CANCELLED = "cancelled"
-
 _PATH_SEPARATORS = re.compile(r"[\\/]")
-
-
-class ApiError(Exception):
-    """An outcome the client gets as ``{"error": {"code", "message"}}`` with ``status``."""
-
-    def __init__(self, status: int, code: str, message: str, *, retry_after: int | None = None):
-        super().__init__(f"{status} {code}: {message}")
-        self.status = status
-        self.code = code
-        self.message = message
-        self.retry_after = retry_after
-
-    @property
-    def retryable(self) -> bool:
-        """True when the same call can succeed later without the client changing anything."""
-        return self.status >= 500
-
-    def to_body(self) -> dict:
-        return {"error": {"code": self.code, "message": self.message}}
 
 
 def parse_json_object(raw: bytes | str | None) -> dict:
@@ -79,9 +42,9 @@ def parse_json_object(raw: bytes | str | None) -> dict:
     try:
         payload = json.loads(raw or b"")
     except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, INVALID_JSON, "the request body is not valid JSON") from None
+        raise ApiError(400, errors.INVALID_JSON, "the request body is not valid JSON") from None
     if not isinstance(payload, dict):
-        raise ApiError(400, INVALID_REQUEST, "the request body must be a JSON object")
+        raise ApiError(400, errors.INVALID_REQUEST, "the request body must be a JSON object")
     return payload
 
 
@@ -140,24 +103,24 @@ class UploadService:
         filename = _sanitised_filename(_required(payload, "filename", str))
         content_type = _required(payload, "content_type", str).strip().lower()
         if content_type not in self.settings.allowed_types:
-            raise ApiError(400, UNSUPPORTED_TYPE, f"content_type {content_type!r} is not one of "
+            raise ApiError(400, errors.UNSUPPORTED_TYPE, f"content_type {content_type!r} is not one of "
                            f"{', '.join(self.settings.allowed_types)}")
         size = _whole_number(_required(payload, "size"))
         if size is None or size < 1:
-            raise ApiError(400, INVALID_SIZE, "size must be a positive whole number of bytes")
+            raise ApiError(400, errors.INVALID_SIZE, "size must be a positive whole number of bytes")
         if size > self.settings.max_upload_bytes:
             raise ApiError(400, errors.TOO_LARGE, f"size {size} is over the limit of "
                            f"{self.settings.max_upload_bytes} bytes")
         method = payload.get("method", POST)
         if method not in METHODS:
-            raise ApiError(400, UNSUPPORTED_METHOD, f"method must be one of {', '.join(METHODS)}")
+            raise ApiError(400, errors.UNSUPPORTED_METHOD, f"method must be one of {', '.join(METHODS)}")
         checksum = payload.get("checksum_sha256")
         if checksum is not None:
             _check_sha256(checksum)
             if method != PUT:
                 # The POST policy carries no checksum condition; refusing beats letting the
                 # client believe its checksum is enforced.
-                raise ApiError(400, INVALID_CHECKSUM, "checksum_sha256 needs method PUT")
+                raise ApiError(400, errors.INVALID_CHECKSUM, "checksum_sha256 needs method PUT")
         return {"filename": filename, "content_type": content_type, "size": size,
                 "method": method, "checksum_sha256": checksum,
                 "callback_url": self._checked_callback_url(payload.get("callback_url"))}
@@ -166,12 +129,12 @@ class UploadService:
         if url is None:
             return None
         if not self.settings.callback_secret:
-            raise ApiError(400, BAD_CALLBACK_URL, "completion callbacks are not enabled on "
+            raise ApiError(400, errors.BAD_CALLBACK_URL, "completion callbacks are not enabled on "
                            "this stage")
         try:
             return callbacks.check_url(url, self.settings.callback_allow_private)
         except callbacks.CallbackUrlError as exc:
-            raise ApiError(400, BAD_CALLBACK_URL, str(exc)) from None
+            raise ApiError(400, errors.BAD_CALLBACK_URL, str(exc)) from None
 
     def _presigned_post(self, upload_id: str, request: dict) -> dict:
         content_type = request["content_type"]
@@ -237,7 +200,7 @@ class UploadService:
         try:
             uploaded = self.multipart.uploaded_parts(key, multipart["s3_upload_id"])
         except MultipartGone:
-            raise ApiError(409, NOT_MULTIPART, "the multipart upload was already completed or "
+            raise ApiError(409, errors.NOT_MULTIPART, "the multipart upload was already completed or "
                            "aborted") from None
         if wanted is None:
             have = {p["part_number"] for p in uploaded}
@@ -249,10 +212,10 @@ class UploadService:
         record = self._upload_record(upload_id)
         multipart = record.get("multipart")
         if not multipart:
-            raise ApiError(409, NOT_MULTIPART, f"upload {upload_id} is not a multipart upload")
+            raise ApiError(409, errors.NOT_MULTIPART, f"upload {upload_id} is not a multipart upload")
         state = self.status.state_of(upload_id).state
         if state != status.PENDING:
-            raise ApiError(409, NOT_MULTIPART, f"upload {upload_id} is {state}: its multipart "
+            raise ApiError(409, errors.NOT_MULTIPART, f"upload {upload_id} is {state}: its multipart "
                            "upload is over")
         return record, multipart
 
@@ -273,14 +236,14 @@ class UploadService:
                      else self.multipart.uploaded_parts(key, multipart["s3_upload_id"]))
             missing = sorted(set(plan.numbers) - {p["part_number"] for p in parts})
             if missing:
-                raise ApiError(409, PARTS_MISSING, "parts not uploaded yet: "
+                raise ApiError(409, errors.PARTS_MISSING, "parts not uploaded yet: "
                                f"{', '.join(map(str, missing))}")
             self.multipart.complete(key, multipart["s3_upload_id"], parts)
         except MultipartGone:
             # Completed by an earlier call whose verify or publish failed: verify the object.
             LOGGER.info("upload %s: multipart upload already completed", upload_id)
         except PartsRejected as exc:
-            raise ApiError(409, INVALID_PARTS, f"S3 refused the parts ({exc.code}): "
+            raise ApiError(409, errors.INVALID_PARTS, f"S3 refused the parts ({exc.code}): "
                            f"{exc.message}; list them with POST /uploads/{upload_id}/parts "
                            "and upload the wrong ones again") from None
 
@@ -357,7 +320,7 @@ class UploadService:
             head = self.s3.head_object(Bucket=self.settings.bucket, Key=key)
         except Exception as exc:
             if errors.is_missing_object(exc):
-                raise ApiError(409, OBJECT_MISSING,
+                raise ApiError(409, errors.OBJECT_MISSING,
                                "nothing was uploaded yet; upload the file, then complete") from None
             raise
         size = head["ContentLength"]
@@ -374,7 +337,7 @@ class UploadService:
             )["Body"].read()
         except Exception as exc:
             if errors.aws_error_code(exc) in ("PreconditionFailed", "412"):
-                raise ApiError(409, OBJECT_CHANGED, "the file was replaced while it was being "
+                raise ApiError(409, errors.OBJECT_CHANGED, "the file was replaced while it was being "
                                "verified; complete again") from None
             raise
         sniffed = formats.sniff(head_bytes)
@@ -399,7 +362,7 @@ class UploadService:
         record = self._upload_record(upload_id)
         current = self.status.state_of(upload_id)
         if current.state == status.PENDING:
-            error = {"code": CANCELLED, "message": "the upload was cancelled by its client"}
+            error = {"code": errors.CANCELLED, "message": "the upload was cancelled by its client"}
             # The failed marker first: a complete racing this one then finds the upload over.
             if self.status.mark(upload_id, status.FAILED, error=error, exclusive=True):
                 current = status.Status(upload_id, status.FAILED, error)
@@ -410,7 +373,7 @@ class UploadService:
                                      record["multipart"]["s3_upload_id"])
             LOGGER.info("upload %s cancelled", upload_id)
         elif current.state != status.FAILED:
-            raise ApiError(409, NOT_CANCELLABLE, f"upload {upload_id} is {current.state} and "
+            raise ApiError(409, errors.NOT_CANCELLABLE, f"upload {upload_id} is {current.state} and "
                            "can no longer be cancelled")
         # Neither state has variants: no manifest or presigned URL to fetch.
         return {"upload_id": upload_id, "status": current.state, "variants": [],
@@ -449,26 +412,26 @@ class UploadService:
 
 
 def _not_found(upload_id: str) -> ApiError:
-    return ApiError(404, NOT_FOUND, f"no upload {upload_id[:64]!r}")
+    return ApiError(404, errors.NOT_FOUND, f"no upload {upload_id[:64]!r}")
 
 
 def _required(payload: dict, name: str, kind: type = object):
     if name not in payload or payload[name] is None:
-        raise ApiError(400, INVALID_REQUEST, f"field {name!r} is required")
+        raise ApiError(400, errors.INVALID_REQUEST, f"field {name!r} is required")
     value = payload[name]
     if not isinstance(value, kind):
-        raise ApiError(400, INVALID_REQUEST, f"field {name!r} must be a {kind.__name__}")
+        raise ApiError(400, errors.INVALID_REQUEST, f"field {name!r} must be a {kind.__name__}")
     return value
 
 
 def _part_numbers(value, plan: PartPlan) -> list[int]:
     numbers = [_whole_number(n) for n in value] if isinstance(value, list) else [None]
     if None in numbers:
-        raise ApiError(400, INVALID_REQUEST, "field 'part_numbers' must be a list of integers")
+        raise ApiError(400, errors.INVALID_REQUEST, "field 'part_numbers' must be a list of integers")
     value = numbers
     outside = [n for n in value if n not in plan.numbers]
     if outside:
-        raise ApiError(400, INVALID_REQUEST, f"part numbers must be 1..{plan.count}; got "
+        raise ApiError(400, errors.INVALID_REQUEST, f"part numbers must be 1..{plan.count}; got "
                        f"{', '.join(map(str, outside[:10]))}")
     return sorted(set(value))
 
@@ -478,12 +441,12 @@ def _given_parts(value, plan: PartPlan) -> list[dict]:
     if not isinstance(value, list) or not all(
             isinstance(p, dict) and _whole_number(p.get("part_number")) is not None
             and isinstance(p.get("etag"), str) and p["etag"] for p in value):
-        raise ApiError(400, INVALID_REQUEST, "field 'parts' must be a list of "
+        raise ApiError(400, errors.INVALID_REQUEST, "field 'parts' must be a list of "
                        "{part_number: integer, etag: string}")
     numbers = [_whole_number(p["part_number"]) for p in value]
     _part_numbers(numbers, plan)
     if len(set(numbers)) != len(numbers):
-        raise ApiError(400, INVALID_REQUEST, "field 'parts' names a part more than once")
+        raise ApiError(400, errors.INVALID_REQUEST, "field 'parts' names a part more than once")
     return [{"part_number": n, "etag": p["etag"]} for n, p in zip(numbers, value)]
 
 
@@ -502,13 +465,13 @@ def _sanitised_filename(filename: str) -> str:
     """The declared name, for display only: never part of a key, so a path or control
     characters in it can do no harm beyond this record."""
     if not filename.strip() or len(filename) > MAX_FILENAME_CHARS:
-        raise ApiError(400, INVALID_REQUEST,
+        raise ApiError(400, errors.INVALID_REQUEST,
                        f"field 'filename' must be 1..{MAX_FILENAME_CHARS} characters")
     base = _PATH_SEPARATORS.split(filename)[-1]
     printable = "".join(c for c in base if not unicodedata.category(c).startswith("C"))
     cleaned = printable.strip()[:MAX_FILENAME_CHARS]
     if not cleaned:
-        raise ApiError(400, INVALID_REQUEST, "field 'filename' must name a file")
+        raise ApiError(400, errors.INVALID_REQUEST, "field 'filename' must name a file")
     return cleaned
 
 
@@ -518,6 +481,6 @@ def _check_sha256(checksum) -> None:
     except (binascii.Error, ValueError):
         digest = b""
     if len(digest) != SHA256_BYTES:
-        raise ApiError(400, INVALID_CHECKSUM,
+        raise ApiError(400, errors.INVALID_CHECKSUM,
                        "checksum_sha256 must be the base64 of a 32-byte SHA-256 digest")
 

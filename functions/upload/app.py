@@ -1,7 +1,7 @@
 """The upload function: HTTP routes and the S3 ObjectCreated handler over ``imagepipe.uploads``.
 
 Routes only parse the request, call one ``UploadService`` method and turn its result or its
-``ApiError`` into a JSON response; anything unexpected becomes a logged 500 in the same format,
+``errors.ApiError`` into a JSON response; anything unexpected becomes a logged 500 in the same format,
 never a traceback or Chalice's own error body.
 """
 
@@ -15,9 +15,9 @@ from chalice import Chalice, Response
 
 from imagepipe import aws, cors, keys, settings as settings_edge
 from imagepipe.broker import JobPublisher
-from imagepipe.errors import INTERNAL
+from imagepipe.errors import INTERNAL, ORIGIN_NOT_ALLOWED, ApiError
 from imagepipe.status import StatusStore
-from imagepipe.uploads import ApiError, UploadService, parse_json_object
+from imagepipe.uploads import UploadService, parse_json_object
 from imagepipe.webpage import WebPage
 
 app = Chalice(app_name="imagepipe-upload")
@@ -84,7 +84,7 @@ def _respond(view, success_status: int, path_params: dict) -> Response:
 
 def _internal_error() -> Response:
     """The 500 of anything unexpected: logged by the caller, never described to the client."""
-    return _json(500, {"error": {"code": INTERNAL, "message": "an internal error occurred"}})
+    return _json(500, ApiError(500, INTERNAL, "an internal error occurred").to_body())
 
 
 def _origin() -> str | None:
@@ -240,9 +240,8 @@ def _preflight_view(methods: list[str]):
     def preflight(**_path_params):
         headers = cors.preflight_headers(_origin(), _allowed_origins(), methods)
         if headers is None:
-            return _json(403, {"error": {"code": cors.ORIGIN_NOT_ALLOWED,
-                                         "message": "this origin may not call the API"}},
-                         {"Vary": "Origin"})
+            refused = ApiError(403, ORIGIN_NOT_ALLOWED, "this origin may not call the API")
+            return _json(refused.status, refused.to_body(), {"Vary": "Origin"})
         return Response(body="", status_code=204, headers=headers)
     return preflight
 

@@ -52,10 +52,10 @@ from imagepipe.broker import (
     declare_topology,
     delivery_count,
 )
-from imagepipe.errors import TransientError
+from imagepipe.errors import ApiError, TransientError
 from imagepipe.spec import parse_variants
 from imagepipe.status import StatusStore
-from imagepipe.uploads import ApiError, UploadService
+from imagepipe.uploads import UploadService
 
 from ..conftest import ROOT, free_port, unique_name
 from .conftest import (

@@ -16,9 +16,10 @@ from urllib.parse import parse_qsl, quote, urlsplit
 import pytest
 
 from imagepipe import keys
+from imagepipe.errors import ApiError
 from imagepipe.settings import Settings
 from imagepipe.status import StatusStore
-from imagepipe.uploads import ApiError, UploadService, parse_json_object
+from imagepipe.uploads import UploadService, parse_json_object
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 CHECKSUM = base64.b64encode(hashlib.sha256(b"the image bytes").digest()).decode()
