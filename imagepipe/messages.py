@@ -10,6 +10,11 @@ Three messages cross process boundaries:
 - ``ResultEvent``: published by the bridge to the topic exchange ``imagepipe.results`` with
   routing key ``job.done`` or ``job.failed``, one per finished job.
 
+One document is stored rather than sent, on the same schema version: the ``Manifest``, what the
+resize made of an upload (``manifests/{upload_id}.json``), read back to answer a redelivered job
+and the status document. ``State`` spells an upload's status for all of them, for the status
+document and for the API client.
+
 Bodies are UTF-8 JSON with sorted keys; every body carries ``"v": 1``. Optional fields added
 within v1 (``callback_url``) are left out when unset, so a body without them is unchanged.
 Decoding a body that is not JSON, not an object, of another version or missing a field raises
@@ -21,6 +26,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from enum import StrEnum
 
 from imagepipe import keys
 from imagepipe.errors import BAD_MESSAGE, UNKNOWN_SCHEMA, PermanentError
@@ -29,8 +35,26 @@ SCHEMA_VERSION = 1
 CONTENT_TYPE = "application/json"
 JOB_TYPE = "imagepipe.resize.v1"
 
-DONE = "done"
-FAILED = "failed"
+
+
+class State(StrEnum):
+    """An upload's status: ``pending`` (created, nothing verified yet), ``queued``,
+    ``processing``, then ``done`` or ``failed`` for good."""
+
+    PENDING = "pending"
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    DONE = "done"
+    FAILED = "failed"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (State.DONE, State.FAILED)
+
+
+# What an invocation ends in: the job's final state, or ``retry`` (transient, try again).
+DONE = State.DONE
+FAILED = State.FAILED
 RETRY = "retry"
 OUTCOMES = (DONE, FAILED, RETRY)
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # UTC, every timestamp in messages and status markers
@@ -159,6 +183,54 @@ class VariantInfo:
             height=_require(obj, "height", int),
             format=_require(obj, "format"),
             bytes=_require(obj, "bytes", int),
+        )
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What the resize made of one upload, written once when it is done."""
+
+    job_id: str
+    upload_id: str
+    source: dict  # {"key", "bytes"} and the fields of ``imaging.SourceInfo``
+    spec: tuple[dict, ...]  # the variant specs it was made with (``spec.Variant.to_dict``)
+    variants: tuple[VariantInfo, ...]
+    created_at: str = field(default_factory=utc_now)
+    stripped: tuple[str, ...] = ()  # metadata left out of the variants
+    converted: tuple[str, ...] = ()  # mode and colour conversions
+    colour_converted: bool = False
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        return {
+            "v": SCHEMA_VERSION,
+            "job_id": self.job_id,
+            "upload_id": self.upload_id,
+            "source": self.source,
+            "spec": list(self.spec),
+            "variants": [v.to_dict() for v in self.variants],
+            "stripped": list(self.stripped),
+            "converted": list(self.converted),
+            "colour_converted": self.colour_converted,
+            "notes": list(self.notes),
+            "created_at": self.created_at,
+        }
+
+    @classmethod
+    def from_dict(cls, obj: dict) -> "Manifest":
+        # Manifests written before stripped/converted/colour_converted/notes existed still read.
+        _check_version(obj)
+        return cls(
+            job_id=_require(obj, "job_id"),
+            upload_id=_require(obj, "upload_id"),
+            source=_require(obj, "source", dict),
+            spec=tuple(_require(obj, "spec", list)),
+            variants=tuple(VariantInfo.from_dict(v) for v in _require(obj, "variants", list)),
+            created_at=_require(obj, "created_at"),
+            stripped=tuple(obj.get("stripped") or ()),
+            converted=tuple(obj.get("converted") or ()),
+            colour_converted=bool(obj.get("colour_converted", False)),
+            notes=tuple(obj.get("notes") or ()),
         )
 
 
@@ -301,7 +373,7 @@ def _outcome_from_dict(obj: dict, statuses: tuple[str, ...]) -> dict:
     _check_version(obj)
     status = _require(obj, "status")
     if status not in statuses:
-        raise PermanentError(BAD_MESSAGE, f"status {status!r} is not one of {statuses}")
+        raise PermanentError(BAD_MESSAGE, f"status {status!r} is not one of {', '.join(statuses)}")
     error = obj.get("error")
     if error is not None and not (isinstance(error, dict) and isinstance(error.get("code"), str)):
         raise PermanentError(BAD_MESSAGE, "error must be null or {code, message}")

@@ -28,11 +28,11 @@ from imagepipe.messages import (
     DONE,
     FAILED,
     RETRY,
-    SCHEMA_VERSION,
     Invocation,
     InvocationResult,
+    Manifest,
+    State,
     VariantInfo,
-    utc_now,
 )
 from imagepipe.settings import Settings
 
@@ -93,12 +93,12 @@ def process(invocation: Invocation, runtime: Runtime, started: float | None = No
         answer = _answer_if_done(job, store, started)
         if answer is not None:
             return answer
-        store.mark(job.upload_id, status.PROCESSING, exclusive=True)
+        store.mark(job.upload_id, State.PROCESSING, exclusive=True)
         manifest = _make_variants(job, runtime)
-        if not store.put_manifest(job.upload_id, manifest):
+        if not store.put_manifest(manifest):
             # Another attempt finished first; its manifest describes the same keys.
             manifest = store.get_manifest(job.upload_id) or manifest
-        store.mark(job.upload_id, status.DONE, exclusive=True)
+        store.mark(job.upload_id, State.DONE, exclusive=True)
         return _done(job, manifest, started)
     except Exception as exc:  # every failure becomes a result; the caller never sees a raise
         error = classify(exc)
@@ -128,7 +128,7 @@ def _give_up(invocation: Invocation, store: status.StatusStore, started: float) 
         answer = _answer_if_done(job, store, started)
         if answer is not None:
             return answer
-        store.mark(job.upload_id, status.FAILED, error=error, exclusive=True)
+        store.mark(job.upload_id, State.FAILED, error=error, exclusive=True)
     except Exception as exc:
         LOGGER.warning("job %s: could not record that it failed: %s", job.job_id, classify(exc))
         return _result(job, RETRY, started, error=error)
@@ -141,11 +141,11 @@ def _answer_if_done(job, store: status.StatusStore, started: float) -> Invocatio
     existing = store.get_manifest(job.upload_id)
     if existing is None:
         return None
-    store.mark(job.upload_id, status.DONE, exclusive=True)
+    store.mark(job.upload_id, State.DONE, exclusive=True)
     return _done(job, existing, started)
 
 
-def _make_variants(job, runtime: Runtime) -> dict:
+def _make_variants(job, runtime: Runtime) -> Manifest:
     settings = runtime.settings
     pinned = {"IfMatch": job.source_etag} if job.source_etag else {}
     obj = runtime.s3.get_object(Bucket=job.bucket, Key=job.source_key, **pinned)
@@ -177,35 +177,28 @@ def _make_variants(job, runtime: Runtime) -> dict:
                 bytes=len(variant.data),
             )
         )
-    return {
-        "v": SCHEMA_VERSION,
-        "job_id": job.job_id,
-        "upload_id": job.upload_id,
-        "source": {
-            "key": job.source_key,
-            "bytes": len(data),
-            **rendered.source.to_dict(),
-        },
-        "spec": [v.to_dict() for v in settings.variants],
-        "variants": [i.to_dict() for i in infos],
-        "stripped": list(rendered.stripped),
-        "converted": list(rendered.converted),
-        "colour_converted": rendered.colour_converted,
-        "notes": list(rendered.notes),
-        "created_at": utc_now(),
-    }
+    return Manifest(
+        job_id=job.job_id,
+        upload_id=job.upload_id,
+        source={"key": job.source_key, "bytes": len(data), **rendered.source.to_dict()},
+        spec=tuple(v.to_dict() for v in settings.variants),
+        variants=tuple(infos),
+        stripped=tuple(rendered.stripped),
+        converted=tuple(rendered.converted),
+        colour_converted=rendered.colour_converted,
+        notes=tuple(rendered.notes),
+    )
 
 
 def _mark_failed(store: status.StatusStore, upload_id: str, error: JobError) -> None:
     try:
-        store.mark(upload_id, status.FAILED, error=error.to_dict(), exclusive=True)
+        store.mark(upload_id, State.FAILED, error=error.to_dict(), exclusive=True)
     except Exception:  # the result still says failed and the job is dead-lettered with its cause
         LOGGER.exception("could not record failed status for upload %s", upload_id)
 
 
-def _done(job, manifest: dict, started: float) -> InvocationResult:
-    variants = tuple(VariantInfo.from_dict(v) for v in manifest.get("variants", []))
-    return _result(job, DONE, started, variants=variants)
+def _done(job, manifest: Manifest, started: float) -> InvocationResult:
+    return _result(job, DONE, started, variants=manifest.variants)
 
 
 def _result(job, outcome: str, started: float, *, variants=(), error=None) -> InvocationResult:

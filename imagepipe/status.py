@@ -4,32 +4,99 @@ An upload's state is derived from objects (see ``keys``): the upload record make
 each later state adds its own marker object and no marker is ever overwritten, so concurrent
 writers (the upload function, resize attempts on several workers) never race on one object.
 The visible state is the highest-ranked marker present: done > failed > processing > queued.
+
+Two documents sit beside the markers, each typed here or in ``messages``: the ``UploadRecord``
+(``uploads/{id}.json``, what the client asked for) and the ``messages.Manifest``.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
 from imagepipe import keys
 from imagepipe.errors import aws_error_code, is_missing_object
-from imagepipe.messages import TIME_FORMAT, utc_now
+from imagepipe.messages import TIME_FORMAT, Manifest, State, utc_now
 
-PENDING = "pending"
-QUEUED = "queued"
-PROCESSING = "processing"
-DONE = "done"
-FAILED = "failed"
-STATES = (PENDING, QUEUED, PROCESSING, DONE, FAILED)
-_RANK = {QUEUED: 1, PROCESSING: 2, FAILED: 3, DONE: 4}
+_RANK = {State.QUEUED: 1, State.PROCESSING: 2, State.FAILED: 3, State.DONE: 4}
 
 
 @dataclass(frozen=True)
 class Status:
     upload_id: str
-    state: str
+    state: State
     error: dict | None = None
+
+
+@dataclass(frozen=True)
+class MultipartRecord:
+    """What an upload record keeps of its S3 multipart upload, to resume and complete it."""
+
+    s3_upload_id: str
+    part_bytes: int
+
+    def to_dict(self) -> dict:
+        return {"s3_upload_id": self.s3_upload_id, "part_bytes": self.part_bytes}
+
+    @classmethod
+    def from_dict(cls, obj: dict) -> "MultipartRecord":
+        return cls(s3_upload_id=str(obj["s3_upload_id"]), part_bytes=int(obj["part_bytes"]))
+
+
+@dataclass(frozen=True)
+class UploadRecord:
+    """What the client asked for when it made the upload; its existence makes it ``pending``.
+
+    Written by the upload function only, after the request was checked: reading it back trusts
+    its shape. Optional fields are left out of the JSON when unset.
+    """
+
+    upload_id: str
+    filename: str  # for display only, sanitised
+    content_type: str  # as declared, and then verified against the bytes
+    size: int
+    method: str  # uploads.POST, PUT or MULTIPART
+    created_at: str = field(default_factory=utc_now)
+    callback_url: str | None = None
+    multipart: MultipartRecord | None = None
+    # When the job was last published again because it looked lost in the queue.
+    requeued_at: str | None = None
+
+    def requeued(self) -> "UploadRecord":
+        return replace(self, requeued_at=utc_now())
+
+    def to_dict(self) -> dict:
+        obj = {
+            "upload_id": self.upload_id,
+            "filename": self.filename,
+            "content_type": self.content_type,
+            "size": self.size,
+            "method": self.method,
+            "created_at": self.created_at,
+        }
+        if self.callback_url is not None:
+            obj["callback_url"] = self.callback_url
+        if self.multipart is not None:
+            obj["multipart"] = self.multipart.to_dict()
+        if self.requeued_at is not None:
+            obj["requeued_at"] = self.requeued_at
+        return obj
+
+    @classmethod
+    def from_dict(cls, obj: dict) -> "UploadRecord":
+        multipart = obj.get("multipart")
+        return cls(
+            upload_id=str(obj["upload_id"]),
+            filename=str(obj["filename"]),
+            content_type=str(obj["content_type"]),
+            size=int(obj["size"]),
+            method=str(obj["method"]),
+            created_at=str(obj["created_at"]),
+            callback_url=obj.get("callback_url"),
+            multipart=MultipartRecord.from_dict(multipart) if multipart else None,
+            requeued_at=obj.get("requeued_at"),
+        )
 
 
 class StatusStore:
@@ -38,14 +105,15 @@ class StatusStore:
         self._bucket = bucket
 
     # --- upload record ------------------------------------------------------------------------
-    def put_upload_record(self, upload_id: str, record: dict) -> None:
-        self._put_json(keys.upload_record_key(upload_id), record)
+    def put_upload_record(self, record: UploadRecord) -> None:
+        self._put_json(keys.upload_record_key(record.upload_id), record.to_dict())
 
-    def get_upload_record(self, upload_id: str) -> dict | None:
-        return self._get_json(keys.upload_record_key(upload_id))
+    def get_upload_record(self, upload_id: str) -> UploadRecord | None:
+        found = self._get_json(keys.upload_record_key(upload_id))
+        return None if found is None else UploadRecord.from_dict(found)
 
     # --- markers ------------------------------------------------------------------------------
-    def mark(self, upload_id: str, state: str, *, error: dict | None = None,
+    def mark(self, upload_id: str, state: State, *, error: dict | None = None,
              exclusive: bool = False) -> bool:
         """Add the marker for ``state``. With ``exclusive``, only the first writer wins.
 
@@ -56,48 +124,52 @@ class StatusStore:
         body = {"state": state, "at": utc_now(), "error": error}
         return self._put_json(keys.status_marker_key(upload_id, state), body, exclusive=exclusive)
 
-    def marked_at(self, upload_id: str, state: str) -> datetime | None:
+    def marked_at(self, upload_id: str, state: State) -> datetime | None:
         """When the marker for ``state`` was written, or None without one."""
         marker = self._get_json(keys.status_marker_key(upload_id, state))
         if not marker or not marker.get("at"):
             return None
         return datetime.strptime(marker["at"], TIME_FORMAT).replace(tzinfo=timezone.utc)
 
-    def unmark(self, upload_id: str, state: str) -> None:
+    def unmark(self, upload_id: str, state: State) -> None:
         self._s3.delete_object(Bucket=self._bucket, Key=keys.status_marker_key(upload_id, state))
 
-    def states(self, upload_id: str) -> set[str]:
+    def states(self, upload_id: str) -> set[State]:
+        """The states marked for the upload (a marker this code does not know is left out)."""
         response = self._s3.list_objects_v2(
             Bucket=self._bucket, Prefix=keys.status_prefix(upload_id), MaxKeys=100
         )
-        return {keys.state_from_marker_key(o["Key"]) for o in response.get("Contents", [])}
+        found = {keys.state_from_marker_key(o["Key"]) for o in response.get("Contents", [])}
+        return {State(name) for name in found if name in _RANK}
 
     def current(self, upload_id: str) -> Status | None:
         """The visible state, or None when no such upload was ever created."""
         found = self.state_of(upload_id)
-        if found.state == PENDING and self.get_upload_record(upload_id) is None:
+        if found.state == State.PENDING and self.get_upload_record(upload_id) is None:
             return None
         return found
 
     def state_of(self, upload_id: str) -> Status:
         """The visible state of an upload known to exist (its record was read already)."""
-        present = self.states(upload_id) & set(_RANK)
+        present = self.states(upload_id)
         if not present:
-            return Status(upload_id, PENDING)
+            return Status(upload_id, State.PENDING)
         state = max(present, key=_RANK.__getitem__)
         error = None
-        if state == FAILED:
-            marker = self._get_json(keys.status_marker_key(upload_id, FAILED)) or {}
+        if state == State.FAILED:
+            marker = self._get_json(keys.status_marker_key(upload_id, State.FAILED)) or {}
             error = marker.get("error")
         return Status(upload_id, state, error)
 
     # --- manifest -----------------------------------------------------------------------------
-    def put_manifest(self, upload_id: str, manifest: dict) -> bool:
+    def put_manifest(self, manifest: Manifest) -> bool:
         """Write the manifest once; returns False if another attempt already wrote it."""
-        return self._put_json(keys.manifest_key(upload_id), manifest, exclusive=True)
+        return self._put_json(keys.manifest_key(manifest.upload_id), manifest.to_dict(),
+                              exclusive=True)
 
-    def get_manifest(self, upload_id: str) -> dict | None:
-        return self._get_json(keys.manifest_key(upload_id))
+    def get_manifest(self, upload_id: str) -> Manifest | None:
+        found = self._get_json(keys.manifest_key(upload_id))
+        return None if found is None else Manifest.from_dict(found)
 
     # --- plumbing -----------------------------------------------------------------------------
     def _put_json(self, key: str, obj: dict, *, exclusive: bool = False) -> bool:

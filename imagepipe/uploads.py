@@ -18,9 +18,10 @@ from datetime import datetime, timezone
 
 from imagepipe import callbacks, errors, formats, keys, status
 from imagepipe.errors import ApiError, TransientError
-from imagepipe.messages import TIME_FORMAT, ResizeJob, utc_now
+from imagepipe.messages import TIME_FORMAT, ResizeJob, State, VariantInfo
 from imagepipe.multipart import MultipartGone, MultipartUploads, PartPlan, PartsRejected
 from imagepipe.settings import Settings
+from imagepipe.status import MultipartRecord, UploadRecord
 
 LOGGER = logging.getLogger(__name__)
 
@@ -71,25 +72,24 @@ class UploadService:
     def create_upload(self, payload: dict, collection_path: str = "/uploads") -> dict:
         request = self._validated_request(payload)
         upload_id = keys.new_upload_id()
-        record = {
-            "upload_id": upload_id,
-            "filename": request["filename"],
-            "content_type": request["content_type"],
-            "size": request["size"],
-            "method": request["method"],
-            "created_at": utc_now(),
-        }
-        if request["callback_url"] is not None:
-            record["callback_url"] = request["callback_url"]
+        multipart = None
         if request["method"] == PUT:
             upload = self._presigned_put(upload_id, request)
         elif request["method"] == MULTIPART:
-            upload, record["multipart"] = self._presigned_multipart(upload_id, request)
+            upload, multipart = self._presigned_multipart(upload_id, request)
         else:
             upload = self._presigned_post(upload_id, request)
         # The record is what makes the upload exist (status "pending"); write it only once the
         # presign worked, so a failure leaves nothing behind.
-        self.status.put_upload_record(upload_id, record)
+        self.status.put_upload_record(UploadRecord(
+            upload_id=upload_id,
+            filename=request["filename"],
+            content_type=request["content_type"],
+            size=request["size"],
+            method=request["method"],
+            callback_url=request["callback_url"],
+            multipart=multipart,
+        ))
         LOGGER.info("upload %s created (%s, %d bytes, %s)", upload_id,
                     request["content_type"], request["size"], request["method"])
         return {
@@ -168,7 +168,8 @@ class UploadService:
         # Content-Length is left out: clients (browsers must) set it from the body.
         return {"method": PUT, "url": url, "headers": headers}
 
-    def _presigned_multipart(self, upload_id: str, request: dict) -> tuple[dict, dict]:
+    def _presigned_multipart(self, upload_id: str,
+                             request: dict) -> tuple[dict, MultipartRecord]:
         """The client's part URLs, and what the record keeps to resume and complete."""
         plan = PartPlan(request["size"], self.settings.multipart_part_bytes)
         key = keys.original_key(upload_id)
@@ -179,8 +180,7 @@ class UploadService:
             "part_count": plan.count,
             "parts": self._part_urls(key, s3_upload_id, plan, plan.numbers),
         }
-        kept = {"s3_upload_id": s3_upload_id, "part_bytes": plan.part_bytes}
-        return upload, kept
+        return upload, MultipartRecord(s3_upload_id, plan.part_bytes)
 
     def _part_urls(self, key: str, s3_upload_id: str, plan: PartPlan, numbers) -> list[dict]:
         return [{"part_number": n,
@@ -192,13 +192,13 @@ class UploadService:
         """What S3 holds of a pending multipart upload, and fresh URLs for the parts asked for
         (by default every part S3 does not have yet): resume after a dropped connection."""
         record, multipart = self._pending_multipart(upload_id)
-        plan = PartPlan(record["size"], multipart["part_bytes"])
+        plan = PartPlan(record.size, multipart.part_bytes)
         wanted = (payload or {}).get("part_numbers")
         if wanted is not None:
             wanted = _part_numbers(wanted, plan)
         key = keys.original_key(upload_id)
         try:
-            uploaded = self.multipart.uploaded_parts(key, multipart["s3_upload_id"])
+            uploaded = self.multipart.uploaded_parts(key, multipart.s3_upload_id)
         except MultipartGone:
             raise ApiError(409, errors.NOT_MULTIPART, "the multipart upload was already completed or "
                            "aborted") from None
@@ -206,15 +206,15 @@ class UploadService:
             have = {p["part_number"] for p in uploaded}
             wanted = [n for n in plan.numbers if n not in have]
         return {"upload_id": upload_id, "uploaded": uploaded,
-                "parts": self._part_urls(key, multipart["s3_upload_id"], plan, wanted)}
+                "parts": self._part_urls(key, multipart.s3_upload_id, plan, wanted)}
 
-    def _pending_multipart(self, upload_id: str) -> tuple[dict, dict]:
+    def _pending_multipart(self, upload_id: str) -> tuple[UploadRecord, MultipartRecord]:
         record = self._upload_record(upload_id)
-        multipart = record.get("multipart")
-        if not multipart:
+        multipart = record.multipart
+        if multipart is None:
             raise ApiError(409, errors.NOT_MULTIPART, f"upload {upload_id} is not a multipart upload")
         state = self.status.state_of(upload_id).state
-        if state != status.PENDING:
+        if state != State.PENDING:
             raise ApiError(409, errors.NOT_MULTIPART, f"upload {upload_id} is {state}: its multipart "
                            "upload is over")
         return record, multipart
@@ -223,22 +223,23 @@ class UploadService:
     def complete(self, upload_id: str, payload: dict | None = None) -> dict:
         record = self._upload_record(upload_id)
         current = self.status.state_of(upload_id)
-        if record.get("multipart") and current.state == status.PENDING:
-            self._complete_multipart(upload_id, record, (payload or {}).get("parts"))
+        if record.multipart is not None and current.state == State.PENDING:
+            self._complete_multipart(upload_id, record.size, record.multipart,
+                                     (payload or {}).get("parts"))
         return self._enqueue(upload_id, record, current)
 
-    def _complete_multipart(self, upload_id: str, record: dict, given) -> None:
-        multipart = record["multipart"]
-        plan = PartPlan(record["size"], multipart["part_bytes"])
+    def _complete_multipart(self, upload_id: str, size: int, multipart: MultipartRecord,
+                            given) -> None:
+        plan = PartPlan(size, multipart.part_bytes)
         key = keys.original_key(upload_id)
         try:
             parts = (_given_parts(given, plan) if given is not None
-                     else self.multipart.uploaded_parts(key, multipart["s3_upload_id"]))
+                     else self.multipart.uploaded_parts(key, multipart.s3_upload_id))
             missing = sorted(set(plan.numbers) - {p["part_number"] for p in parts})
             if missing:
                 raise ApiError(409, errors.PARTS_MISSING, "parts not uploaded yet: "
                                f"{', '.join(map(str, missing))}")
-            self.multipart.complete(key, multipart["s3_upload_id"], parts)
+            self.multipart.complete(key, multipart.s3_upload_id, parts)
         except MultipartGone:
             # Completed by an earlier call whose verify or publish failed: verify the object.
             LOGGER.info("upload %s: multipart upload already completed", upload_id)
@@ -252,17 +253,17 @@ class UploadService:
         return self._enqueue(upload_id, self._upload_record(upload_id),
                              self.status.state_of(upload_id))
 
-    def _enqueue(self, upload_id: str, record: dict, current: status.Status) -> dict:
-        if current.state == status.FAILED:
+    def _enqueue(self, upload_id: str, record: UploadRecord, current: status.Status) -> dict:
+        if current.state == State.FAILED:
             error = current.error or {}
             raise ApiError(422, error.get("code", errors.INTERNAL),
                            error.get("message", "the upload failed"))
-        if current.state == status.QUEUED and self._lost_in_queue(upload_id, record):
+        if current.state == State.QUEUED and self._lost_in_queue(upload_id, record):
             return self._publish_again(upload_id, record)
-        if current.state != status.PENDING:
+        if current.state != State.PENDING:
             return {"upload_id": upload_id, "status": current.state}
         etag = self._verify_original(upload_id, record)
-        if not self.status.mark(upload_id, status.QUEUED, exclusive=True):
+        if not self.status.mark(upload_id, State.QUEUED, exclusive=True):
             LOGGER.info("upload %s was enqueued by another caller", upload_id)
             return {"upload_id": upload_id, "status": self.status.state_of(upload_id).state}
         job = self._job(upload_id, record, etag)
@@ -271,34 +272,34 @@ class UploadService:
         except Exception as exc:
             # Back to pending, so the client's retry (or the S3 event's) can publish it: a
             # queued marker without a message would leave the upload stuck for good.
-            self.status.unmark(upload_id, status.QUEUED)
+            self.status.unmark(upload_id, State.QUEUED)
             LOGGER.warning("upload %s not enqueued: %s", upload_id, exc)
             if isinstance(exc, TransientError):
                 raise ApiError(503, exc.code, exc.message,
                                retry_after=BROKER_RETRY_AFTER_S) from exc
             raise
         LOGGER.info("upload %s enqueued as job %s", upload_id, job.job_id)
-        return {"upload_id": upload_id, "status": status.QUEUED}
+        return {"upload_id": upload_id, "status": State.QUEUED}
 
-    def _job(self, upload_id: str, record: dict, etag: str) -> ResizeJob:
+    def _job(self, upload_id: str, record: UploadRecord, etag: str) -> ResizeJob:
         """The resize job for an upload, from its record (the first publish and any later one)."""
-        return ResizeJob.for_upload(upload_id, self.settings.bucket, record["content_type"], etag,
-                                    callback_url=record.get("callback_url"))
+        return ResizeJob.for_upload(upload_id, self.settings.bucket, record.content_type, etag,
+                                    callback_url=record.callback_url)
 
-    def _lost_in_queue(self, upload_id: str, record: dict) -> bool:
+    def _lost_in_queue(self, upload_id: str, record: UploadRecord) -> bool:
         """Queued (or last published again) long ago and never started: the caller that marked
         it may have died before its publish (a Lambda timeout), so no message may exist for it."""
         after = self.settings.requeue_stuck_after_s
-        marked = self.status.marked_at(upload_id, status.QUEUED) if after else None
+        marked = self.status.marked_at(upload_id, State.QUEUED) if after else None
         if marked is None:
             return False
-        requeued = record.get("requeued_at")
+        requeued = record.requeued_at
         if requeued:
             marked = max(marked, datetime.strptime(requeued, TIME_FORMAT)
                          .replace(tzinfo=timezone.utc))
         return (datetime.now(timezone.utc) - marked).total_seconds() > after
 
-    def _publish_again(self, upload_id: str, record: dict) -> dict:
+    def _publish_again(self, upload_id: str, record: UploadRecord) -> dict:
         # At least once: if the first message was only stuck behind a long backlog, the job
         # runs twice; the second run answers from the manifest (a second job.done event).
         etag = self._verify_original(upload_id, record)
@@ -308,12 +309,12 @@ class UploadService:
             raise ApiError(503, exc.code, exc.message, retry_after=BROKER_RETRY_AFTER_S) from exc
         # When it was published again, so the next call waits another requeue_stuck_after_s
         # instead of publishing once more (the queued marker is never overwritten).
-        self.status.put_upload_record(upload_id, {**record, "requeued_at": utc_now()})
+        self.status.put_upload_record(record.requeued())
         LOGGER.warning("upload %s was queued over %ds ago and never started: job published "
                        "again", upload_id, self.settings.requeue_stuck_after_s)
-        return {"upload_id": upload_id, "status": status.QUEUED}
+        return {"upload_id": upload_id, "status": State.QUEUED}
 
-    def _verify_original(self, upload_id: str, record: dict) -> str:
+    def _verify_original(self, upload_id: str, record: UploadRecord) -> str:
         """Check the uploaded object; returns the ETag of what was checked."""
         key = keys.original_key(upload_id)
         try:
@@ -344,15 +345,15 @@ class UploadService:
         if sniffed is None or sniffed not in self.settings.allowed_types:
             self._fail(upload_id, errors.UNSUPPORTED_FORMAT,
                        "the uploaded file is not an image in an allowed format")
-        if sniffed != record["content_type"]:
+        if sniffed != record.content_type:
             self._fail(upload_id, errors.CONTENT_TYPE_MISMATCH,
-                       f"the file is {sniffed}, but {record['content_type']} was declared")
+                       f"the file is {sniffed}, but {record.content_type} was declared")
         return etag
 
     def _fail(self, upload_id: str, code: str, message: str) -> None:
         # The original stays in S3 (nothing is lost); the failed marker makes this final.
         error = {"code": code, "message": message}
-        self.status.mark(upload_id, status.FAILED, error=error, exclusive=True)
+        self.status.mark(upload_id, State.FAILED, error=error, exclusive=True)
         LOGGER.info("upload %s rejected: %s", upload_id, code)
         raise ApiError(422, code, message)
 
@@ -361,18 +362,17 @@ class UploadService:
         """Cancel a pending upload: status ``failed`` (``cancelled``), its multipart aborted."""
         record = self._upload_record(upload_id)
         current = self.status.state_of(upload_id)
-        if current.state == status.PENDING:
+        if current.state == State.PENDING:
             error = {"code": errors.CANCELLED, "message": "the upload was cancelled by its client"}
             # The failed marker first: a complete racing this one then finds the upload over.
-            if self.status.mark(upload_id, status.FAILED, error=error, exclusive=True):
-                current = status.Status(upload_id, status.FAILED, error)
+            if self.status.mark(upload_id, State.FAILED, error=error, exclusive=True):
+                current = status.Status(upload_id, State.FAILED, error)
             else:  # failed first by a racing complete: its error is the answer
                 current = self.status.state_of(upload_id)
-            if record.get("multipart"):
-                self.multipart.abort(keys.original_key(upload_id),
-                                     record["multipart"]["s3_upload_id"])
+            if record.multipart is not None:
+                self.multipart.abort(keys.original_key(upload_id), record.multipart.s3_upload_id)
             LOGGER.info("upload %s cancelled", upload_id)
-        elif current.state != status.FAILED:
+        elif current.state != State.FAILED:
             raise ApiError(409, errors.NOT_CANCELLABLE, f"upload {upload_id} is {current.state} and "
                            "can no longer be cancelled")
         # Neither state has variants: no manifest or presigned URL to fetch.
@@ -385,9 +385,9 @@ class UploadService:
         if current is None:
             raise _not_found(upload_id)
         variants = []
-        if current.state == status.DONE:
-            manifest = self.status.get_manifest(upload_id) or {}
-            variants = [self._variant_view(v) for v in manifest.get("variants", [])]
+        if current.state == State.DONE:
+            manifest = self.status.get_manifest(upload_id)
+            variants = [self._variant_view(v) for v in manifest.variants] if manifest else []
         return {
             "upload_id": upload_id,
             "status": current.state,
@@ -395,16 +395,17 @@ class UploadService:
             "error": current.error,
         }
 
-    def _variant_view(self, variant: dict) -> dict:
+    def _variant_view(self, variant: VariantInfo) -> dict:
         url = self.s3.generate_presigned_url(
             "get_object",
-            Params={"Bucket": self.settings.bucket, "Key": variant["key"]},
+            Params={"Bucket": self.settings.bucket, "Key": variant.key},
             ExpiresIn=self.settings.download_expires,
         )
-        view = {name: variant[name] for name in ("name", "width", "height", "format", "bytes")}
+        view = {name: getattr(variant, name) for name in ("name", "width", "height", "format",
+                                                          "bytes")}
         return {**view, "url": url}
 
-    def _upload_record(self, upload_id: str) -> dict:
+    def _upload_record(self, upload_id: str) -> UploadRecord:
         record = self.status.get_upload_record(upload_id) if keys.is_upload_id(upload_id) else None
         if record is None:
             raise _not_found(upload_id)

@@ -11,7 +11,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 
 from imagepipe import keys
-from imagepipe.messages import TIME_FORMAT, ResizeJob
+from imagepipe.messages import TIME_FORMAT, Manifest, ResizeJob, VariantInfo
 from imagepipe.status import Status
 from tests.conftest import CALLBACK_SECRET
 
@@ -313,9 +313,10 @@ def test_status_lists_variants_with_download_urls_when_done(api, s3_mock, settin
     variant_key = keys.variant_key(upload_id, "md", "jpeg")
     store.mark(upload_id, "queued")
     store.mark(upload_id, "processing")
-    store.put_manifest(upload_id, {"variants": [
-        {"name": "md", "key": variant_key, "width": 512, "height": 341, "format": "jpeg",
-         "bytes": 4321}]})
+    store.put_manifest(Manifest(
+        job_id=upload_id, upload_id=upload_id, source={"key": keys.original_key(upload_id)},
+        spec=(), variants=(VariantInfo(name="md", key=variant_key, width=512, height=341,
+                                       format="jpeg", bytes=4321),)))
     store.mark(upload_id, "done")
 
     response = api.http.get(f"/uploads/{upload_id}")

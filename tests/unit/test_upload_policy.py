@@ -204,9 +204,10 @@ def test_record_keeps_a_sanitised_filename_and_the_declaration(s3_mock):
                                              method="PUT", size=77))
 
     record = service.status.get_upload_record(created["upload_id"])
-    assert record["filename"] == "sunset.JPG"
-    assert (record["content_type"], record["size"], record["method"]) == ("image/jpeg", 77, "PUT")
-    assert record["created_at"].endswith("Z")
+    assert record.filename == "sunset.JPG"
+    assert (record.content_type, record.size, record.method) == ("image/jpeg", 77, "PUT")
+    assert record.created_at.endswith("Z")
+    assert (record.callback_url, record.multipart, record.requeued_at) == (None, None, None)
     assert service.status.current(created["upload_id"]).state == "pending"
 
 

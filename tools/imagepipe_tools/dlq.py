@@ -50,7 +50,7 @@ from imagepipe.broker import (
     copy_properties,
 )
 from imagepipe.errors import BROKER_UNAVAILABLE, TransientError, bad_message
-from imagepipe.messages import ResizeJob
+from imagepipe.messages import ResizeJob, State
 from imagepipe.settings import Settings
 
 LOGGER = logging.getLogger(__name__)
@@ -326,14 +326,14 @@ class DeadLetterQueue:
             return None  # not this stage's upload: its status is not ours to change
         store = self._store()
         shown = store.state_of(job.upload_id)
-        for state in (status.FAILED, status.PROCESSING):
+        for state in (State.FAILED, State.PROCESSING):
             store.unmark(job.upload_id, state)
-        if shown.state != status.FAILED:
+        if shown.state != State.FAILED:
             return None
 
         def restore() -> None:
             try:
-                store.mark(job.upload_id, status.FAILED, error=shown.error, exclusive=True)
+                store.mark(job.upload_id, State.FAILED, error=shown.error, exclusive=True)
             except Exception:  # noqa: BLE001 - the dead letter stays; the replay can be redone
                 LOGGER.exception("job %s: could not restore its failed status", job.job_id)
 
