@@ -38,6 +38,18 @@ BROKER_RETRY_AFTER_S = 5
 _PATH_SEPARATORS = re.compile(r"[\\/]")
 
 
+def limits_of(settings: Settings) -> dict:
+    """What a client checks before asking for an upload (the server stays the authority):
+    ``GET /limits``, and the limits in the stage's OpenAPI document."""
+    return {
+        "max_upload_bytes": settings.max_upload_bytes,
+        "allowed_types": list(settings.allowed_types),
+        "multipart_threshold_bytes": settings.multipart_threshold_bytes,
+        "multipart_part_bytes": settings.multipart_part_bytes,
+        "methods": list(METHODS),
+    }
+
+
 def parse_json_object(raw: bytes | str | None) -> dict:
     """The request body as a JSON object, or a 400 in our error format."""
     try:
@@ -59,14 +71,7 @@ class UploadService:
 
     # --- GET /limits --------------------------------------------------------------------------
     def limits(self) -> dict:
-        """What a client checks before asking for an upload (the server stays the authority)."""
-        return {
-            "max_upload_bytes": self.settings.max_upload_bytes,
-            "allowed_types": list(self.settings.allowed_types),
-            "multipart_threshold_bytes": self.settings.multipart_threshold_bytes,
-            "multipart_part_bytes": self.settings.multipart_part_bytes,
-            "methods": list(METHODS),
-        }
+        return limits_of(self.settings)
 
     # --- POST /uploads ------------------------------------------------------------------------
     def create_upload(self, payload: dict, collection_path: str = "/uploads") -> dict:

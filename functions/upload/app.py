@@ -13,7 +13,7 @@ from urllib.parse import unquote_plus
 
 from chalice import Chalice, Response
 
-from imagepipe import aws, cors, keys, settings as settings_edge
+from imagepipe import aws, cors, keys, openapi, settings as settings_edge
 from imagepipe.broker import JobPublisher
 from imagepipe.errors import INTERNAL, ORIGIN_NOT_ALLOWED, ApiError
 from imagepipe.status import StatusStore
@@ -145,11 +145,11 @@ def _optional_json_object() -> dict:
 @app.route("/openapi.json", methods=["GET"], content_types=ANY_CONTENT_TYPE)
 @api(200)
 def get_openapi():
-    return _openapi_document()
+    return openapi.stage_document(_openapi_template(), service().settings)
 
 
 @functools.lru_cache(maxsize=1)
-def _openapi_document() -> dict:
+def _openapi_template() -> dict:
     return json.loads(OPENAPI_PATH.read_text())
 
 

@@ -10,7 +10,8 @@ import requests
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
-from imagepipe import keys
+from imagepipe import errors, keys
+from imagepipe.messages import State
 from imagepipe.settings import S3_MIN_PART_BYTES
 from imagepipe.spec import OUTPUT_FORMATS
 from tests.conftest import CALLBACK_SECRET
@@ -58,9 +59,10 @@ def test_document_lists_exactly_the_routes_of_the_app():
     assert all("OPTIONS" in app.routes[path] for path, _ in routes)
 
 
-def test_document_examples_fit_their_schemas():
+def _examples_checked(document: dict) -> int:
+    """Validate every example in ``document`` against its schema; how many there were."""
     checked = 0
-    for path, item in DOCUMENT["paths"].items():
+    for path, item in document["paths"].items():
         for method, operation in item.items():
             if method not in HTTP_METHODS:
                 continue
@@ -68,9 +70,15 @@ def test_document_examples_fit_their_schemas():
             for body in bodies:
                 content = body.get("content", {}).get("application/json", {})
                 if "example" in content:
-                    _schema_validator(content["schema"]).validate(content["example"])
+                    validator = Draft202012Validator({**content["schema"],
+                                                      "components": document["components"]})
+                    validator.validate(content["example"])
                     checked += 1
-    assert checked >= 7
+    return checked
+
+
+def test_document_examples_fit_their_schemas():
+    assert _examples_checked(DOCUMENT) >= 7
 
 
 @pytest.fixture
@@ -79,54 +87,116 @@ def openapi_api(make_api, settings):
                                         callback_secret=CALLBACK_SECRET, callback_allow_private=True))
 
 
-def _conforms(response, method: str, path: str) -> dict:
-    """Assert the response is documented for its route and status, and fits its schema."""
+def _conforms(response, method: str, path: str, status: int, code: str | None = None) -> dict:
+    """Assert the response has ``status`` (and, for an error, the reason ``code``), is documented
+    for its route and status, and fits its schema."""
+    body = response.json_body
+    assert response.status_code == status, body
+    if code is not None:
+        assert body["error"]["code"] == code, body
     route = re.sub(r"[0-9a-f]{32}", "{upload_id}", path)
     documented = _documented_response(route, method, response.status_code)
     schema = documented["content"]["application/json"]["schema"]
     assert response.headers["Content-Type"] == "application/json"
-    _schema_validator(schema).validate(response.json_body)
-    return response.json_body
+    _schema_validator(schema).validate(body)
+    return body
 
 
 def test_what_the_app_answers_fits_the_document(openapi_api, s3_mock):
     api = openapi_api
     s3, bucket = s3_mock
-    _conforms(api.http.get("/limits"), "GET", "/limits")
-    _conforms(api.http.get("/openapi.json"), "GET", "/openapi.json")
+    _conforms(api.http.get("/limits"), "GET", "/limits", 200)
+    _conforms(api.http.get("/openapi.json"), "GET", "/openapi.json", 200)
     created = {}
     for method in ("POST", "PUT", "MULTIPART"):
         response = post_json(api, "/uploads", {
             "filename": "a.jpg", "content_type": "image/jpeg", "size": len(JPEG),
             "method": method, "callback_url": "http://127.0.0.1:9/hook"})
-        created[method] = _conforms(response, "POST", "/uploads")
-    _conforms(post_json(api, "/uploads", {"filename": "a.jpg"}), "POST", "/uploads")
+        created[method] = _conforms(response, "POST", "/uploads", 201)
+    _conforms(post_json(api, "/uploads", {"filename": "a.jpg"}), "POST", "/uploads", 400,
+              errors.INVALID_REQUEST)
     _conforms(post_json(api, "/uploads", {"filename": "a.jpg", "content_type": "image/jpeg",
-                                          "size": 1, "callback_url": "ftp://x"}), "POST", "/uploads")
+                                          "size": 1, "callback_url": "ftp://x"}),
+              "POST", "/uploads", 400, errors.BAD_CALLBACK_URL)
 
     multipart = created["MULTIPART"]
     mp_id = multipart["upload_id"]
     parts_path = f"/uploads/{mp_id}/parts"
-    _conforms(api.http.post(parts_path), "POST", parts_path)
-    _conforms(post_json(api, parts_path, {"part_numbers": [9]}), "POST", parts_path)
+    listed = _conforms(api.http.post(parts_path), "POST", parts_path, 200)
+    assert (listed["uploaded"], [p["part_number"] for p in listed["parts"]]) == ([], [1])
+    _conforms(post_json(api, parts_path, {"part_numbers": [9]}), "POST", parts_path, 400,
+              errors.INVALID_REQUEST)
     complete_path = f"/uploads/{mp_id}/complete"
-    _conforms(api.http.post(complete_path), "POST", complete_path)  # 409 parts_missing
+    _conforms(api.http.post(complete_path), "POST", complete_path, 409, errors.PARTS_MISSING)
     requests.put(multipart["upload"]["parts"][0]["url"], data=JPEG, timeout=30)
-    _conforms(api.http.post(parts_path), "POST", parts_path)
-    _conforms(api.http.post(complete_path), "POST", complete_path)  # 202
-    _conforms(api.http.post(parts_path), "POST", parts_path)  # 409 not_multipart
-    _conforms(api.http.get(f"/uploads/{mp_id}"), "GET", f"/uploads/{mp_id}")
-    _conforms(api.http.delete(f"/uploads/{mp_id}"), "DELETE", f"/uploads/{mp_id}")  # 409
+    listed = _conforms(api.http.post(parts_path), "POST", parts_path, 200)
+    assert ([p["part_number"] for p in listed["uploaded"]], listed["parts"]) == ([1], [])
+    completed = _conforms(api.http.post(complete_path), "POST", complete_path, 202)
+    assert completed["status"] == State.QUEUED
+    _conforms(api.http.post(parts_path), "POST", parts_path, 409, errors.NOT_MULTIPART)
+    _conforms(api.http.get(f"/uploads/{mp_id}"), "GET", f"/uploads/{mp_id}", 200)
+    _conforms(api.http.delete(f"/uploads/{mp_id}"), "DELETE", f"/uploads/{mp_id}", 409,
+              errors.NOT_CANCELLABLE)
 
     put_id = created["PUT"]["upload_id"]
-    _conforms(api.http.post(f"/uploads/{put_id}/complete"), "POST", f"/uploads/{put_id}/complete")
+    _conforms(api.http.post(f"/uploads/{put_id}/complete"), "POST",
+              f"/uploads/{put_id}/complete", 409, errors.OBJECT_MISSING)
     s3.put_object(Bucket=bucket, Key=keys.original_key(put_id), Body=b"BM not an allowed format")
-    _conforms(api.http.post(f"/uploads/{put_id}/complete"), "POST", f"/uploads/{put_id}/complete")
+    _conforms(api.http.post(f"/uploads/{put_id}/complete"), "POST",
+              f"/uploads/{put_id}/complete", 422, errors.UNSUPPORTED_FORMAT)
     post_id = created["POST"]["upload_id"]
-    _conforms(api.http.delete(f"/uploads/{post_id}"), "DELETE", f"/uploads/{post_id}")
-    _conforms(api.http.get(f"/uploads/{post_id}"), "GET", f"/uploads/{post_id}")
+    cancelled = _conforms(api.http.delete(f"/uploads/{post_id}"), "DELETE",
+                          f"/uploads/{post_id}", 200)
+    assert (cancelled["status"], cancelled["error"]["code"]) == (State.FAILED, errors.CANCELLED)
+    shown = _conforms(api.http.get(f"/uploads/{post_id}"), "GET", f"/uploads/{post_id}", 200)
+    assert shown["status"] == State.FAILED
     unknown = "0" * 32
     for method, path in [("GET", f"/uploads/{unknown}"), ("DELETE", f"/uploads/{unknown}"),
                          ("POST", f"/uploads/{unknown}/parts"),
                          ("POST", f"/uploads/{unknown}/complete")]:
-        _conforms(api.http.request(method, path, headers={}, body=b""), method, path)
+        _conforms(api.http.request(method, path, headers={}, body=b""), method, path, 404,
+                  errors.NOT_FOUND)
+
+
+# --- the document a stage serves carries its own limits ----------------------------------------
+
+STAGE_LIMITS = {"max_upload_bytes": 3 * 1024 * 1024, "allowed_types": ("image/png", "image/webp"),
+                "multipart_threshold_bytes": 6 * 1024 * 1024,
+                "multipart_part_bytes": S3_MIN_PART_BYTES + 1024, "presign_expires": 120}
+
+
+def test_a_stage_with_other_limits_serves_them_in_its_document(make_api, offline_settings):
+    settings = dataclasses.replace(offline_settings, **STAGE_LIMITS)
+    assert all(getattr(offline_settings, name) != value for name, value in STAGE_LIMITS.items())
+    api = make_api(settings)
+
+    served = _conforms(api.http.get("/openapi.json"), "GET", "/openapi.json", 200)
+
+    validate(served)
+    request = served["components"]["schemas"]["CreateUploadRequest"]["properties"]
+    assert request["content_type"]["enum"] == ["image/png", "image/webp"]
+    assert request["size"]["maximum"] == 3 * 1024 * 1024
+    expires = served["components"]["schemas"]["CreatedUpload"]["properties"]["expires_in"]
+    assert expires["maximum"] == 120
+    limits = _conforms(api.http.get("/limits"), "GET", "/limits", 200)
+    example = served["paths"]["/limits"]["get"]["responses"]["200"]["content"][
+        "application/json"]["example"]
+    assert example == limits
+    # What the document allows, the stage takes; one byte more it refuses, as documented.
+    schema = Draft202012Validator({**request["size"]})
+    assert schema.is_valid(settings.max_upload_bytes)
+    assert not schema.is_valid(settings.max_upload_bytes + 1)
+    too_big = post_json(api, "/uploads", {"filename": "a.png", "content_type": "image/png",
+                                          "size": settings.max_upload_bytes + 1})
+    assert too_big.status_code == 400 and too_big.json_body["error"]["code"] == errors.TOO_LARGE
+    jpeg = post_json(api, "/uploads", {"filename": "a.jpg", "content_type": "image/jpeg",
+                                       "size": 10})
+    assert jpeg.json_body["error"]["code"] == errors.UNSUPPORTED_TYPE
+    assert "image/jpeg" not in request["content_type"]["enum"]
+
+
+def test_the_stage_documents_examples_fit_its_schemas(make_api, offline_settings):
+    api = make_api(dataclasses.replace(offline_settings, **STAGE_LIMITS))
+    served = api.http.get("/openapi.json").json_body
+
+    assert _examples_checked(served) >= 7
