@@ -31,12 +31,13 @@ import logging
 import warnings
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from imagepipe.errors import ConfigError, JobError, classify
 from imagepipe.imaging import colour, encode, geometry, vips
+from imagepipe.imaging.colour import ColourPlan
 from imagepipe.imaging.encode import Encoded, can_write_avif
-from imagepipe.imaging.load import allowed_decoders, decode, open_upload
+from imagepipe.imaging.load import Opened, allowed_decoders, decode, open_upload
 from imagepipe.imaging.resample import REDUCING_GAP, Base, resample_all
 from imagepipe.settings import IMAGING_ENGINES
 from imagepipe.spec import Variant
@@ -44,8 +45,8 @@ from imagepipe.spec import Variant
 LOGGER = logging.getLogger(__name__)
 
 __all__ = [
-    "Rendered", "RenderedVariant", "SourceInfo", "render", "variant_images", "allowed_decoders",
-    "can_write_avif", "check_engine", "check_variants",
+    "Rendered", "RenderedVariant", "Resampled", "SourceInfo", "render", "resample",
+    "allowed_decoders", "can_write_avif", "check_engine", "check_variants",
 ]
 
 RenderedVariant = Encoded
@@ -131,22 +132,23 @@ def render(
         raise classify(exc) from exc
 
 
-def variant_images(
-    data: bytes, variants: Sequence[Variant], *, max_pixels: int, engine: str = "pillow"
-) -> list:
-    """The upright pixels of every variant, in spec order, as they go to the encoder (before
-    any flattening): what the bench compares with a reference, with render's exact path."""
-    rendered = _render(data, variants, max_pixels, None, 1, finish=_upright_only, engine=engine)
-    return list(rendered.variants)
+@dataclass(frozen=True)
+class Resampled:
+    """An upload decoded and resampled to each variant's size: not yet upright or encoded."""
+
+    opened: Opened
+    # As stored, before decode() (whose draft may scale and convert the image) changes them.
+    upright_size: tuple[int, int]
+    stored_mode: str
+    icc: bytes | None  # the source's profile
+    colours: ColourPlan
+    images: Iterator  # (variant index, image on the stored axes), as each is made
 
 
-def _upright_only(image, variant: Variant, orientation: int):
-    return geometry.turn_upright(image, orientation)
-
-
-def _render(data, variants, max_pixels, pool: Executor | None, threads: int, finish=None,
-            engine: str = "pillow"):
-    finish = finish or _finish
+def resample(data: bytes, variants: Sequence[Variant], *, max_pixels: int,
+             pool: Executor | None = None, threads: int = 1,
+             engine: str = "pillow") -> Resampled:
+    """The first half of ``render``: one decode, every variant's pixels in sRGB at its size."""
     opened = open_upload(data, max_pixels)
     image = opened.image
     stored_mode = image.mode
@@ -163,15 +165,25 @@ def _render(data, variants, max_pixels, pool: Executor | None, threads: int, fin
         working.info = {}  # nothing of the source's metadata may reach an encoder
         source = Base(working, 1 / reduction, 1 / reduction)
         made = resample_all(source, plans, image.size, colours.apply, pool, threads)
+    return Resampled(opened, upright, stored_mode, icc, colours, iter(made))
+
+
+def _render(data, variants, max_pixels, pool: Executor | None, threads: int,
+            engine: str = "pillow"):
+    resampled = resample(data, variants, max_pixels=max_pixels, pool=pool, threads=threads,
+                         engine=engine)
+    opened, upright, stored_mode, icc, colours = (
+        resampled.opened, resampled.upright_size, resampled.stored_mode, resampled.icc,
+        resampled.colours)
     pending: dict[int, Future | Encoded] = {}
     final_mode = None
-    for index, resized in made:
+    for index, resized in resampled.images:
         final_mode = final_mode or resized.mode
-        variant = plans[index].variant
+        variant = variants[index]
         if pool is None:
-            pending[index] = finish(resized, variant, opened.orientation)
+            pending[index] = _finish(resized, variant, opened.orientation)
         else:
-            pending[index] = pool.submit(finish, resized, variant, opened.orientation)
+            pending[index] = pool.submit(_finish, resized, variant, opened.orientation)
     encoded = [
         p.result() if isinstance(p, Future) else p for _, p in sorted(pending.items())
     ]
