@@ -11,6 +11,7 @@ from pathlib import Path
 
 from imagepipe_tools.client import UploadClient, UploadFailed
 from imagepipe_dev.stack import LocalStack
+from imagepipe.messages import State
 
 LOGGER = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ def upload_and_wait(client: UploadClient, path: Path, out_dir: Path) -> UploadOu
         outcome.variants = final["variants"]
         client.save_variants(outcome.variants, out_dir / path.stem)
     except UploadFailed as exc:
-        outcome.status, outcome.error = "failed", exc.to_dict()
+        outcome.status, outcome.error = State.FAILED, exc.to_dict()
     outcome.seconds = time.monotonic() - started
     return outcome
 
@@ -45,7 +46,7 @@ def upload_and_wait(client: UploadClient, path: Path, out_dir: Path) -> UploadOu
 def print_table(outcomes: list[UploadOutcome]) -> None:
     print(f"\n{'file':<24} {'variant':<8} {'size':>11} {'bytes':>9} {'time':>7}")
     for outcome in outcomes:
-        if outcome.status != "done":
+        if outcome.status != State.DONE:
             print(f"{outcome.path.name:<24} {outcome.status}: {outcome.error}")
             continue
         for variant in outcome.variants:
@@ -62,6 +63,6 @@ def run(run_dir: Path, out_dir: Path, api_port: int) -> int:
         with ThreadPoolExecutor(max_workers=len(samples)) as pool:
             outcomes = list(pool.map(lambda p: upload_and_wait(client, p, out_dir), samples))
     print_table(outcomes)
-    failed = [o for o in outcomes if o.status != "done"]
+    failed = [o for o in outcomes if o.status != State.DONE]
     print(f"\n{len(outcomes) - len(failed)} of {len(outcomes)} done; variants in {out_dir}/")
     return 1 if failed else 0

@@ -31,19 +31,20 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from imagepipe import errors, formats, keys
+from imagepipe.errors import (
+    CANCELLED,
+    HTTP_ERROR,
+    NETWORK_ERROR,
+    UNSUPPORTED_TYPE,
+    UPLOAD_INCOMPLETE,
+    ApiError,
+)
+from imagepipe.messages import State
+from imagepipe.uploads import MULTIPART, POST, PUT
 
 LOGGER = logging.getLogger(__name__)
 
-TERMINAL = ("done", "failed")
-POST, PUT, MULTIPART = "POST", "PUT", "MULTIPART"
-
-# --- reason codes of failures seen only by the client ------------------------------------------
-NETWORK_ERROR = "network_error"
-HTTP_ERROR = "http_error"  # an answer without our error body (a proxy, S3)
-UNSUPPORTED_TYPE = "unsupported_type"  # the server's code for a type it does not take
-TIMEOUT = "timeout"
-UPLOAD_INCOMPLETE = "upload_incomplete"
-CANCELLED = "cancelled"  # the server's code too, for an upload its client cancelled
+TERMINAL = frozenset(state for state in State if state.terminal)
 
 # The longest a client waits on the server's Retry-After before trying again.
 MAX_RETRY_AFTER_S = 10.0
@@ -78,15 +79,17 @@ class UploadFailed(RuntimeError):
     def from_response(cls, step: str, response: requests.Response) -> "UploadFailed":
         """Our API's ``{"error": {"code", "message"}}``, or S3's XML, or whatever came back."""
         text = response.text
-        code, message = HTTP_ERROR, f"HTTP {response.status_code}"
         try:
-            error = response.json()["error"]
-            code, message = str(error["code"]), str(error["message"])
-        except (ValueError, KeyError, TypeError):
-            snippet = " ".join(text.split())[:200]
-            if snippet:
-                message = f"HTTP {response.status_code}: {snippet}"
-        return cls(step, code, message, response.status_code, text)
+            error = ApiError.from_body(response.status_code, response.json())
+        except ValueError:
+            error = None
+        if error is not None:
+            return cls(step, error.code, error.message, response.status_code, text)
+        message = f"HTTP {response.status_code}"
+        snippet = " ".join(text.split())[:200]
+        if snippet:
+            message = f"HTTP {response.status_code}: {snippet}"
+        return cls(step, HTTP_ERROR, message, response.status_code, text)
 
     @classmethod
     def from_network(cls, step: str, url: str, exc: requests.RequestException) -> "UploadFailed":

@@ -28,6 +28,7 @@ from imagepipe import imaging
 from imagepipe_tools.cli import EXIT_OK, one_line, positive_int, unique_stem, variant_summary
 from imagepipe.errors import INTERNAL, SOURCE_MISSING, ConfigError, JobError, PermanentError
 from imagepipe.keys import FORMAT_EXTENSIONS
+from imagepipe.messages import State
 from imagepipe.settings import DEFAULT_MAX_PIXELS
 from imagepipe.spec import DEFAULT_VARIANTS
 
@@ -88,7 +89,7 @@ def resize_one(name: str, out: Path, stem: str, max_pixels: int, threads: int = 
     except Exception as exc:  # a bug or the disk: still exactly one line for this input
         LOGGER.debug("unexpected error for %s", name, exc_info=True)
         return _failed(name, INTERNAL, f"{type(exc).__name__}: {exc}")
-    return {"input": name, "status": "done", "variants": variants, "error": None}
+    return {"input": name, "status": State.DONE, "variants": variants, "error": None}
 
 
 def _read(path: Path) -> bytes:
@@ -125,7 +126,7 @@ def _write(rendered: imaging.Rendered, folder: Path) -> list[dict]:
 
 def _failed(name: str, code: str, message: str) -> dict:
     error = {"code": code, "message": message}
-    return {"input": name, "status": "failed", "variants": [], "error": error}
+    return {"input": name, "status": State.FAILED, "variants": [], "error": error}
 
 
 def _json_line(result: dict) -> str:
@@ -133,7 +134,7 @@ def _json_line(result: dict) -> str:
 
 
 def _text_line(result: dict) -> str:
-    if result["status"] == "done":
+    if result["status"] == State.DONE:
         line = f"{result['input']}: done ({variant_summary(result['variants'])})"
     else:
         line = f"{result['input']}: failed {result['error']['code']}: {result['error']['message']}"

@@ -40,8 +40,9 @@ from imagepipe_tools.cli import (
     unique_stem,
     variant_summary,
 )
-from imagepipe_tools.client import TIMEOUT, UploadClient, UploadFailed
-from imagepipe.errors import INTERNAL
+from imagepipe_tools.client import TERMINAL, UploadClient, UploadFailed
+from imagepipe.errors import INTERNAL, TIMEOUT
+from imagepipe.messages import State
 
 LOGGER = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ def run_upload(args: argparse.Namespace) -> int:
         # The API did not answer even after retries: say so once per file, without asking
         # again for each.
         for name in args.files:
-            result = {"input": name, "upload_id": None, "status": "failed", "variants": [],
+            result = {"input": name, "upload_id": None, "status": State.FAILED, "variants": [],
                       "error": exc.to_dict()}
             print(_json_line(result) if args.json else _text_line(result), flush=True)
         return EXIT_FAILED
@@ -109,7 +110,7 @@ def run_upload(args: argparse.Namespace) -> int:
         try:
             for future in futures:  # in the order given, each as soon as it and those before end
                 result = future.result()
-                failed |= result["status"] == "failed"
+                failed |= result["status"] == State.FAILED
                 print(_json_line(result) if args.json else _text_line(result), flush=True)
         except KeyboardInterrupt:
             # Files not started never start; those in flight stop at their next step (a part
@@ -123,7 +124,7 @@ def run_upload(args: argparse.Namespace) -> int:
 
 def upload_one(client: UploadClient, name: str, stem: str, args, bars) -> dict:
     """The result of one input in the ``--json`` shape; never raises (but for Ctrl-C)."""
-    result = {"input": name, "upload_id": None, "status": "failed", "variants": [],
+    result = {"input": name, "upload_id": None, "status": State.FAILED, "variants": [],
               "error": None}
     task = bars.start(name) if bars else None
     try:
@@ -137,18 +138,18 @@ def upload_one(client: UploadClient, name: str, stem: str, args, bars) -> dict:
             final = client.wait(upload_id, timeout=args.timeout)
             result.update(status=final["status"], error=final["error"],
                           variants=final["variants"])
-            if final["status"] not in ("done", "failed"):
-                result.update(status="failed", error={
+            if final["status"] not in TERMINAL:
+                result.update(status=State.FAILED, error={
                     "code": TIMEOUT,
                     "message": f"still {final['status']} after {args.timeout:g} s"})
-            elif final["status"] == "done" and args.out is not None:
+            elif final["status"] == State.DONE and args.out is not None:
                 client.save_variants(result["variants"], args.out / stem)
     except UploadFailed as exc:
-        result.update(status="failed", error=exc.to_dict(),
+        result.update(status=State.FAILED, error=exc.to_dict(),
                       upload_id=exc.upload_id or result["upload_id"])
     except Exception as exc:  # a bug or the disk: still exactly one line for this input
         LOGGER.debug("unexpected error for %s", name, exc_info=True)
-        result.update(status="failed", error={"code": INTERNAL,
+        result.update(status=State.FAILED, error={"code": INTERNAL,
                                               "message": f"{type(exc).__name__}: {exc}"})
     if bars:
         bars.state(task, result["status"] if result["error"] is None
@@ -164,7 +165,7 @@ def _text_line(result: dict) -> str:
     name, status = result["input"], result["status"]
     if result["error"] is not None:
         line = f"{name}: failed {result['error']['code']}: {result['error']['message']}"
-    elif status == "done" and result["variants"]:  # without --wait: complete's answer alone
+    elif status == State.DONE and result["variants"]:  # without --wait: complete's answer alone
         line = f"{name}: done {result['upload_id']} ({variant_summary(result['variants'])})"
     else:
         line = f"{name}: {status} {result['upload_id']}"
