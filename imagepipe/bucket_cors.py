@@ -2,7 +2,8 @@
 CORS is ``imagepipe.cors``).
 
 One rule, built here for every place that sets it: the local stack (``put_bucket_cors`` on
-moto) and the cloud stack (the bucket's ``CorsConfiguration`` in CloudFormation). Origins
+moto) and the cloud stack (the deploy's package step renders it into the bucket's
+``CorsConfiguration`` in ``infra/stack.yaml``, which says only when there is one). Origins
 come from the stage's ``allowed_origins``; only the methods a presigned upload uses are
 allowed, and ``ETag`` / ``Location`` are exposed because browser uploaders read them
 (multipart needs each part's ETag; Uppy stalls without it).
@@ -21,6 +22,7 @@ EXPOSED_HEADERS = ("ETag", "Location")
 # depends on the upload mode, and the signature (not CORS) is what guards them.
 ALLOWED_HEADERS = ("*",)
 MAX_AGE_S = 3000
+RULE_ID = "imagepipe-browser-uploads"
 
 
 def validated_origins(origins: Iterable[str]) -> tuple[str, ...]:
@@ -48,7 +50,7 @@ def s3_cors_configuration(origins: Iterable[str]) -> dict | None:
     if not allowed:
         return None
     return {"CORSRules": [{
-        "ID": "imagepipe-browser-uploads",
+        "ID": RULE_ID,
         "AllowedOrigins": list(allowed),
         "AllowedMethods": list(UPLOAD_METHODS),
         "AllowedHeaders": list(ALLOWED_HEADERS),
@@ -57,18 +59,15 @@ def s3_cors_configuration(origins: Iterable[str]) -> dict | None:
     }]}
 
 
-def cloudformation_cors_configuration(origins: Iterable[str]) -> dict | None:
+def cloudformation_cors_configuration(allowed_origins) -> dict:
     """The same rule as an ``AWS::S3::Bucket`` ``CorsConfiguration`` (CloudFormation spells the
-    fields differently); None when no origin is allowed."""
-    configuration = s3_cors_configuration(origins)
-    if configuration is None:
-        return None
-    rule = configuration["CORSRules"][0]
+    fields differently). ``allowed_origins`` is the template's value for them, such as
+    ``{"Ref": "AllowedOrigins"}``: the deploy checks the stage's origins when it sets that."""
     return {"CorsRules": [{
-        "Id": rule["ID"],
-        "AllowedOrigins": rule["AllowedOrigins"],
-        "AllowedMethods": rule["AllowedMethods"],
-        "AllowedHeaders": rule["AllowedHeaders"],
-        "ExposedHeaders": rule["ExposeHeaders"],
-        "MaxAge": rule["MaxAgeSeconds"],
+        "Id": RULE_ID,
+        "AllowedOrigins": allowed_origins,
+        "AllowedMethods": list(UPLOAD_METHODS),
+        "AllowedHeaders": list(ALLOWED_HEADERS),
+        "ExposedHeaders": list(EXPOSED_HEADERS),
+        "MaxAge": MAX_AGE_S,
     }]}

@@ -9,7 +9,8 @@ left them. Chalice gets an empty ``requirements.txt``: it never resolves or buil
 The output folder (default ``.run/package/<stage>``):
 
 - ``infra.json``: ``infra/stack.yaml`` with the stage's settings appended to the bridge's
-  environment (``Settings.to_env``), so a new setting reaches the bridge without a template edit;
+  environment (``Settings.to_env``), so a new setting reaches the bridge without a template edit,
+  and the bucket's CORS rule from ``imagepipe.bucket_cors`` (the local stack's rule too);
 - ``<function>/template.json`` and ``<function>/deployment.zip``: the functions' stacks;
 - ``package.json``: stage, names and paths, read by ``deploy``.
 
@@ -27,6 +28,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from imagepipe import bucket_cors
 from imagepipe_tools import chalicefile
 from infra.deploy import vendoring
 from infra.deploy import names as names_module
@@ -38,6 +40,8 @@ LOGGER = logging.getLogger(__name__)
 
 INFRA_TEMPLATE = Path("infra/stack.yaml")
 BRIDGE_CONTAINER = "bridge"
+BUCKET_RESOURCE = "Bucket"
+ALLOWED_ORIGINS_PARAMETER = "AllowedOrigins"
 # The role is the infra stack's (the merge template sets it); Chalice must not make one.
 ROLE_PLACEHOLDER = "arn:aws:iam::000000000000:role/set-by-the-merge-template"
 # Lambda sets these itself and refuses functions that set them.
@@ -125,7 +129,8 @@ def package(root: Path, stage: str, out_dir: Path | None = None, environ=None,
 
 
 def render_infra(root: Path, settings: Settings) -> dict:
-    """``infra/stack.yaml`` with the stage's settings appended to the bridge's environment.
+    """``infra/stack.yaml`` with the stage's settings appended to the bridge's environment and
+    the bucket's CORS rule filled in.
 
     Values the template sets itself (from its parameters and resources: bucket, broker endpoint,
     secret, resize function) win; everything else comes from ``Settings.to_env``.
@@ -137,7 +142,23 @@ def render_infra(root: Path, settings: Settings) -> dict:
     for name, value in sorted(settings.to_env().items()):
         if name not in present:
             environment.append({"Name": name, "Value": value})
+    _bucket_cors_rules(template).update(
+        bucket_cors.cloudformation_cors_configuration({"Ref": ALLOWED_ORIGINS_PARAMETER}))
     return template
+
+
+def _bucket_cors_rules(template: dict) -> dict:
+    """Where the rule goes: the template writes ``CorsConfiguration: !If [condition,
+    {CorsRules: []}, !Ref AWS::NoValue]``, deciding only whether there is a rule."""
+    try:
+        cors = template["Resources"][BUCKET_RESOURCE]["Properties"]["CorsConfiguration"]
+        _condition, rules, _otherwise = cors["Fn::If"]
+    except (KeyError, TypeError, ValueError):
+        rules = None
+    if not isinstance(rules, dict) or rules.get("CorsRules") != []:
+        raise ConfigError(f"{INFRA_TEMPLATE}: {BUCKET_RESOURCE} needs CorsConfiguration: !If "
+                          "[condition, {CorsRules: []}, !Ref AWS::NoValue] to render the rule into")
+    return rules
 
 
 def bridge_container(template: dict) -> dict:

@@ -18,15 +18,15 @@ def test_the_rule_allows_uploads_from_the_stage_origins_and_exposes_etag():
 
 def test_no_origin_means_no_rule():
     assert bucket_cors.s3_cors_configuration([]) is None
-    assert bucket_cors.cloudformation_cors_configuration(()) is None
 
 
-def test_cloudformation_spelling_carries_the_same_rule():
+def test_cloudformation_spelling_carries_the_same_rule_for_the_templates_origins():
     s3_rule = bucket_cors.s3_cors_configuration(["https://a.example"])["CORSRules"][0]
-    (cfn_rule,) = bucket_cors.cloudformation_cors_configuration(["https://a.example"])["CorsRules"]
+    origins = {"Ref": "AllowedOrigins"}
+    (cfn_rule,) = bucket_cors.cloudformation_cors_configuration(origins)["CorsRules"]
     assert cfn_rule == {
         "Id": s3_rule["ID"],
-        "AllowedOrigins": ["https://a.example"],
+        "AllowedOrigins": origins,
         "AllowedMethods": s3_rule["AllowedMethods"],
         "AllowedHeaders": s3_rule["AllowedHeaders"],
         "ExposedHeaders": ["ETag", "Location"],

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from imagepipe import bucket_cors, keys
-from infra.deploy import templates
+from imagepipe.errors import ConfigError
+from imagepipe.settings import Settings
+from infra.deploy import package, templates
 
 ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "photos-prod"
@@ -99,14 +101,33 @@ def test_cors_comes_from_the_stages_allowed_origins(template):
     condition, rules, otherwise = cors["Fn::If"]
     assert template["Conditions"][condition] == {
         "Fn::Not": [{"Fn::Equals": [{"Fn::Join": ["", {"Ref": "AllowedOrigins"}]}, ""]}]}
-    rule = rules["CorsRules"][0]
-    assert rule["AllowedOrigins"] == {"Ref": "AllowedOrigins"}
-    # The same rule as the local stack's: PUT and POST only, ETag and Location exposed.
-    expected = bucket_cors.cloudformation_cors_configuration(["https://photos.example.com"])
-    assert rules["CorsRules"] == [
-        {**expected["CorsRules"][0], "AllowedOrigins": {"Ref": "AllowedOrigins"}}]
+    assert rules == {"CorsRules": []}  # the rule itself is rendered from bucket_cors
     assert otherwise == {"Ref": "AWS::NoValue"}
     assert template["Parameters"]["AllowedOrigins"]["Type"] == "CommaDelimitedList"
+
+
+def test_the_packaged_template_carries_the_local_stacks_cors_rule():
+    rendered = package.render_infra(ROOT, Settings(bucket=BUCKET))
+
+    _, rules, _ = rendered["Resources"]["Bucket"]["Properties"]["CorsConfiguration"]["Fn::If"]
+    (rule,) = rules["CorsRules"]
+    assert rule["AllowedOrigins"] == {"Ref": "AllowedOrigins"}
+    # The rule the local stack puts on moto, field by field: PUT and POST only, ETag exposed.
+    (local,) = bucket_cors.s3_cors_configuration(["https://photos.example.com"])["CORSRules"]
+    assert (rule["Id"], rule["AllowedMethods"], rule["AllowedHeaders"], rule["ExposedHeaders"],
+            rule["MaxAge"]) == (local["ID"], local["AllowedMethods"], local["AllowedHeaders"],
+                                local["ExposeHeaders"], local["MaxAgeSeconds"])
+    assert set(rule["AllowedMethods"]) == {"PUT", "POST"} and "ETag" in rule["ExposedHeaders"]
+
+
+def test_packaging_refuses_a_template_without_the_place_for_the_cors_rule(tmp_path):
+    stack = (ROOT / "infra" / "stack.yaml").read_text()
+    (tmp_path / "infra").mkdir()
+    (tmp_path / "infra" / "stack.yaml").write_text(
+        stack.replace("        - CorsRules: []\n", "        - CorsRules: [{Id: by-hand}]\n"))
+
+    with pytest.raises(ConfigError, match="CorsConfiguration"):
+        package.render_infra(tmp_path, Settings(bucket=BUCKET))
 
 
 def test_lifecycle_aborts_incomplete_multipart_and_can_expire_originals(template):
