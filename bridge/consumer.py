@@ -320,7 +320,7 @@ class Bridge:
             max_attempts=self._settings.delivery_limit + 1,
         )
         try:
-            job = ResizeJob.decode(body)
+            job = ResizeJob.decode(body, bucket=self._settings.bucket)
         except Exception as exc:
             self._dead_letter_undecodable(session, delivery, bad_message(exc))
             return

@@ -164,7 +164,7 @@ def _checked_host(host: str) -> str:
         ascii_host = host.encode("idna").decode("ascii")
     except UnicodeError:
         ascii_host = ""
-    if not _HOSTNAME.match(ascii_host):
+    if not _HOSTNAME.fullmatch(ascii_host):
         raise CallbackUrlError(f"callback_url host {host!r} is not a valid host name")
     return ascii_host
 

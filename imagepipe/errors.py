@@ -28,6 +28,7 @@ TRUNCATED = "truncated"
 CORRUPT = "corrupt"
 TOO_LARGE = "too_large"
 EMPTY_UPLOAD = "empty_upload"
+SIZE_MISMATCH = "size_mismatch"  # the upload is not the size its creator declared
 CONTENT_TYPE_MISMATCH = "content_type_mismatch"
 SOURCE_MISSING = "source_missing"
 SOURCE_CHANGED = "source_changed"
@@ -69,6 +70,17 @@ UPLOAD_INCOMPLETE = "upload_incomplete"
 
 _MISSING_AWS_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 
+# Faults of ours or of the services we call: their messages name roles, hosts and exception
+# reprs. Clients (the status document, result events, callbacks, API answers) get the code and
+# this plain message; the detail stays in the logs and the dead letter's headers.
+PUBLIC_MESSAGES = {
+    S3_UNAVAILABLE: "storage was unavailable",
+    BROKER_UNAVAILABLE: "the job queue is unavailable; retry later",
+    INVOKE_FAILED: "the resize function could not be run",
+    INTERNAL: "an internal error occurred",
+    CALLBACK_FAILED: "the callback could not be delivered",
+}
+
 
 class ImagepipeError(Exception):
     """Base of every error this package raises on purpose."""
@@ -88,6 +100,20 @@ class JobError(ImagepipeError):
 
     def to_dict(self) -> dict:
         return {"code": self.code, "message": self.message}
+
+    @property
+    def public_message(self) -> str:
+        return PUBLIC_MESSAGES.get(self.code, self.message)
+
+
+def public(error: dict | None) -> dict | None:
+    """An error as clients may see it: the code, and for a fault of ours a plain message."""
+    if error is None or error.get("code") not in PUBLIC_MESSAGES:
+        return error
+    # How many attempts were made is ours to tell; what failed inside them is not.
+    _, gave_up_after, attempts = str(error.get("message", "")).rpartition(_GAVE_UP)
+    suffix = f"{_GAVE_UP}{attempts}" if gave_up_after else ""
+    return {**error, "message": PUBLIC_MESSAGES[error["code"]] + suffix}
 
 
 class ApiError(ImagepipeError):
@@ -176,9 +202,12 @@ def bad_message(exc: BaseException) -> PermanentError:
     return PermanentError(BAD_MESSAGE, f"{type(exc).__name__}: {exc}")
 
 
+_GAVE_UP = " (gave up after "
+
+
 def gave_up(message: str, attempts: int) -> str:
     """The message of a transient error that ran out of attempts (then final, like a permanent one)."""
-    return f"{message} (gave up after {attempts} attempts)"
+    return f"{message}{_GAVE_UP}{attempts} attempts)"
 
 
 def aws_error_code(exc: BaseException) -> str:

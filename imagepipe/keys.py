@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 import secrets
 
-UPLOAD_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
+UPLOAD_ID_PATTERN = re.compile(r"[0-9a-f]{32}")  # always with fullmatch: "$" admits "\n"
 
 UPLOADS_PREFIX = "uploads/"
 ORIGINALS_PREFIX = "originals/"
@@ -38,7 +38,7 @@ def new_upload_id() -> str:
 
 
 def is_upload_id(value: str) -> bool:
-    return isinstance(value, str) and bool(UPLOAD_ID_PATTERN.match(value))
+    return isinstance(value, str) and bool(UPLOAD_ID_PATTERN.fullmatch(value))
 
 
 def _checked(upload_id: str) -> str:

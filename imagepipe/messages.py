@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from enum import StrEnum
 
 from imagepipe import keys
-from imagepipe.errors import BAD_MESSAGE, UNKNOWN_SCHEMA, PermanentError
+from imagepipe.errors import BAD_MESSAGE, UNKNOWN_SCHEMA, PermanentError, public
 
 SCHEMA_VERSION = 1
 CONTENT_TYPE = "application/json"
@@ -58,6 +58,13 @@ FAILED = State.FAILED
 RETRY = "retry"
 OUTCOMES = (DONE, FAILED, RETRY)
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # UTC, every timestamp in messages and status markers
+# Far above any body we send (a job is ~400 bytes, an event with 100 variants ~20 KB): a larger
+# one is refused before it is parsed.
+MAX_BODY_BYTES = 256 * 1024
+# The longest value each string field of a job may hold (S3 allows 63-character bucket names,
+# RFC 6838 127+127-character media types; callback URLs are checked to 2,048 at create).
+MAX_FIELD_CHARS = {"bucket": 63, "content_type": 255, "submitted_at": 32, "source_etag": 130,
+                   "callback_url": 2048, "source_key": 64}
 
 
 def utc_now() -> str:
@@ -69,10 +76,14 @@ def encode(obj: dict) -> bytes:
 
 
 def decode(body: bytes | str) -> dict:
+    if len(body) > MAX_BODY_BYTES:
+        raise PermanentError(BAD_MESSAGE, f"body is over {MAX_BODY_BYTES} bytes")
     try:
         obj = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise PermanentError(BAD_MESSAGE, f"body is not JSON: {exc}") from None
+    except RecursionError:
+        raise PermanentError(BAD_MESSAGE, "body is nested too deeply") from None
     if not isinstance(obj, dict):
         raise PermanentError(BAD_MESSAGE, "body is not a JSON object")
     _check_version(obj)
@@ -142,7 +153,13 @@ class ResizeJob:
         job = cls(**{name: _require(obj, name) for name in required},
                   **{name: _optional_str(obj, name) for name in optional})
         if not keys.is_upload_id(job.upload_id):
-            raise PermanentError(BAD_MESSAGE, f"upload_id {job.upload_id!r} is malformed")
+            raise PermanentError(BAD_MESSAGE, "upload_id is malformed")
+        if job.job_id != job.upload_id:  # one job per upload (see for_upload)
+            raise PermanentError(BAD_MESSAGE, "job_id is not the upload_id")
+        for name, limit in MAX_FIELD_CHARS.items():
+            value = getattr(job, name)
+            if value is not None and len(value) > limit:
+                raise PermanentError(BAD_MESSAGE, f"field {name!r} is over {limit} characters")
         if job.source_key != keys.original_key(job.upload_id):
             raise PermanentError(BAD_MESSAGE, "source_key does not belong to upload_id")
         return job
@@ -151,8 +168,12 @@ class ResizeJob:
         return encode(self.to_dict())
 
     @classmethod
-    def decode(cls, body: bytes | str) -> "ResizeJob":
-        return cls.from_dict(decode(body))
+    def decode(cls, body: bytes | str, bucket: str | None = None) -> "ResizeJob":
+        """The job in ``body``; with ``bucket``, refused unless it is that bucket's job."""
+        job = cls.from_dict(decode(body))
+        if bucket is not None and job.bucket != bucket:
+            raise PermanentError(BAD_MESSAGE, "the job names another bucket than this stage's")
+        return job
 
 
 @dataclass(frozen=True)
@@ -322,7 +343,9 @@ class ResultEvent:
             upload_id=result.upload_id,
             status=result.status,
             variants=result.variants,
-            error=result.error,
+            # Events and callbacks leave the system: a fault of ours travels as its code and a
+            # plain message; the detail stays in the logs and the dead letter.
+            error=public(result.error),
             duration_ms=result.duration_ms,
             callback_url=callback_url,
         )

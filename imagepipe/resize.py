@@ -22,6 +22,7 @@ from imagepipe.errors import (
     PermanentError,
     classify,
     gave_up,
+    public,
 )
 from imagepipe.formats import FORMAT_TO_MIME
 from imagepipe.messages import (
@@ -85,11 +86,14 @@ def process(invocation: Invocation, runtime: Runtime, started: float | None = No
     started = time.monotonic() if started is None else started
     job = invocation.job
     store = runtime.status
+    if job.bucket != runtime.settings.bucket:
+        # Not this stage's job: refused before any status is touched, so a forged message
+        # cannot mark another upload failed.
+        error = PermanentError(BAD_MESSAGE, "the job names another bucket than this stage's")
+        return _result(job, FAILED, started, error=error.to_dict())
     if invocation.give_up is not None:
         return _give_up(invocation, store, started)
     try:
-        if job.bucket != runtime.settings.bucket:
-            raise PermanentError(BAD_MESSAGE, f"bucket {job.bucket!r} is not this stage's bucket")
         answer = _answer_if_done(job, store, started)
         if answer is not None:
             return answer
@@ -192,7 +196,7 @@ def _make_variants(job, runtime: Runtime) -> Manifest:
 
 def _mark_failed(store: status.StatusStore, upload_id: str, error: JobError) -> None:
     try:
-        store.mark(upload_id, State.FAILED, error=error.to_dict(), exclusive=True)
+        store.mark(upload_id, State.FAILED, error=public(error.to_dict()), exclusive=True)
     except Exception:  # the result still says failed and the job is dead-lettered with its cause
         LOGGER.exception("could not record failed status for upload %s", upload_id)
 

@@ -158,7 +158,7 @@ def _parse_one(index: int, item: object) -> Variant:
     if unknown:
         raise ConfigError(f"{where}: unknown field(s) {', '.join(sorted(map(str, unknown)))}")
     name = item.get("name")
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ConfigError(f"{where}.name: must match {_NAME.pattern}, got {name!r}")
     where = f"variants[{index}] ({name})"
     mode = item.get("mode", "fit")
@@ -174,7 +174,7 @@ def _parse_one(index: int, item: object) -> Variant:
         raise ConfigError(f"{where}.quality: must be a whole number 1..100, got {quality!r}")
     gravity = _gravity(where, mode, item)
     background = item.get("background", DEFAULT_BACKGROUND)
-    if not isinstance(background, str) or not _COLOUR.match(background):
+    if not isinstance(background, str) or not _COLOUR.fullmatch(background):
         raise ConfigError(f"{where}.background: must be a colour like #ffffff, got {background!r}")
     upscale = item.get("upscale", False)
     if not isinstance(upscale, bool):

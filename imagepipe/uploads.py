@@ -56,6 +56,8 @@ def parse_json_object(raw: bytes | str | None) -> dict:
         payload = json.loads(raw or b"")
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, errors.INVALID_JSON, "the request body is not valid JSON") from None
+    except RecursionError:  # nested deeper than the parser goes: no request of ours is
+        raise ApiError(400, errors.INVALID_JSON, "the request body is nested too deeply") from None
     if not isinstance(payload, dict):
         raise ApiError(400, errors.INVALID_REQUEST, "the request body must be a JSON object")
     return payload
@@ -149,7 +151,8 @@ class UploadService:
             Fields={"Content-Type": content_type},
             Conditions=[
                 {"Content-Type": content_type},
-                ["content-length-range", 1, self.settings.max_upload_bytes],
+                # Exactly the declared size, as the PUT signs its Content-Length.
+                ["content-length-range", request["size"], request["size"]],
             ],
             ExpiresIn=self.settings.presign_expires,
         )
@@ -280,7 +283,7 @@ class UploadService:
             self.status.unmark(upload_id, State.QUEUED)
             LOGGER.warning("upload %s not enqueued: %s", upload_id, exc)
             if isinstance(exc, TransientError):
-                raise ApiError(503, exc.code, exc.message,
+                raise ApiError(503, exc.code, exc.public_message,
                                retry_after=BROKER_RETRY_AFTER_S) from exc
             raise
         LOGGER.info("upload %s enqueued as job %s", upload_id, job.job_id)
@@ -311,7 +314,9 @@ class UploadService:
         try:
             self.publisher.publish(self._job(upload_id, record, etag))
         except TransientError as exc:  # the marker stays: the next call tries again
-            raise ApiError(503, exc.code, exc.message, retry_after=BROKER_RETRY_AFTER_S) from exc
+            LOGGER.warning("upload %s not published again: %s", upload_id, exc)
+            raise ApiError(503, exc.code, exc.public_message,
+                           retry_after=BROKER_RETRY_AFTER_S) from exc
         # When it was published again, so the next call waits another requeue_stuck_after_s
         # instead of publishing once more (the queued marker is never overwritten).
         self.status.put_upload_record(record.requeued())
@@ -335,6 +340,10 @@ class UploadService:
         if size > self.settings.max_upload_bytes:
             self._fail(upload_id, errors.TOO_LARGE, f"the uploaded file is {size} bytes, over "
                        f"the limit of {self.settings.max_upload_bytes}")
+        if size != record.size:
+            # S3 enforces the signed size, but not every store does (nor moto): checked here too.
+            self._fail(upload_id, errors.SIZE_MISMATCH, f"the uploaded file is {size} bytes, "
+                       f"not the {record.size} declared")
         etag = head["ETag"]
         try:
             head_bytes = self.s3.get_object(

@@ -247,7 +247,7 @@ def test_complete_before_upload_is_409_and_changes_nothing(api, settings, store)
 ])
 def test_complete_rejects_bad_content_and_keeps_it(api, s3_mock, settings, store, declared,
                                                    content, code):
-    upload_id = _create(api, content_type=declared)
+    upload_id = _create(api, content_type=declared, size=max(len(content), 1))
     _upload(s3_mock, upload_id, content)
 
     _assert_error(_complete(api, upload_id), 422, code)
@@ -398,8 +398,9 @@ def test_object_created_ignores_other_buckets(api, s3_mock, settings, store):
 
 
 def test_object_created_records_a_bad_upload_as_failed(api, s3_mock, settings, store):
-    upload_id = _create(api)
-    _upload(s3_mock, upload_id, b"MZ\x90\x00 an executable")
+    executable = b"MZ\x90\x00 an executable"
+    upload_id = _create(api, size=len(executable))
+    _upload(s3_mock, upload_id, executable)
 
     result = _object_created(api, settings.bucket, keys.original_key(upload_id))
 

@@ -125,3 +125,30 @@ def test_done_event_carries_the_jobs_callback_and_matches_golden():
     assert ResultEvent.from_dict(json.loads(event.encode())) == event
     old = ResultEvent.from_dict(json.loads(golden("result_event_failed.v1.json")))
     assert old.callback_url is None
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({"job_id": "f" * 32}, "job_id is not the upload_id"),
+    ({"content_type": "image/" + "x" * 300}, "content_type"),
+    ({"bucket": "b" * 64}, "bucket"),
+    ({"callback_url": "https://x.example/" + "a" * 2048}, "callback_url"),
+])
+def test_a_forged_job_is_refused_before_anything_reads_it(change, reason):
+    body = json.dumps({**json.loads(golden("resize_job.v1.json")), **change})
+    with pytest.raises(PermanentError, match=reason):
+        ResizeJob.decode(body)
+
+
+def test_oversized_and_deeply_nested_bodies_are_bad_messages():
+    huge = json.dumps({**json.loads(golden("resize_job.v1.json")), "job_id": "a" * 5_000_000})
+    with pytest.raises(PermanentError, match="over"):
+        ResizeJob.decode(huge)
+    with pytest.raises(PermanentError, match="nested"):
+        ResizeJob.decode("[" * 100_000 + "]" * 100_000)
+
+
+def test_a_job_of_another_bucket_is_refused_when_the_bucket_is_known():
+    body = golden("resize_job.v1.json")
+    assert ResizeJob.decode(body, bucket="photos").bucket == "photos"
+    with pytest.raises(PermanentError, match="another bucket"):
+        ResizeJob.decode(body, bucket="other-stage-photos")

@@ -95,7 +95,9 @@ def test_post_policy_pins_key_size_type_bucket_and_algorithm(s3_mock):
     assert {"key": f"originals/{upload_id}"} in conditions
     assert upload["fields"]["key"] == f"originals/{upload_id}"
     assert "passwd" not in json.dumps(upload)
-    assert ["content-length-range", 1, 5_000_000] in conditions
+    # The declared size exactly: 100 bytes declared cannot carry 5 MB.
+    declared = _request(filename="x")["size"]
+    assert ["content-length-range", declared, declared] in conditions
     assert {"Content-Type": "image/jpeg"} in conditions
     assert upload["fields"]["Content-Type"] == "image/jpeg"
     assert {"bucket": bucket} in conditions
@@ -126,7 +128,7 @@ def test_post_policy_follows_configured_limit_and_expiry(s3_mock):
     created = service.create_upload(_request(size=4096, content_type="image/png"))
 
     policy = _policy(created["upload"])
-    assert ["content-length-range", 1, 4096] in policy["conditions"]
+    assert ["content-length-range", 4096, 4096] in policy["conditions"]
     assert {"Content-Type": "image/png"} in policy["conditions"]
     expiration = datetime.strptime(policy["expiration"], "%Y-%m-%dT%H:%M:%SZ").replace(
         tzinfo=timezone.utc
