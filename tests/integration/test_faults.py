@@ -755,10 +755,10 @@ def test_11_upload_api_survives_dropped_connections_and_503s_without_the_queue(v
     service = UploadService(settings, storage.s3, publisher, store)
 
     def uploaded() -> str:
+        photo = jpeg_bytes(320, 240)
         upload_id = service.create_upload(
-            {"filename": "a.jpg", "content_type": "image/jpeg", "size": 20000})["upload_id"]
-        storage.s3.put_object(Bucket=settings.bucket, Key=keys.original_key(upload_id),
-                              Body=jpeg_bytes(320, 240))
+            {"filename": "a.jpg", "content_type": "image/jpeg", "size": len(photo)})["upload_id"]
+        storage.s3.put_object(Bucket=settings.bucket, Key=keys.original_key(upload_id), Body=photo)
         return upload_id
 
     probe = BrokerProbe(settings)
