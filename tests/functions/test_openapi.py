@@ -141,7 +141,8 @@ def test_what_the_app_answers_fits_the_document(openapi_api, s3_mock):
     put_id = created["PUT"]["upload_id"]
     _conforms(api.http.post(f"/uploads/{put_id}/complete"), "POST",
               f"/uploads/{put_id}/complete", 409, errors.OBJECT_MISSING)
-    s3.put_object(Bucket=bucket, Key=keys.original_key(put_id), Body=b"BM not an allowed format".ljust(len(JPEG), b"\0"))
+    not_allowed = b"BM not an allowed format".ljust(len(JPEG), b"\0")  # the declared size
+    s3.put_object(Bucket=bucket, Key=keys.original_key(put_id), Body=not_allowed)
     _conforms(api.http.post(f"/uploads/{put_id}/complete"), "POST",
               f"/uploads/{put_id}/complete", 422, errors.UNSUPPORTED_FORMAT)
     post_id = created["POST"]["upload_id"]
