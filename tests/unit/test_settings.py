@@ -9,7 +9,7 @@ from tests.conftest import CALLBACK_SECRET
 
 
 def test_defaults_are_the_documented_contract():
-    settings = Settings.from_env({s.ENV_BUCKET: "photos"})
+    settings = Settings.from_env({"IMAGEPIPE_BUCKET": "photos"})
     assert settings.resize_queue == "imagepipe.resize"
     assert settings.dead_letter_queue == "imagepipe.resize.dead"
     assert settings.results_exchange == "imagepipe.results"
@@ -31,8 +31,8 @@ def test_to_env_round_trips():
 
 
 def test_allowed_origins_are_normalised_once_for_every_consumer():
-    settings = Settings.from_env({s.ENV_BUCKET: "b",
-                                  s.ENV_ALLOWED_ORIGINS: "https://x.example/, https://x.example"})
+    settings = Settings.from_env({"IMAGEPIPE_BUCKET": "b",
+                                  "IMAGEPIPE_ALLOWED_ORIGINS": "https://x.example/, https://x.example"})
 
     assert settings.allowed_origins == ("https://x.example",)
     assert cors.is_allowed("https://x.example", settings.allowed_origins)
@@ -41,7 +41,7 @@ def test_allowed_origins_are_normalised_once_for_every_consumer():
 
 def test_a_wildcard_origin_is_refused_where_the_origins_are_read():
     with pytest.raises(ConfigError, match="IMAGEPIPE_ALLOWED_ORIGINS.*wildcard"):
-        Settings.from_env({s.ENV_BUCKET: "b", s.ENV_ALLOWED_ORIGINS: "*"})
+        Settings.from_env({"IMAGEPIPE_BUCKET": "b", "IMAGEPIPE_ALLOWED_ORIGINS": "*"})
 
 
 def test_settings_are_frozen():
@@ -52,23 +52,24 @@ def test_settings_are_frozen():
 
 @pytest.mark.parametrize("env, message", [
     ({}, "IMAGEPIPE_BUCKET"),
-    ({s.ENV_BUCKET: "b", s.ENV_PRESIGN_EXPIRES: "3600"}, "IMAGEPIPE_PRESIGN_EXPIRES"),
-    ({s.ENV_BUCKET: "b", s.ENV_MAX_UPLOAD_BYTES: "lots"}, "IMAGEPIPE_MAX_UPLOAD_BYTES"),
-    ({s.ENV_BUCKET: "b", s.ENV_INVOKER: "carrier-pigeon"}, "IMAGEPIPE_INVOKER"),
-    ({s.ENV_BUCKET: "b", s.ENV_INVOKER: "lambda"}, "IMAGEPIPE_RESIZE_FUNCTION"),
-    ({s.ENV_BUCKET: "b", s.ENV_IMAGING_ENGINE: "gpu"}, "IMAGEPIPE_IMAGING_ENGINE"),
-    ({s.ENV_BUCKET: "b", s.ENV_VARIANTS: "{"}, "IMAGEPIPE_VARIANTS"),
-    ({s.ENV_BUCKET: "b", s.ENV_HEALTH_PORT: "70000"}, "IMAGEPIPE_HEALTH_PORT"),
-    ({s.ENV_BUCKET: "b", s.ENV_HEALTH_PORT: "http"}, "IMAGEPIPE_HEALTH_PORT"),
-    ({s.ENV_BUCKET: "b", s.ENV_DRAIN_TIMEOUT: "0"}, "IMAGEPIPE_DRAIN_TIMEOUT_S"),
-    ({s.ENV_BUCKET: "b", s.ENV_DRAIN_TIMEOUT: "soon"}, "IMAGEPIPE_DRAIN_TIMEOUT_S"),
-    ({s.ENV_BUCKET: "b", s.ENV_VARIANTS: '[{"name": "x", "width": 0}]'}, "width"),
-    ({s.ENV_BUCKET: "b", s.ENV_MULTIPART_PART_BYTES: str(5 * 1024 * 1024 - 1)},
+    ({"IMAGEPIPE_BUCKET": "b", "IMAGEPIPE_PRESIGN_EXPIRES": "3600"}, "IMAGEPIPE_PRESIGN_EXPIRES"),
+    ({"IMAGEPIPE_BUCKET": "b", "IMAGEPIPE_MAX_UPLOAD_BYTES": "lots"}, "IMAGEPIPE_MAX_UPLOAD_BYTES"),
+    ({"IMAGEPIPE_BUCKET": "b", "IMAGEPIPE_INVOKER": "carrier-pigeon"}, "IMAGEPIPE_INVOKER"),
+    ({"IMAGEPIPE_BUCKET": "b", "IMAGEPIPE_INVOKER": "lambda"}, "IMAGEPIPE_RESIZE_FUNCTION"),
+    ({"IMAGEPIPE_BUCKET": "b", "IMAGEPIPE_IMAGING_ENGINE": "gpu"}, "IMAGEPIPE_IMAGING_ENGINE"),
+    ({"IMAGEPIPE_BUCKET": "b", "IMAGEPIPE_VARIANTS": "{"}, "IMAGEPIPE_VARIANTS"),
+    ({"IMAGEPIPE_BUCKET": "b", "IMAGEPIPE_HEALTH_PORT": "70000"}, "IMAGEPIPE_HEALTH_PORT"),
+    ({"IMAGEPIPE_BUCKET": "b", "IMAGEPIPE_HEALTH_PORT": "http"}, "IMAGEPIPE_HEALTH_PORT"),
+    ({"IMAGEPIPE_BUCKET": "b", "IMAGEPIPE_DRAIN_TIMEOUT_S": "0"}, "IMAGEPIPE_DRAIN_TIMEOUT_S"),
+    ({"IMAGEPIPE_BUCKET": "b", "IMAGEPIPE_DRAIN_TIMEOUT_S": "soon"}, "IMAGEPIPE_DRAIN_TIMEOUT_S"),
+    ({"IMAGEPIPE_BUCKET": "b", "IMAGEPIPE_VARIANTS": '[{"name": "x", "width": 0}]'}, "width"),
+    ({"IMAGEPIPE_BUCKET": "b", "IMAGEPIPE_MULTIPART_PART_BYTES": str(5 * 1024 * 1024 - 1)},
      "IMAGEPIPE_MULTIPART_PART_BYTES"),
-    ({s.ENV_BUCKET: "b", s.ENV_MAX_UPLOAD_BYTES: str(10_001 * 5 * 1024 * 1024),
-      s.ENV_MULTIPART_PART_BYTES: str(5 * 1024 * 1024)}, "10000 parts"),
-    ({s.ENV_BUCKET: "b", s.ENV_MULTIPART_THRESHOLD: "0"}, "IMAGEPIPE_MULTIPART_THRESHOLD_BYTES"),
-    ({s.ENV_BUCKET: "b", s.ENV_ALLOWED_ORIGINS: "https://*.example"}, "IMAGEPIPE_ALLOWED_ORIGINS"),
+    ({"IMAGEPIPE_BUCKET": "b", "IMAGEPIPE_MAX_UPLOAD_BYTES": str(10_001 * 5 * 1024 * 1024),
+      "IMAGEPIPE_MULTIPART_PART_BYTES": str(5 * 1024 * 1024)}, "10000 parts"),
+    ({"IMAGEPIPE_BUCKET": "b", "IMAGEPIPE_CALLBACK_SECRET": "s3cr3t"}, "IMAGEPIPE_CALLBACK_SECRET"),
+    ({"IMAGEPIPE_BUCKET": "b", "IMAGEPIPE_MULTIPART_THRESHOLD_BYTES": "0"}, "IMAGEPIPE_MULTIPART_THRESHOLD_BYTES"),
+    ({"IMAGEPIPE_BUCKET": "b", "IMAGEPIPE_ALLOWED_ORIGINS": "https://*.example"}, "IMAGEPIPE_ALLOWED_ORIGINS"),
 ])
 def test_bad_settings_name_the_variable(env, message):
     with pytest.raises(ConfigError, match=message):
@@ -98,4 +99,91 @@ def test_callback_settings_round_trip_and_keep_the_secret_out_of_repr():
     assert CALLBACK_SECRET not in repr(settings) and "whsec" not in repr(settings)
     assert Settings(bucket="b").callback_secret == ""  # callbacks are off by default
     with pytest.raises(ConfigError, match="IMAGEPIPE_CALLBACK_ALLOW_PRIVATE"):
-        Settings.from_env({s.ENV_BUCKET: "b", s.ENV_CALLBACK_ALLOW_PRIVATE: "maybe"})
+        Settings.from_env({"IMAGEPIPE_BUCKET": "b", "IMAGEPIPE_CALLBACK_ALLOW_PRIVATE": "maybe"})
+
+
+@pytest.mark.parametrize("value", ["0", "-5", str(365 * 24 * 3600), str(7 * 24 * 3600 + 1)])
+def test_download_expires_outside_one_second_to_seven_days_fails_at_load(value):
+    # S3 refuses a SigV4 presigned URL that lives longer than 7 days; 0 or less never works.
+    with pytest.raises(ConfigError, match=r"IMAGEPIPE_DOWNLOAD_EXPIRES must be 1\.\.604800 s"):
+        Settings.from_env({"IMAGEPIPE_BUCKET": "b", "IMAGEPIPE_DOWNLOAD_EXPIRES": value})
+
+
+@pytest.mark.parametrize("value", [1, 7 * 24 * 3600])
+def test_download_expires_accepts_its_bounds(value):
+    settings = Settings.from_env({"IMAGEPIPE_BUCKET": "b",
+                                  "IMAGEPIPE_DOWNLOAD_EXPIRES": str(value)})
+    assert settings.download_expires == value
+
+
+@pytest.mark.parametrize("name, value", [
+    ("IMAGEPIPE_WORKERS", "-1"), ("IMAGEPIPE_PREFETCH", "-1"), ("IMAGEPIPE_MAX_PIXELS", "0"),
+    ("IMAGEPIPE_RETRY_BACKOFF_S", "-0.5"), ("IMAGEPIPE_CALLBACK_TIMEOUT_S", "0"),
+    ("IMAGEPIPE_REQUEUE_STUCK_AFTER_S", "-1"), ("IMAGEPIPE_DELIVERY_LIMIT", "0"),
+])
+def test_numbers_out_of_bounds_name_the_variable(name, value):
+    with pytest.raises(ConfigError, match=f"{name} must be"):
+        Settings.from_env({"IMAGEPIPE_BUCKET": "b", name: value})
+
+
+def test_repr_shows_no_credential():
+    settings = Settings(bucket="b", callback_secret=CALLBACK_SECRET,
+                        amqp_url="amqps://imagepipe:p%40ss-w0rd@b-1.mq.example:5671/%2F")
+
+    shown = repr(settings)
+
+    assert CALLBACK_SECRET not in shown and "whsec_" not in shown
+    assert "p%40ss-w0rd" not in shown and "imagepipe:" not in shown
+    assert "amqps://***@b-1.mq.example:5671/%2F" in shown  # where the broker is stays visible
+    assert str(settings) == shown
+
+
+def test_every_field_has_one_variable_that_round_trips():
+    names = s.env_names()
+    assert len(names) == len(set(names)) == len(s.Settings.__dataclass_fields__)
+    assert "AMQP_URL" in names and "IMAGEPIPE_DOWNLOAD_EXPIRES" in names
+    # Every variable is read: set each to a value other than its default and read it back.
+    changed = Settings(bucket="b", stage="prod", region="eu-west-1",
+                       s3_endpoint_url="http://127.0.0.1:9", amqp_url="amqp://h:1/%2F",
+                       amqp_secret_arn="arn:x", resize_queue="rq", dead_letter_queue="dq",
+                       dead_letter_exchange="dx", results_exchange="rx", delivery_limit=2,
+                       max_upload_bytes=100, allowed_types=("image/png",), max_pixels=10,
+                       variants=(Variant("a", "cover", 10, 20, "webp", 70),),
+                       presign_expires=60, download_expires=120,
+                       allowed_origins=("https://x.example",), invoker="lambda",
+                       resize_function="fn", imaging_engine="vips", workers=3, prefetch=7,
+                       retry_backoff_s=1.5, drain_timeout_s=7.5, requeue_stuck_after_s=60,
+                       multipart_threshold_bytes=1, multipart_part_bytes=6 * 2**20,
+                       callback_secret=CALLBACK_SECRET, callback_allow_private=True,
+                       callback_queue="cq",
+                       callback_dead_letter_queue="cdq", callback_attempts=2,
+                       callback_backoff_s=0.1, callback_timeout_s=3, health_port=9464,
+                       health_host="0.0.0.0")
+    default = Settings(bucket="b")
+    for name in s.Settings.__dataclass_fields__:
+        if name != "bucket":
+            assert getattr(changed, name) != getattr(default, name), name
+    assert set(changed.to_env()) == set(names)
+    assert Settings.from_env(changed.to_env()) == changed
+
+
+def test_documented_defaults_are_the_defaults():
+    rows = {name: default for name, default, _ in s.documentation()}
+    assert set(rows) == set(s.env_names())
+    assert rows["IMAGEPIPE_ALLOWED_TYPES"] == "`image/jpeg,image/png,image/webp,image/gif`"
+    assert rows["IMAGEPIPE_DOWNLOAD_EXPIRES"] == "`3600`"
+    assert rows["IMAGEPIPE_BUCKET"] == "(required)"
+
+
+def test_settings_import_nothing_that_imports_them():
+    # aws builds its clients from Settings; settings importing aws (even lazily) was a cycle.
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(s))
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                 for alias in node.names}
+    imported |= {f"{node.module}.{alias.name}" for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom) for alias in node.names}
+    assert not {name for name in imported if name and name.startswith("imagepipe.aws")}
