@@ -43,8 +43,3 @@ def lambda_client(settings: Settings):
     )
     return boto3.client("lambda", region_name=settings.region, config=config)
 
-
-def secrets_client(settings: Settings):
-    import boto3
-
-    return boto3.client("secretsmanager", region_name=settings.region)
