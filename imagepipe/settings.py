@@ -248,9 +248,9 @@ class Settings:
     workers: int = setting("IMAGEPIPE_WORKERS", 0,
                            "concurrent jobs per bridge; for `lambda`, your share of the "
                            "function's concurrency", kind=INT, minimum=0,
-                           default_doc="0: one per core")
+                           default_doc="one per core (`0`)")
     prefetch: int = setting("IMAGEPIPE_PREFETCH", 0, "unacked messages per bridge", kind=INT,
-                            minimum=0, default_doc="0: 2 × workers")
+                            minimum=0, default_doc="2 × workers (`0`)")
     retry_backoff_s: float = setting("IMAGEPIPE_RETRY_BACKOFF_S", 0.5,
                                      "first retry delay (doubles per attempt, capped)",
                                      kind=NUMBER, minimum=0, unit="s")
