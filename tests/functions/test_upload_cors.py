@@ -92,3 +92,26 @@ def test_an_origin_configured_with_a_trailing_slash_is_allowed(make_api, offline
 
     assert response.status_code == 204
     assert response.headers["Access-Control-Allow-Origin"] == ALLOWED
+
+
+def test_an_origin_from_the_environment_joins_the_local_stage(make_api, offline_settings):
+    # `IMAGEPIPE_ALLOWED_ORIGINS=http://localhost:3000 make dev`: the API and the bucket rule
+    # both let that frontend upload, next to the stage's own origins.
+    from pathlib import Path
+
+    from imagepipe import bucket_cors
+    from imagepipe_tools import chalicefile
+
+    root = Path(__file__).resolve().parents[2]
+    manifest = chalicefile.load(root / chalicefile.FILENAME)
+    local = chalicefile.stage_settings(
+        manifest, "local", environ={"IMAGEPIPE_ALLOWED_ORIGINS": "http://localhost:3000"})
+    api = make_api(dataclasses.replace(offline_settings, allowed_origins=local.allowed_origins))
+
+    for origin in ("http://localhost:3000", "http://localhost:8000"):
+        response = _preflight(api, "/uploads", origin)
+        assert response.status_code == 204, origin
+        assert response.headers["Access-Control-Allow-Origin"] == origin
+    assert_error(_preflight(api, "/uploads", "http://localhost:3001"), 403, "origin_not_allowed")
+    rule = bucket_cors.s3_cors_configuration(local.allowed_origins)["CORSRules"][0]
+    assert "http://localhost:3000" in rule["AllowedOrigins"]

@@ -117,3 +117,21 @@ def test_a_rich_variant_spec_is_validated_and_reaches_the_function_environment()
     manifest["variants"][-1] = {**card, "options": {"webp": {"method": 9}}}
     with pytest.raises(ConfigError, match=r"variants\[5\] \(card\)\.options\.webp\.method"):
         chalicefile.validate(manifest)
+
+
+def test_allowed_origins_in_the_environment_add_to_the_local_stage(tmp_path):
+    # A user's own frontend (say on :3000) works with `make dev` without editing the manifest.
+    manifest = chalicefile.load(ROOT / "chalicefile.json")
+    environ = {"IMAGEPIPE_ALLOWED_ORIGINS": "http://localhost:3000, https://app.example/"}
+
+    alone = chalicefile.stage_settings(manifest, "local", environ={})
+    added = chalicefile.stage_settings(manifest, "local", environ=environ)
+
+    assert alone.allowed_origins == ("http://127.0.0.1:8000", "http://localhost:8000")
+    assert added.allowed_origins == alone.allowed_origins + ("http://localhost:3000",
+                                                              "https://app.example")
+    shutil.copy(ROOT / "chalicefile.json", tmp_path / "chalicefile.json")
+    chalicefile.render(tmp_path, "local", environ=environ)
+    config = json.loads((tmp_path / "functions/upload/.chalice/config.json").read_text())
+    rendered = config["stages"]["local"]["environment_variables"]["IMAGEPIPE_ALLOWED_ORIGINS"]
+    assert rendered.split(",") == list(added.allowed_origins)

@@ -171,7 +171,11 @@ def stage_settings(
         **resolved,
     }
     if "allowed_origins" in kwargs:
-        kwargs["allowed_origins"] = tuple(o for o in kwargs["allowed_origins"] if o)
+        # An entry may reference a comma-separated list, as the local stage does with
+        # ${IMAGEPIPE_ALLOWED_ORIGINS:-}: a user's own frontend joins the stage's origins.
+        kwargs["allowed_origins"] = tuple(
+            origin.strip() for entry in kwargs["allowed_origins"]
+            for origin in entry.split(",") if origin.strip())
     settings = Settings(**kwargs)
     return replace(settings, **dict(overrides or {}))
 
