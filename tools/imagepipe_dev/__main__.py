@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 from imagepipe_tools import chalicefile
-from imagepipe_dev import demo, rabbitmq, stack, vendoring
+from imagepipe_dev import demo, rabbitmq, stack
+from infra.deploy import vendoring
 from imagepipe.errors import ConfigError
 from imagepipe.settings import DEFAULT_AMQP_URL, ENV_AMQP_URL
 
