@@ -18,7 +18,7 @@ WITH_BROKER = AMQP_URL="$$($(PY) -m imagepipe_dev broker-url)" && export AMQP_UR
 CLOUD_STAGE = $(if $(filter command line environment,$(origin STAGE)),$(STAGE),prod)
 DEPLOY = $(PY) -m infra.deploy
 
-.PHONY: help venv chromium render vendor build demo dev bridge test test-unit soak bench lint clean \
+.PHONY: help venv chromium render docs vendor build demo dev bridge test test-unit soak bench lint clean \
 	package deploy destroy
 
 help:
@@ -29,6 +29,7 @@ help:
 	@echo "make bench    benchmarks, each a ratio against a baseline from the same run (BENCH_ARGS=imaging ...)"
 	@echo "make soak     long-running fault and load tests (not part of make test)"
 	@echo "make build    render functions/*/.chalice/config.json (STAGE=$(STAGE)) and vendor the core"
+	@echo "make docs     regenerate the generated parts of docs/ (the settings table) from the code"
 	@echo "make lint     ruff"
 	@echo "make package  chalice package the functions and render the infra template (STAGE=prod), offline"
 	@echo "make deploy   package, then deploy the stage to AWS (credentials and region from the environment)"
@@ -61,6 +62,9 @@ chromium:
 
 render: $(VENV)/.installed-local
 	$(PY) -m imagepipe_dev render --stage $(STAGE)
+
+docs: $(VENV)/.installed-local
+	$(PY) -m imagepipe_dev render-docs
 
 vendor: $(VENV)/.installed-local
 	$(PY) -m imagepipe_dev vendor

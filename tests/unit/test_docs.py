@@ -13,7 +13,7 @@ def test_configuration_page_is_in_step_with_the_settings():
     page = (ROOT / docs.CONFIGURATION).read_text()
     assert docs.with_settings_table(page) == page, (
         "docs/configuration.md is out of step with imagepipe/settings.py: "
-        "run `python -m imagepipe_dev render-docs`")
+        "run `make docs`")
 
 
 def test_table_shows_the_real_defaults():

@@ -1,4 +1,4 @@
-"""``python -m imagepipe_dev render|vendor|dev|demo|bridge`` (the Makefile's targets)."""
+"""``python -m imagepipe_dev render|render-docs|vendor|dev|demo|bridge`` (the Makefile's targets)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from imagepipe_tools import chalicefile
-from imagepipe_dev import demo, rabbitmq, stack
+from imagepipe_dev import demo, docs, rabbitmq, stack
 from infra.deploy import vendoring
 from imagepipe.errors import ConfigError
 from imagepipe.settings import DEFAULT_AMQP_URL, ENV_AMQP_URL
@@ -23,6 +23,16 @@ RUN_DIR = ROOT / ".run"
 def render(args) -> int:
     settings = chalicefile.render(ROOT, args.stage)
     print(f"rendered .chalice/config.json for stage {settings.stage!r}")
+    return 0
+
+
+def render_docs(args) -> int:
+    """Rewrite the generated parts of docs/ (the settings table) from the code."""
+    changed = docs.render(ROOT)
+    for path in changed:
+        print(f"rewrote {path.relative_to(ROOT)}")
+    if not changed:
+        print("docs are in step with the code")
     return 0
 
 
@@ -80,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     p = commands.add_parser("render", help="render functions/*/.chalice/config.json")
     p.add_argument("--stage", default="local")
     p.set_defaults(func=render)
+    commands.add_parser("render-docs", help="regenerate docs/configuration.md's settings table"
+                        ).set_defaults(func=render_docs)
     commands.add_parser("vendor", help="copy imagepipe/ into functions/*/vendor/").set_defaults(func=vendor)
     api_port = int(os.environ.get("API_PORT", "8000"))
     p = commands.add_parser("dev", help="run the local stack in the foreground")
@@ -104,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("pika").setLevel(logging.CRITICAL)
     try:
         return args.func(args)
-    except (ConfigError, stack.StackError, rabbitmq.BrokerUnavailable, OSError) as exc:
+    except (ConfigError, stack.StackError, rabbitmq.BrokerUnavailable, docs.DocsError,
+            OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

@@ -17,7 +17,7 @@ CONFIGURATION = Path("docs") / "configuration.md"
 START = "<!-- settings table: generated from imagepipe/settings.py -->"
 END = "<!-- end of settings table -->"
 HINT = ("<!-- Edit the settings, not this table; "
-        "`python -m imagepipe_dev render-docs` rewrites it. -->")
+        "`make docs` (`python -m imagepipe_dev render-docs`) rewrites it. -->")
 
 
 class DocsError(RuntimeError):
