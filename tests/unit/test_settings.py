@@ -68,8 +68,10 @@ def test_settings_are_frozen():
     ({"IMAGEPIPE_BUCKET": "b", "IMAGEPIPE_MAX_UPLOAD_BYTES": str(10_001 * 5 * 1024 * 1024),
       "IMAGEPIPE_MULTIPART_PART_BYTES": str(5 * 1024 * 1024)}, "10000 parts"),
     ({"IMAGEPIPE_BUCKET": "b", "IMAGEPIPE_CALLBACK_SECRET": "s3cr3t"}, "IMAGEPIPE_CALLBACK_SECRET"),
-    ({"IMAGEPIPE_BUCKET": "b", "IMAGEPIPE_MULTIPART_THRESHOLD_BYTES": "0"}, "IMAGEPIPE_MULTIPART_THRESHOLD_BYTES"),
-    ({"IMAGEPIPE_BUCKET": "b", "IMAGEPIPE_ALLOWED_ORIGINS": "https://*.example"}, "IMAGEPIPE_ALLOWED_ORIGINS"),
+    ({"IMAGEPIPE_BUCKET": "b", "IMAGEPIPE_MULTIPART_THRESHOLD_BYTES": "0"},
+     "IMAGEPIPE_MULTIPART_THRESHOLD_BYTES"),
+    ({"IMAGEPIPE_BUCKET": "b", "IMAGEPIPE_ALLOWED_ORIGINS": "https://*.example"},
+     "IMAGEPIPE_ALLOWED_ORIGINS"),
 ])
 def test_bad_settings_name_the_variable(env, message):
     with pytest.raises(ConfigError, match=message):
