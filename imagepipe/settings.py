@@ -375,6 +375,11 @@ def env_name(field_name: str) -> str:
     return env_var(field_name).name
 
 
+def default(field_name: str) -> Any:
+    """The default value of the ``Settings`` field ``field_name`` (e.g. a queue's name)."""
+    return Settings.__dataclass_fields__[field_name].default
+
+
 def env_names() -> tuple[str, ...]:
     """Every environment variable the project's settings read, in the order of the fields."""
     return tuple(var.name for var in _ENV_VARS.values())

@@ -110,10 +110,10 @@ def test_the_schema_refuses_what_the_decoder_refuses(change):
 
 def test_names_match_the_code():
     channels = DOC["channels"]
-    assert channels["resizeJobs"]["address"] == settings.DEFAULT_RESIZE_QUEUE
-    assert channels["resizeDeadLetters"]["address"] == settings.DEFAULT_DEAD_LETTER_QUEUE
+    assert channels["resizeJobs"]["address"] == settings.default("resize_queue")
+    assert channels["resizeDeadLetters"]["address"] == settings.default("dead_letter_queue")
     results = channels["resultEvents"]
-    assert results["bindings"]["amqp"]["exchange"]["name"] == settings.DEFAULT_RESULTS_EXCHANGE
+    assert results["bindings"]["amqp"]["exchange"]["name"] == settings.default("results_exchange")
     assert {f"job.{s}" for s in results["parameters"]["status"]["enum"]} == set(ROUTING_KEYS)
     job_message = DOC["components"]["messages"]["ResizeJob"]
     assert job_message["bindings"]["amqp"]["messageType"] == JOB_TYPE

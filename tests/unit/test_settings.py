@@ -189,3 +189,9 @@ def test_settings_import_nothing_that_imports_them():
     imported |= {f"{node.module}.{alias.name}" for node in ast.walk(tree)
                  if isinstance(node, ast.ImportFrom) for alias in node.names}
     assert not {name for name in imported if name and name.startswith("imagepipe.aws")}
+
+
+def test_defaults_are_readable_by_field_name():
+    assert s.default("resize_queue") == "imagepipe.resize" == Settings(bucket="b").resize_queue
+    with pytest.raises(KeyError):
+        s.default("no_such_setting")
