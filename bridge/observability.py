@@ -33,7 +33,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily
 
-from imagepipe.broker import connection_parameters
+from imagepipe import amqp
 from imagepipe.errors import ConfigError
 from imagepipe.settings import ENV_HEALTH_PORT, Settings
 
@@ -211,19 +211,14 @@ class QueueDepthCollector:
         return found
 
     def _channel(self):
-        import pika
-
         if self._connection is None or not self._connection.is_open:
             # It sits idle between scrapes. The heartbeat bounds a call on a half-open
             # connection; if scrapes stop for long, the broker closes it and the next scrape
             # opens another.
-            params = connection_parameters(
-                self._settings.amqp_url, heartbeat=60, connection_attempts=1,
-                socket_timeout=self._timeout, stack_timeout=self._timeout * 2,
-                blocked_connection_timeout=self._timeout * 5,
-                client_properties={"connection_name": "imagepipe-bridge-metrics"},
-            )
-            self._connection = pika.BlockingConnection(params)
+            self._connection = amqp.connect(amqp.parameters(
+                self._settings, "imagepipe-bridge-metrics", timeout=self._timeout,
+                heartbeat=60, blocked_timeout=self._timeout * 5,
+            ))
             self._open_channel = self._connection.channel()
         if not self._open_channel.is_open:  # a passive declare of a missing queue closed it
             self._open_channel = self._connection.channel()

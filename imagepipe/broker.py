@@ -16,7 +16,8 @@ from __future__ import annotations
 import logging
 import threading
 
-from imagepipe.errors import BROKER_UNAVAILABLE, TransientError
+from imagepipe import amqp
+from imagepipe.errors import BROKER_UNAVAILABLE, ConfigError, TransientError
 from imagepipe.messages import CONTENT_TYPE, JOB_TYPE, ResizeJob
 from imagepipe.settings import Settings
 
@@ -31,6 +32,8 @@ HEADER_DEAD_LETTERED_AT = "x-imagepipe-dead-lettered-at"  # ISO 8601 UTC
 HEADER_DELIVERY_COUNT = "x-delivery-count"
 # How often an operator sent the job back from the dead-letter queue (``imagepipe_tools.dlq``).
 HEADER_REPLAYS = "x-imagepipe-replays"
+# How the job publisher's connection is named in the management UI.
+CONNECTION_NAME = "imagepipe-job-publisher"
 
 
 def work_queue_arguments(settings: Settings) -> dict:
@@ -135,7 +138,7 @@ class JobPublisher:
         with self._lock:
             try:
                 self._publish_once(job)
-            except TransientError:
+            except (TransientError, ConfigError):  # a malformed URL is not worth a retry
                 raise
             except Exception as first:  # a stale connection: try a fresh one once
                 LOGGER.info("publish failed (%s); reconnecting once", first)
@@ -170,19 +173,12 @@ class JobPublisher:
             raise TransientError(BROKER_UNAVAILABLE, "the broker refused the job") from None
 
     def _ensure_channel(self):
-        import pika
-
         if self._channel is not None and self._channel.is_open:
             return self._channel
         self._close_quietly()
-        params = connection_parameters(
-            self._settings.amqp_url,
-            connection_attempts=1,
-            socket_timeout=self._connect_timeout,
-            stack_timeout=self._connect_timeout * 2,
-            blocked_connection_timeout=10,
-        )
-        self._connection = pika.BlockingConnection(params)
+        self._connection = amqp.connect(amqp.parameters(
+            self._settings, CONNECTION_NAME, timeout=self._connect_timeout, blocked_timeout=10,
+        ))
         self._channel = self._connection.channel()
         self._channel.confirm_delivery()
         return self._channel
