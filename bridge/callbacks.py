@@ -8,8 +8,8 @@ good (a 4xx other than 408/429, or a target that is no longer allowed), the even
 dead-lettered to ``callback_dead_letter_queue`` with its cause in the same headers the bridge
 uses for jobs. Events without a ``callback_url`` are acked at once.
 
-Threads follow the bridge's rule: the thread in ``run()`` owns the connection and its channels;
-worker threads deliver and hand the settlement back with ``add_callback_threadsafe``.
+The reconnecting consumer loop is the bridge's own (``bridge.loop``): the thread in ``run()``
+owns the connection and its channels; worker threads deliver and hand the outcome back to it.
 """
 
 from __future__ import annotations
@@ -17,23 +17,14 @@ from __future__ import annotations
 import functools
 import http.client
 import logging
-import random
 import socket
 import ssl
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import pika
 import pika.exceptions
 
-from bridge.amqp import (
-    CONNECTION_ERRORS,
-    POLL_INTERVAL_S,
-    SessionLost,
-    bridge_connection_parameters,
-    sleep_unless_stopped,
-)
+from bridge import backoff
+from bridge.loop import ConsumerLoop, Delivery, Session
 from bridge.settle import dead_letter_properties
 from imagepipe import callbacks
 from imagepipe.errors import CALLBACK_FAILED, bad_message, gave_up
@@ -124,10 +115,6 @@ def _pinned_connection(target: callbacks.Target, address: str, timeout: float):
     return kind(target.host, target.port, address, timeout)
 
 
-def retry_delay(settings: Settings, attempt: int) -> float:
-    return min(settings.callback_backoff_s * 2 ** max(attempt - 1, 0), MAX_DELAY_S)
-
-
 def webhook_id(event: ResultEvent) -> str:
     """The event's ``webhook-id``: the same on every attempt, so receivers drop duplicates."""
     return f"{event.job_id}.{event.status}"
@@ -151,18 +138,11 @@ def declare_topology(channel, settings: Settings) -> None:
 
 
 @dataclass(frozen=True)
-class _Delivery:
-    channel: object
-    delivery_tag: int
-    properties: object
-    body: bytes
-
-
-@dataclass(frozen=True)
 class _Outcome:
     action: str  # delivered | dead_letter | released
     attempts: int = 0
     error: dict | None = None
+    event: ResultEvent | None = None
 
 
 class CallbackDispatcher:
@@ -172,180 +152,107 @@ class CallbackDispatcher:
         if not settings.callback_secret:
             raise ValueError("callbacks need a secret (IMAGEPIPE_CALLBACK_SECRET)")
         self._settings = settings
-        self._workers = workers
         self._resolver = resolver
-        self._parameters = bridge_connection_parameters(settings.amqp_url, heartbeat,
-                                                        connection_name)
-        self._reconnect_initial_s = reconnect_initial_s
-        self._reconnect_max_s = reconnect_max_s
-        self._stop_requested = False  # a plain flag: stop() may run in a signal handler
-        self._stopping = threading.Event()
-        self._connection = None
-        self._healthy = False
-        self._consumed_since_connect = False
-        # Deliveries handed to workers and not yet handed back (any session's).
-        self._in_flight = 0
-        self._lock = threading.Lock()
+        self._loop = ConsumerLoop(
+            settings, self, queue=settings.callback_queue, label="callbacks", noun="callbacks",
+            connection_name=connection_name, workers=workers, prefetch=workers,
+            heartbeat=heartbeat, reconnect_initial_s=reconnect_initial_s,
+            reconnect_max_s=reconnect_max_s,
+        )
 
     @property
     def healthy(self) -> bool:
-        return self._healthy
+        return self._loop.healthy
+
+    @property
+    def drained(self) -> bool:
+        """False when ``run`` returned with callbacks still being sent, after the drain timeout."""
+        return self._loop.drained
 
     def stop(self) -> None:
-        self._stop_requested = True
+        self._loop.stop()
 
     def run(self) -> None:
         """Consume until ``stop()``, reconnecting after a lost connection."""
-        executor = ThreadPoolExecutor(self._workers, thread_name_prefix="callback")
-        backoff = self._reconnect_initial_s
-        try:
-            while not self._stop_requested:
-                self._consumed_since_connect = False
-                try:
-                    self._run_session(executor)
-                except CONNECTION_ERRORS + (SessionLost,) as exc:
-                    if self._stop_requested:
-                        break
-                    if self._consumed_since_connect:  # it was a working connection
-                        backoff = self._reconnect_initial_s
-                    delay = random.uniform(backoff / 2, backoff)
-                    LOGGER.warning("callbacks: broker connection lost (%s: %s); reconnecting "
-                                   "in %.1fs", type(exc).__name__, exc, delay)
-                    sleep_unless_stopped(delay, lambda: self._stop_requested)
-                    backoff = min(backoff * 2, self._reconnect_max_s)
-        finally:
-            self._healthy = False
-            self._stopping.set()
-            executor.shutdown(wait=True)
-            LOGGER.info("callback dispatcher stopped")
+        self._loop.run()
 
-    def _run_session(self, executor: ThreadPoolExecutor) -> None:
-        connection = pika.BlockingConnection(self._parameters)
-        self._connection = connection
-        try:
-            consume = connection.channel()
-            declare_topology(consume, self._settings)
-            consume.basic_qos(prefetch_count=self._workers)
-            publish = connection.channel()
-            publish.confirm_delivery()
-            tag = consume.basic_consume(
-                self._settings.callback_queue,
-                functools.partial(self._on_message, executor, publish), auto_ack=False)
-            self._healthy = self._consumed_since_connect = True
-            LOGGER.info("callbacks: consuming %s", self._settings.callback_queue)
-            cancelled = False
-            while True:
-                connection.process_data_events(time_limit=POLL_INTERVAL_S)
-                if not consume.is_open or not publish.is_open:
-                    raise SessionLost("a callback channel was closed")
-                if not cancelled and tag not in consume.consumer_tags:
-                    raise SessionLost("the broker cancelled the callback consumer "
-                                      "(queue deleted?)")
-                if self._stop_requested:
-                    self._stopping.set()
-                    if not cancelled:
-                        self._healthy = False
-                        consume.basic_cancel(tag)
-                        cancelled = True
-                    if self._in_flight == 0:
-                        # Run the settlements the last workers queued, then leave.
-                        connection.process_data_events(time_limit=0)
-                        return
-        finally:
-            self._healthy = False
-            self._connection = None
-            if connection.is_open:
-                try:
-                    connection.close()
-                except CONNECTION_ERRORS:
-                    pass
+    # --- bridge.loop.Handler (I/O thread) -------------------------------------------------------
 
-    # --- I/O thread ---------------------------------------------------------------------------
+    def open(self, session: Session) -> None:
+        declare_topology(session.consume_channel, self._settings)
+        dead_letters = session.channel()
+        dead_letters.confirm_delivery()
+        session.context = dead_letters
 
-    def _on_message(self, executor, publish, channel, method, properties, body) -> None:
-        delivery = _Delivery(channel, method.delivery_tag, properties, body)
+    def on_message(self, delivery: Delivery) -> None:
         try:
-            event = ResultEvent.from_dict(decode(body))
+            event = ResultEvent.from_dict(decode(delivery.body))
         except Exception as exc:
-            self._settle(publish, delivery, None, _Outcome(DEAD, 0, bad_message(exc).to_dict()))
+            self.settle(delivery, _Outcome(DEAD, 0, bad_message(exc).to_dict()))
             return
         if not event.callback_url:
-            channel.basic_ack(delivery.delivery_tag)
+            delivery.ack()
             return
-        with self._lock:
-            self._in_flight += 1
-        executor.submit(self._work, publish, delivery, event)
+        self._loop.submit(delivery, functools.partial(self._deliver, event))
 
-    def _settle(self, publish, delivery: _Delivery, event: ResultEvent | None,
-                outcome: _Outcome) -> None:
-        channel = delivery.channel
-        if not channel.is_open:
-            return  # the broker redelivers it
+    def settle(self, delivery: Delivery, outcome: _Outcome) -> None:
         if outcome.action == RELEASED:
-            channel.basic_nack(delivery.delivery_tag, requeue=True)
+            delivery.nack(requeue=True)
             return
         if outcome.action == DEAD:
             try:
-                publish.basic_publish(
+                delivery.session.context.basic_publish(
                     exchange="", routing_key=self._settings.callback_dead_letter_queue,
                     body=delivery.body, mandatory=True,
                     properties=dead_letter_properties(delivery.properties, outcome.error,
                                                       outcome.attempts))
             except (pika.exceptions.NackError, pika.exceptions.UnroutableError) as exc:
                 LOGGER.error("callback not dead-lettered (%s); requeued", exc)
-                channel.basic_nack(delivery.delivery_tag, requeue=True)
+                delivery.nack(requeue=True)
                 return
-        channel.basic_ack(delivery.delivery_tag)
-        job = event.job_id if event else getattr(delivery.properties, "message_id", None)
+        delivery.ack()
+        job = outcome.event.job_id if outcome.event else delivery.message_id
         if outcome.action == DELIVERED:
             LOGGER.info("callback job=%s outcome=delivered attempts=%d", job, outcome.attempts)
         else:
             LOGGER.warning("callback job=%s outcome=dead_letter attempts=%d code=%s: %s", job,
                            outcome.attempts, outcome.error["code"], outcome.error["message"])
 
+    def dropped(self, delivery: Delivery, outcome: _Outcome) -> None:
+        LOGGER.warning("callback job=%s: connection closed; the broker will redeliver it",
+                       outcome.event.job_id if outcome.event else delivery.message_id)
+
     # --- worker threads -----------------------------------------------------------------------
 
-    def _work(self, publish, delivery: _Delivery, event: ResultEvent) -> None:
+    def _deliver(self, event: ResultEvent) -> _Outcome:
         try:
-            outcome = self._deliver(event)
+            return self._attempts(event)
         except Exception:  # a dispatcher bug: never leave the delivery unsettled
             LOGGER.exception("callback job=%s: dispatcher error; requeueing", event.job_id)
-            outcome = _Outcome(RELEASED)
-        settle = functools.partial(self._settle, publish, delivery, event, outcome)
-        connection = self._connection  # a new session's, if the delivery's was lost
-        try:
-            if connection is None:
-                raise pika.exceptions.ConnectionWrongStateError()
-            connection.add_callback_threadsafe(settle)
-        except pika.exceptions.ConnectionWrongStateError:
-            LOGGER.warning("callback job=%s: connection closed; the broker will redeliver it",
-                           event.job_id)
-        finally:
-            with self._lock:
-                self._in_flight -= 1
+            return _Outcome(RELEASED, event=event)
 
-    def _deliver(self, event: ResultEvent) -> _Outcome:
+    def _attempts(self, event: ResultEvent) -> _Outcome:
         settings = self._settings
+        stopping = self._loop.stopping
         body = callback_body(event)
         error = None
         for attempt in range(1, settings.callback_attempts + 1):
-            if self._stopping.is_set():
-                return _Outcome(RELEASED)
+            if stopping.is_set():
+                return _Outcome(RELEASED, event=event)
             # Signed per attempt: the timestamp is fresh, so receivers can refuse old ones.
             headers = callbacks.signed_headers(settings.callback_secret, body,
                                                message_id=webhook_id(event))
             try:
                 post_once(settings, event.callback_url, body, headers, self._resolver)
-                return _Outcome(DELIVERED, attempt)
+                return _Outcome(DELIVERED, attempt, event=event)
             except AttemptFailed as exc:
                 error = {"code": CALLBACK_FAILED, "message": str(exc)}
                 LOGGER.info("callback job=%s attempt=%d/%d failed: %s", event.job_id, attempt,
                             settings.callback_attempts, exc)
                 if exc.permanent:
-                    return _Outcome(DEAD, attempt, error)
-            if attempt < settings.callback_attempts and self._stopping.wait(
-                    retry_delay(settings, attempt)):
-                return _Outcome(RELEASED)
+                    return _Outcome(DEAD, attempt, error, event)
+            if attempt < settings.callback_attempts and stopping.wait(
+                    backoff.delay(settings.callback_backoff_s, attempt, MAX_DELAY_S)):
+                return _Outcome(RELEASED, event=event)
         error["message"] = gave_up(error["message"], settings.callback_attempts)
-        return _Outcome(DEAD, settings.callback_attempts, error)
-
+        return _Outcome(DEAD, settings.callback_attempts, error, event)

@@ -4,8 +4,8 @@ With ``IMAGEPIPE_HEALTH_PORT`` set, it also serves ``/healthz`` and ``/metrics``
 (``bridge.observability``).
 
 Exit codes: 0 after a clean stop, 2 for a configuration error (one line on stderr), 3 when the
-drain timeout (``IMAGEPIPE_DRAIN_TIMEOUT_S``) ended the stop with jobs still running; the broker
-redelivers those.
+drain timeout (``IMAGEPIPE_DRAIN_TIMEOUT_S``) ended the stop with jobs (or callbacks) still
+running; the broker redelivers those.
 """
 
 from __future__ import annotations
@@ -97,4 +97,4 @@ def run() -> bool:
         if server is not None:
             server.close()
             metrics.close()
-    return bridge.drained
+    return bridge.drained and (dispatcher is None or dispatcher.drained)

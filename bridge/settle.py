@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from bridge import backoff
 from imagepipe.broker import (
     HEADER_ATTEMPTS,
     HEADER_DEAD_LETTERED_AT,
@@ -52,7 +53,8 @@ class Settlement:
 
 
 def retry_delay(settings: Settings, attempt: int) -> float:
-    return min(settings.retry_backoff_s * 2 ** max(attempt - 1, 0), MAX_RETRY_DELAY_S)
+    """How long a job waits before its next attempt."""
+    return backoff.delay(settings.retry_backoff_s, attempt, MAX_RETRY_DELAY_S)
 
 
 def decide(settings: Settings, invocation: Invocation, result: InvocationResult) -> Settlement:

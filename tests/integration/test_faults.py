@@ -257,7 +257,7 @@ def test_03_reconnect_backoff_doubles_with_jitter_up_to_its_cap(broker_settings,
     settings = dataclasses.replace(broker_settings, amqp_url=closed)
     bridge = Bridge(settings, InlineInvoker(settings), reconnect_initial_s=0.1,
                     reconnect_max_s=0.4)
-    caplog.set_level(logging.WARNING, logger="bridge.consumer")
+    caplog.set_level(logging.WARNING, logger="bridge.loop")
     thread = threading.Thread(target=bridge.run, daemon=True)
     thread.start()
     wait_for(lambda: len(_reconnect_delays(caplog)) >= 8, 20, what="eight reconnect attempts")

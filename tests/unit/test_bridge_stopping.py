@@ -4,9 +4,9 @@ cause or a failed status. (No broker needed: the decision is made before any I/O
 
 import time
 
-from bridge.consumer import Bridge, _Delivery
+from bridge.consumer import Bridge
 from bridge.settle import ACK, RELEASE
-from imagepipe.messages import InvocationResult, ResizeJob
+from imagepipe.messages import Invocation, InvocationResult, ResizeJob
 from imagepipe.settings import Settings
 
 UID = "0123456789abcdef0123456789abcdef"
@@ -25,19 +25,14 @@ class DoneInvoker:
         pass
 
 
-def _delivery(attempt: int, max_attempts: int) -> _Delivery:
-    return _Delivery(channel=None, delivery_tag=1, properties=None, body=JOB.encode(),
-                     attempt=attempt, max_attempts=max_attempts)
-
-
 def test_stopping_releases_a_job_not_started_but_runs_a_final_attempt():
     invoker = DoneInvoker()
     bridge = Bridge(Settings(bucket="photos", delivery_limit=2), invoker)
     bridge.stop()
-    bridge._stopping.set()  # what the I/O loop does on the stop request
+    bridge._loop.stopping.set()  # what the I/O loop does on the stop request
 
-    assert bridge._run_job(_delivery(1, 3), JOB, time.monotonic()).action == RELEASE
-    assert bridge._run_job(_delivery(3, 3), JOB, time.monotonic()).action == ACK
+    assert bridge._run_job(Invocation(JOB, 1, 3), time.monotonic()).action == RELEASE
+    assert bridge._run_job(Invocation(JOB, 3, 3), time.monotonic()).action == ACK
     assert invoker.attempts == [3]
 
 
