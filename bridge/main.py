@@ -64,12 +64,21 @@ def run() -> bool:
         server = serve(metrics, settings)  # a port in use is a ConfigError: exit 2
     invoker = make_invoker(settings)
     bridge = dispatcher = callback_thread = None
+    callback_errors: list[ConfigError] = []
     try:
         bridge = Bridge(settings, invoker, observer=metrics)
         if settings.callback_secret:
             # Its own connection and threads: a slow callback receiver never holds up a job.
             dispatcher = CallbackDispatcher(settings)
-            callback_thread = threading.Thread(target=dispatcher.run, name="callbacks",
+
+            def run_callbacks():
+                try:
+                    dispatcher.run()
+                except ConfigError as exc:  # its queues contradict the settings: stop it all
+                    callback_errors.append(exc)
+                    bridge.stop()
+
+            callback_thread = threading.Thread(target=run_callbacks, name="callbacks",
                                                daemon=True)
             callback_thread.start()
         else:
@@ -85,6 +94,8 @@ def run() -> bool:
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
         bridge.run()
+        if callback_errors:
+            raise callback_errors[0]
     finally:
         if dispatcher is not None:
             dispatcher.stop()
@@ -97,4 +108,6 @@ def run() -> bool:
         if server is not None:
             server.close()
             metrics.close()
-    return bridge.drained and (dispatcher is None or dispatcher.drained)
+    callbacks_drained = dispatcher is None or (not callback_thread.is_alive()
+                                               and dispatcher.drained)
+    return bridge.drained and callbacks_drained

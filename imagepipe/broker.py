@@ -72,15 +72,6 @@ def delivery_count(properties) -> int:
         return 0
 
 
-def connection_parameters(url: str, **overrides):
-    import pika
-
-    params = pika.URLParameters(url)
-    for name, value in overrides.items():
-        setattr(params, name, value)
-    return params
-
-
 def copy_properties(original, headers: dict):
     """A copy of ``original``'s properties with ``headers`` instead of its own, persistent: what
     the bridge publishes to the dead-letter queue and what a replay sends back to the work queue.

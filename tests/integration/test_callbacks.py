@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -19,7 +22,7 @@ from imagepipe.broker import HEADER_ATTEMPTS, HEADER_ERROR_CODE, HEADER_ERROR_ME
 from imagepipe.messages import ResultEvent
 from imagepipe.status import StatusStore
 
-from ..conftest import CALLBACK_SECRET, unique_name
+from ..conftest import CALLBACK_SECRET, ROOT, unique_name
 from .conftest import InlineInvoker, jpeg_bytes, wait_for
 
 pytestmark = pytest.mark.broker
@@ -296,3 +299,18 @@ def test_unreachable_target_never_delays_the_job(cb_settings, storage, probe, ru
     [(properties, _)] = wait_for(events.dead_letters, 30, what="the blackhole's dead letter")
     assert properties.headers[HEADER_ERROR_CODE] == "callback_failed"
     assert "gave up after 2 attempts" in properties.headers[HEADER_ERROR_MESSAGE]
+
+
+@pytest.mark.timeout(60)
+def test_a_callback_queue_that_contradicts_the_settings_stops_the_bridge_with_exit_2(
+        cb_settings, events):
+    # A classic queue where the dispatcher declares a quorum one: 406 on every reconnect, so
+    # the bridge must say so and stop, not run on without callbacks or retry for ever.
+    events.channel.queue_declare(cb_settings.callback_queue, durable=True)
+    env = {**os.environ, **cb_settings.to_env()}
+    completed = subprocess.run([sys.executable, "-m", "bridge"], cwd=ROOT, env=env,
+                               capture_output=True, text=True, timeout=50)
+    assert completed.returncode == 2, completed.stderr
+    last = completed.stderr.strip().splitlines()[-1]
+    assert last.startswith("bridge: configuration error:") and "PRECONDITION_FAILED" in last
+    assert "Traceback" not in completed.stderr

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable, Iterable
 
-from imagepipe import status
+from imagepipe import amqp, status
 from imagepipe.broker import (
     HEADER_ATTEMPTS,
     HEADER_DEAD_LETTERED_AT,
@@ -46,7 +46,6 @@ from imagepipe.broker import (
     HEADER_ERROR_CODE,
     HEADER_ERROR_MESSAGE,
     HEADER_REPLAYS,
-    connection_parameters,
     copy_properties,
 )
 from imagepipe.errors import BROKER_UNAVAILABLE, TransientError, bad_message
@@ -397,16 +396,12 @@ class _ChannelScope:
         self._connection = None
 
     def __enter__(self):
-        import pika
         import pika.exceptions
 
-        params = connection_parameters(
-            self._settings.amqp_url, connection_attempts=1, socket_timeout=self._timeout,
-            stack_timeout=self._timeout * 2, blocked_connection_timeout=30,
-            client_properties={"connection_name": "imagepipe-dlq"},
-        )
+        params = amqp.parameters(self._settings, "imagepipe-dlq", timeout=self._timeout,
+                                 blocked_timeout=30)
         try:
-            self._connection = pika.BlockingConnection(params)
+            self._connection = amqp.connect(params)
             channel = self._connection.channel()
             if self._confirm:
                 channel.confirm_delivery()
