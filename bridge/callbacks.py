@@ -26,7 +26,7 @@ import pika.exceptions
 from bridge import backoff
 from bridge.loop import ConsumerLoop, Delivery, Session
 from bridge.settle import dead_letter_properties
-from imagepipe import callbacks
+from imagepipe import callbacks, logs
 from imagepipe.errors import CALLBACK_FAILED, bad_message, gave_up
 from imagepipe.messages import ResultEvent, decode, encode
 from imagepipe.settings import Settings
@@ -212,24 +212,30 @@ class CallbackDispatcher:
                 return
         delivery.ack()
         job = outcome.event.job_id if outcome.event else delivery.message_id
+        fields = {**_event_fields(outcome.event), "outcome": outcome.action,
+                  "attempts": outcome.attempts}
         if outcome.action == DELIVERED:
-            LOGGER.info("callback job=%s outcome=delivered attempts=%d", job, outcome.attempts)
+            LOGGER.info("callback job=%s outcome=delivered attempts=%d", job, outcome.attempts,
+                        extra=fields)
         else:
             LOGGER.warning("callback job=%s outcome=dead_letter attempts=%d code=%s: %s", job,
-                           outcome.attempts, outcome.error["code"], outcome.error["message"])
+                           outcome.attempts, outcome.error["code"], outcome.error["message"],
+                           extra={**fields, "code": outcome.error["code"]})
 
     def dropped(self, delivery: Delivery, outcome: _Outcome) -> None:
         LOGGER.warning("callback job=%s: connection closed; the broker will redeliver it",
-                       outcome.event.job_id if outcome.event else delivery.message_id)
+                       outcome.event.job_id if outcome.event else delivery.message_id,
+                       extra=_event_fields(outcome.event))
 
     # --- worker threads -----------------------------------------------------------------------
 
     def _deliver(self, event: ResultEvent) -> _Outcome:
-        try:
-            return self._attempts(event)
-        except Exception:  # a dispatcher bug: never leave the delivery unsettled
-            LOGGER.exception("callback job=%s: dispatcher error; requeueing", event.job_id)
-            return _Outcome(RELEASED, event=event)
+        with logs.context(**_event_fields(event)):
+            try:
+                return self._attempts(event)
+            except Exception:  # a dispatcher bug: never leave the delivery unsettled
+                LOGGER.exception("callback job=%s: dispatcher error; requeueing", event.job_id)
+                return _Outcome(RELEASED, event=event)
 
     def _attempts(self, event: ResultEvent) -> _Outcome:
         settings = self._settings
@@ -256,3 +262,9 @@ class CallbackDispatcher:
                 return _Outcome(RELEASED, event=event)
         error["message"] = gave_up(error["message"], settings.callback_attempts)
         return _Outcome(DEAD, settings.callback_attempts, error, event)
+
+
+def _event_fields(event: ResultEvent | None) -> dict:
+    if event is None:  # an undecodable event names no job
+        return {}
+    return {logs.JOB_ID: event.job_id, logs.UPLOAD_ID: event.upload_id}

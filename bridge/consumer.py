@@ -47,6 +47,7 @@ from bridge.settle import (
     retry_delay,
     retry_result,
 )
+from imagepipe import logs
 from imagepipe.broker import declare_topology
 from imagepipe.errors import JobError, bad_message, gave_up, invoke_failed
 from imagepipe.messages import Invocation, ResizeJob
@@ -177,7 +178,7 @@ class Bridge:
         self._observer.settled("dropped", outcome.duration_s, None, dead_lettered=False)
         LOGGER.warning(
             "job=%s outcome=%s dropped: its channel is gone; the broker will redeliver it",
-            outcome.job.job_id, outcome.settlement.outcome,
+            outcome.job.job_id, outcome.settlement.outcome, extra=_job_fields(outcome.job),
         )
 
     def _dead_letter_undecodable(self, delivery: Delivery, error: JobError) -> None:
@@ -187,7 +188,8 @@ class Bridge:
                                       delivery.attempt)
         except REFUSED as exc:
             LOGGER.error("message %s: could not dead-letter it (%s); requeued",
-                         delivery.message_id, _describe(exc))
+                         delivery.message_id, _describe(exc),
+                         extra={"message_id": delivery.message_id})
             delivery.nack(requeue=True)
             return
         delivery.ack()
@@ -195,6 +197,8 @@ class Bridge:
         LOGGER.warning(
             "message=%s outcome=failed attempt=%d/%d code=%s: %s", delivery.message_id,
             delivery.attempt, self._max_attempts, error.code, error.message,
+            extra={"message_id": delivery.message_id, "outcome": "failed", "code": error.code,
+                   "attempt": delivery.attempt},
         )
 
     def _on_event_confirmed(self, delivery: Delivery, outcome: _Outcome,
@@ -220,7 +224,7 @@ class Bridge:
         # publish is retried.
         LOGGER.error(
             "job=%s outcome=%s not settled: the broker refused a publish (%s); requeued",
-            outcome.job.job_id, outcome.settlement.outcome, why,
+            outcome.job.job_id, outcome.settlement.outcome, why, extra=_job_fields(outcome.job),
         )
         delivery.nack(requeue=True)  # unless its channel is gone: then the broker has it back
         self._observer.settled("retry", outcome.duration_s, None, dead_lettered=False)
@@ -244,22 +248,23 @@ class Bridge:
     # --- the job (worker thread) --------------------------------------------------------------
 
     def _work(self, delivery: Delivery, job: ResizeJob) -> _Outcome:
-        invocation = Invocation(job, delivery.attempt, self._max_attempts)
-        started = time.monotonic()
-        try:
-            settlement = self._run_job(invocation, started)
-        except Exception:  # a bridge bug; never leave a delivery unsettled
-            LOGGER.exception("job %s: bridge error; requeueing it", job.job_id)
-            settlement = released()
-        duration_s = time.monotonic() - started
-        try:
-            if settlement.action == REQUEUE:
-                # Back off here, in the worker thread, so the I/O thread stays responsive. A
-                # stop request cuts the wait short.
-                self._loop.stopping.wait(settlement.delay_s)
-        finally:
-            self._observer.job_ended()
-        return _Outcome(invocation, settlement, duration_s)
+        with logs.context(**_job_fields(job)):  # on whatever this thread logs for the job
+            invocation = Invocation(job, delivery.attempt, self._max_attempts)
+            started = time.monotonic()
+            try:
+                settlement = self._run_job(invocation, started)
+            except Exception:  # a bridge bug; never leave a delivery unsettled
+                LOGGER.exception("job %s: bridge error; requeueing it", job.job_id)
+                settlement = released()
+            duration_s = time.monotonic() - started
+            try:
+                if settlement.action == REQUEUE:
+                    # Back off here, in the worker thread, so the I/O thread stays responsive.
+                    # A stop request cuts the wait short.
+                    self._loop.stopping.wait(settlement.delay_s)
+            finally:
+                self._observer.job_ended()
+            return _Outcome(invocation, settlement, duration_s)
 
     def _run_job(self, invocation: Invocation, started: float) -> Settlement:
         if self._loop.stopping.is_set() and not invocation.is_final_attempt:
@@ -301,11 +306,19 @@ def _log_outcome(outcome: _Outcome) -> None:
     if settlement.action == REQUEUE:
         cause += f" (requeued after a {settlement.delay_s:.2f}s backoff)"
     level = logging.INFO if settlement.outcome in ("done", "released") else logging.WARNING
+    fields = {**_job_fields(invocation.job), "outcome": settlement.outcome,
+              "attempt": invocation.attempt, "duration_s": round(outcome.duration_s, 3)}
+    if settlement.error:
+        fields["code"] = settlement.error["code"]
     LOGGER.log(
         level, "job=%s key=%s outcome=%s attempt=%d/%d duration=%.2fs%s",
         invocation.job.job_id, invocation.job.source_key, settlement.outcome,
-        invocation.attempt, invocation.max_attempts, outcome.duration_s, cause,
+        invocation.attempt, invocation.max_attempts, outcome.duration_s, cause, extra=fields,
     )
+
+
+def _job_fields(job: ResizeJob) -> dict:
+    return {logs.JOB_ID: job.job_id, logs.UPLOAD_ID: job.upload_id}
 
 
 def _elapsed_ms(started: float) -> int:

@@ -21,7 +21,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Protocol
 
-from imagepipe import aws
+from imagepipe import aws, logs
 from imagepipe.errors import invoke_failed
 from imagepipe.messages import Invocation, InvocationResult
 from imagepipe.settings import Settings
@@ -45,7 +45,6 @@ def make_invoker(settings: Settings) -> Invoker:
 # --- local: a process pool over the core resize function -------------------------------------
 
 _worker_runtime = None  # one Runtime per pool process, made by the pool initializer
-WORKER_LOG_FORMAT = "%(asctime)s %(levelname)s %(processName)s %(name)s %(message)s"
 
 
 def _init_worker(settings: Settings, log_level: int) -> None:
@@ -53,8 +52,9 @@ def _init_worker(settings: Settings, log_level: int) -> None:
     from imagepipe.resize import Runtime
 
     # A spawned process starts with no logging set up: without this the core's warnings
-    # (a retry's cause, a failed status write) would reach stderr without time or origin.
-    logging.basicConfig(level=log_level, format=WORKER_LOG_FORMAT)
+    # (a retry's cause, a failed status write) would reach stderr without time, origin or the
+    # job's fields. It shares the bridge's stderr, so it writes the same format.
+    logs.configure(log_level)
 
     # Ctrl-C reaches the whole process group. The parent bridge decides when work stops, so a
     # job that is running keeps running until the bridge shuts the pool down.

@@ -88,7 +88,7 @@ class Session:
 
     def __init__(self, connection):
         self.connection = connection
-        self.consume_channel = None
+        self.consume_channel: Any = None
         self.consumer_tag = ""
         self.current = True  # False once the loop has left this session
         # The handler's own per-session state (the channels it publishes on).

@@ -21,21 +21,14 @@ from bridge.callbacks import CallbackDispatcher
 from bridge.consumer import Bridge
 from bridge.invokers import make_invoker
 from bridge.observability import BridgeMetrics, serve
+from imagepipe import logs, settings as settings_edge
 from imagepipe.errors import ConfigError
-from imagepipe import settings as settings_edge
 
 LOGGER = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
 EXIT_DRAIN_TIMEOUT = 3
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
-
-
-def configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
-    # pika logs every connection step at INFO; the bridge logs what matters itself.
-    logging.getLogger("pika").setLevel(logging.WARNING)
 
 
 def main() -> int:
@@ -57,7 +50,8 @@ def main() -> int:
 def run() -> bool:
     """Consume until stopped; returns whether every job in flight was settled."""
     settings = settings_edge.load()  # the broker's credentials come from its secret
-    configure_logging()
+    # JSON lines on stderr (the container's log driver), readable text on a terminal.
+    logs.configure(logging.INFO)
     metrics = server = None
     if settings.health_port:
         metrics = BridgeMetrics(settings)

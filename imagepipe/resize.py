@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 
-from imagepipe import aws, imaging, keys, status
+from imagepipe import aws, imaging, keys, logs, status
 from imagepipe.errors import (
     BAD_MESSAGE,
     INTERNAL,
@@ -79,7 +79,9 @@ def handle_invocation(payload: dict, runtime: Runtime) -> dict:
             error=exc.to_dict(),
             duration_ms=_elapsed_ms(started),
         ).to_dict()
-    return process(invocation, runtime, started).to_dict()
+    job = invocation.job
+    with logs.context(**{logs.JOB_ID: job.job_id, logs.UPLOAD_ID: job.upload_id}):
+        return process(invocation, runtime, started).to_dict()
 
 
 def process(invocation: Invocation, runtime: Runtime, started: float | None = None) -> InvocationResult:

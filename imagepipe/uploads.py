@@ -16,7 +16,7 @@ import re
 import unicodedata
 from datetime import datetime, timezone
 
-from imagepipe import callbacks, errors, formats, keys, status
+from imagepipe import callbacks, errors, formats, keys, logs, status
 from imagepipe.errors import ApiError, TransientError
 from imagepipe.messages import TIME_FORMAT, ResizeJob, State, VariantInfo
 from imagepipe.multipart import MultipartGone, MultipartUploads, PartPlan, PartsRejected
@@ -98,7 +98,8 @@ class UploadService:
             multipart=multipart,
         ))
         LOGGER.info("upload %s created (%s, %d bytes, %s)", upload_id,
-                    request["content_type"], request["size"], request["method"])
+                    request["content_type"], request["size"], request["method"],
+                    extra={logs.UPLOAD_ID: upload_id})
         return {
             "upload_id": upload_id,
             "upload": upload,
@@ -286,7 +287,8 @@ class UploadService:
                 raise ApiError(503, exc.code, exc.public_message,
                                retry_after=BROKER_RETRY_AFTER_S) from exc
             raise
-        LOGGER.info("upload %s enqueued as job %s", upload_id, job.job_id)
+        LOGGER.info("upload %s enqueued as job %s", upload_id, job.job_id,
+                    extra={logs.UPLOAD_ID: upload_id, logs.JOB_ID: job.job_id})
         return {"upload_id": upload_id, "status": State.QUEUED}
 
     def _job(self, upload_id: str, record: UploadRecord, etag: str) -> ResizeJob:

@@ -9,11 +9,15 @@ import logging
 
 from chalice import Chalice
 
+from imagepipe import logs
 from imagepipe.resize import Runtime, handle_invocation
 from imagepipe.settings import Settings
 
-app = Chalice(app_name="imagepipe-resize")
-app.log.setLevel(logging.INFO)
+# The module level is this function's entry point: Lambda's handler writes JSON (the template's
+# LoggingConfig) with each line's upload_id and job_id; elsewhere, JSON lines or text on stderr.
+app = Chalice(app_name="imagepipe-resize", configure_logs=False)
+logs.configure(logging.INFO)
+logging.getLogger("imagepipe").setLevel(logging.INFO)
 
 _runtime = None
 

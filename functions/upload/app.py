@@ -13,17 +13,22 @@ from urllib.parse import unquote_plus
 
 from chalice import Chalice, Response
 
-from imagepipe import aws, cors, keys, openapi, settings as settings_edge
+from imagepipe import aws, cors, keys, logs, openapi, settings as settings_edge
 from imagepipe.broker import JobPublisher
 from imagepipe.errors import INTERNAL, ORIGIN_NOT_ALLOWED, ApiError
 from imagepipe.status import StatusStore
 from imagepipe.uploads import UploadService, parse_json_object
 from imagepipe.webpage import WebPage
 
-app = Chalice(app_name="imagepipe-upload")
+# The module level is this function's entry point, so logging is set up here: Lambda's own
+# handler (JSON with the template's LoggingConfig, fields included), or JSON lines / text on
+# stderr under chalice local. configure_logs=False: Chalice's handler on app.log would print
+# plain text to stdout beside it; app.log's lines go through the root logger instead.
+app = Chalice(app_name="imagepipe-upload", configure_logs=False)
+logs.configure(logging.INFO)
 app.log.setLevel(logging.INFO)
-# Lambda's root logger only passes WARNING; the core's INFO lines (job enqueued, upload
-# rejected) are the audit trail of this function.
+# The core's INFO lines (job enqueued, upload rejected) are the audit trail of this function,
+# whatever level the runtime gave the root logger.
 logging.getLogger("imagepipe").setLevel(logging.INFO)
 
 # The body is parsed here whatever its declared type, so a missing or wrong Content-Type gets
@@ -62,7 +67,8 @@ def api(success_status: int):
     def decorate(view):
         @functools.wraps(view)
         def respond(**path_params):
-            response = _respond(view, success_status, path_params)
+            with logs.context(**{logs.UPLOAD_ID: path_params.get("upload_id")}):
+                response = _respond(view, success_status, path_params)
             origin = _origin()
             if origin:  # the settings are read for a cross-origin call only
                 response.headers.update(cors.response_headers(origin, _allowed_origins()))
@@ -215,15 +221,18 @@ def _enqueue_record(record) -> dict:
         app.log.warning("ignoring %r: bucket %r is not this stage's", key, bucket)
         return {"key": key, "result": "ignored"}
     try:
-        return {"key": key, "result": service().enqueue(upload_id)["status"]}
+        with logs.context(**{logs.UPLOAD_ID: upload_id}):
+            return {"key": key, "result": service().enqueue(upload_id)["status"]}
     except ApiError as exc:
         if exc.retryable:
-            app.log.warning("upload %s not enqueued (%s); will retry", upload_id, exc.code)
+            app.log.warning("upload %s not enqueued (%s); will retry", upload_id, exc.code,
+                            extra={logs.UPLOAD_ID: upload_id})
             return {"key": key, "result": "retry"}
-        app.log.info("upload %s not enqueued: %s", upload_id, exc)
+        app.log.info("upload %s not enqueued: %s", upload_id, exc,
+                     extra={logs.UPLOAD_ID: upload_id})
         return {"key": key, "result": exc.code}
     except Exception:
-        app.log.exception("upload %s not enqueued", upload_id)
+        app.log.exception("upload %s not enqueued", upload_id, extra={logs.UPLOAD_ID: upload_id})
         return {"key": key, "result": "retry"}
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 import imagepipe
+from imagepipe import logs
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # the command ran, but some input or job failed (or stdout closed early)
@@ -32,11 +33,8 @@ COMMAND_MODULES = (
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    # Text on a terminal, JSON lines when stderr goes to a file or a pipe (a CI job, cron).
+    logs.configure(logging.DEBUG if args.verbose else logging.WARNING, sys.stderr)
     logging.captureWarnings(True)  # Pillow warns about odd files (bad EXIF): log, not print
     if hasattr(sys.stdout, "reconfigure"):  # an undecodable file name must not crash its line
         sys.stdout.reconfigure(errors="backslashreplace")
