@@ -110,6 +110,14 @@ def test_functions_run_on_the_chosen_runtime_as_the_infra_roles(packaged):
         assert "DefaultRole" not in template["Resources"]  # Chalice made no role of its own
 
 
+def test_every_packaged_function_logs_in_lambdas_json_format(packaged):
+    # chalice package knows nothing of it: the merge templates (infra/*-function*.yaml) add it.
+    for path in packaged.function_templates.values():
+        for name, props in functions_of(templates.load(path)).items():
+            assert props["LoggingConfig"]["LogFormat"] == "JSON", name
+            assert props["LoggingConfig"]["ApplicationLogLevel"] == "INFO", name
+
+
 def test_upload_stack_lets_s3_invoke_the_enqueue_function_only_from_the_bucket(packaged):
     template = templates.load(packaged.function_templates["upload"])
     functions = functions_of(template)

@@ -267,3 +267,16 @@ def test_the_template_is_clean_for_cfn_lint_and_lint_catches_a_planted_error(tmp
     (tmp_path / "stack.yaml").write_text(broken)
     findings = templates.lint([tmp_path / "stack.yaml"])
     assert findings and "AWS::ECS::Clustr" in " ".join(findings)
+
+
+@pytest.mark.parametrize("merge_template", ["resize-function.yaml", "upload-functions.yaml"])
+def test_every_function_writes_lambdas_json_log_format_at_info(merge_template):
+    # The chalice merge templates: Lambda's JSON formatter then writes each line's upload_id and
+    # job_id (imagepipe.logs) as fields; INFO keeps the core's audit lines.
+    merged = templates.load(ROOT / "infra" / merge_template)
+    # A fragment without a Type is merged into the function chalice made under that name.
+    functions = {name: resource["Properties"] for name, resource in merged["Resources"].items()
+                 if "Type" not in resource and "FunctionName" in resource["Properties"]}
+    assert functions
+    for name, props in functions.items():
+        assert props["LoggingConfig"] == {"LogFormat": "JSON", "ApplicationLogLevel": "INFO"}, name
