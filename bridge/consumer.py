@@ -28,6 +28,7 @@ import functools
 import logging
 import time
 from dataclasses import dataclass, replace
+from typing import Any
 
 import pika.exceptions
 
@@ -62,7 +63,7 @@ REFUSED = (pika.exceptions.NackError, pika.exceptions.UnroutableError)
 class _Publishers:
     """The channels one session publishes on."""
 
-    dead_letters: object  # a BlockingChannel in confirm mode: mandatory, a confirm each
+    dead_letters: Any  # a BlockingChannel in confirm mode: mandatory, a confirm each
     events: PipelinedPublisher  # result events: confirms pipelined
 
 

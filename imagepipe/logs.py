@@ -118,9 +118,9 @@ def configure(level: int = logging.INFO, stream: TextIO | None = None) -> None:
     """
     root = logging.getLogger()
     if not root.handlers:
-        handler = logging.StreamHandler(stream or sys.stderr)
-        handler.setFormatter(formatter_for(handler.stream))
-        root.addHandler(handler)
+        ours = logging.StreamHandler(stream or sys.stderr)
+        ours.setFormatter(formatter_for(ours.stream))
+        root.addHandler(ours)
         root.setLevel(level)
     for handler in root.handlers:
         if not any(isinstance(f, ContextFilter) for f in handler.filters):
