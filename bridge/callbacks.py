@@ -107,7 +107,7 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
 
     def connect(self) -> None:
         sock = socket.create_connection((self._address, self.port), self.timeout)
-        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+        self.sock = _tls_context().wrap_socket(sock, server_hostname=self.host)
 
 
 def _pinned_connection(target: callbacks.Target, address: str, timeout: float):
@@ -199,12 +199,13 @@ class CallbackDispatcher:
         if outcome.action == RELEASED:
             delivery.nack(requeue=True)
             return
+        error = outcome.error or {"code": CALLBACK_FAILED, "message": "not delivered"}
         if outcome.action == DEAD:
             try:
                 delivery.session.context.basic_publish(
                     exchange="", routing_key=self._settings.callback_dead_letter_queue,
                     body=delivery.body, mandatory=True,
-                    properties=dead_letter_properties(delivery.properties, outcome.error,
+                    properties=dead_letter_properties(delivery.properties, error,
                                                       outcome.attempts))
             except (pika.exceptions.NackError, pika.exceptions.UnroutableError) as exc:
                 LOGGER.error("callback not dead-lettered (%s); requeued", exc)
@@ -219,8 +220,8 @@ class CallbackDispatcher:
                         extra=fields)
         else:
             LOGGER.warning("callback job=%s outcome=dead_letter attempts=%d code=%s: %s", job,
-                           outcome.attempts, outcome.error["code"], outcome.error["message"],
-                           extra={**fields, "code": outcome.error["code"]})
+                           outcome.attempts, error["code"], error["message"],
+                           extra={**fields, "code": error["code"]})
 
     def dropped(self, delivery: Delivery, outcome: _Outcome) -> None:
         LOGGER.warning("callback job=%s: connection closed; the broker will redeliver it",
@@ -241,7 +242,8 @@ class CallbackDispatcher:
         settings = self._settings
         stopping = self._loop.stopping
         body = callback_body(event)
-        error = None
+        url = event.callback_url or ""  # events without one were acked before any attempt
+        error = {"code": CALLBACK_FAILED, "message": "no attempt was made"}
         for attempt in range(1, settings.callback_attempts + 1):
             if stopping.is_set():
                 return _Outcome(RELEASED, event=event)
@@ -249,7 +251,7 @@ class CallbackDispatcher:
             headers = callbacks.signed_headers(settings.callback_secret, body,
                                                message_id=webhook_id(event))
             try:
-                post_once(settings, event.callback_url, body, headers, self._resolver)
+                post_once(settings, url, body, headers, self._resolver)
                 return _Outcome(DELIVERED, attempt, event=event)
             except AttemptFailed as exc:
                 error = {"code": CALLBACK_FAILED, "message": str(exc)}

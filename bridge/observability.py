@@ -27,7 +27,7 @@ import json
 import logging
 import threading
 from socketserver import ThreadingMixIn
-from typing import Protocol
+from typing import Any, Protocol
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
@@ -163,8 +163,8 @@ class QueueDepthCollector:
         self._settings = settings
         self._timeout = timeout
         self._lock = threading.Lock()
-        self._connection = None
-        self._open_channel = None
+        self._connection: Any = None  # opened at the first scrape
+        self._open_channel: Any = None
 
     def collect(self):
         messages = GaugeMetricFamily("imagepipe_queue_messages", "Messages ready in the queue",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 from imagepipe import amqp
 from imagepipe.errors import BROKER_UNAVAILABLE, ConfigError, TransientError
@@ -121,8 +122,8 @@ class JobPublisher:
     def __init__(self, settings: Settings, connect_timeout: float = 3.0):
         self._settings = settings
         self._connect_timeout = connect_timeout
-        self._connection = None
-        self._channel = None
+        self._connection: Any = None  # pika.BlockingConnection, opened on first publish
+        self._channel: Any = None
         self._lock = threading.Lock()
 
     def publish(self, job: ResizeJob) -> None:

@@ -37,7 +37,7 @@ def preflight_headers(origin: str | None, allowed_origins: tuple[str, ...],
     if not is_allowed(origin, allowed_origins):
         return None
     return {
-        "Access-Control-Allow-Origin": origin,
+        "Access-Control-Allow-Origin": str(origin),
         "Access-Control-Allow-Methods": ", ".join(sorted({*methods, "OPTIONS"})),
         "Access-Control-Allow-Headers": ", ".join(ALLOWED_HEADERS),
         "Access-Control-Max-Age": str(PREFLIGHT_MAX_AGE_S),

@@ -148,10 +148,12 @@ class ResizeJob:
     @classmethod
     def from_dict(cls, obj: dict) -> "ResizeJob":
         _check_version(obj)
-        optional = ("source_etag", "callback_url")
-        required = [name for name in cls.__dataclass_fields__ if name not in optional]
-        job = cls(**{name: _require(obj, name) for name in required},
-                  **{name: _optional_str(obj, name) for name in optional})
+        job = cls(job_id=_require(obj, "job_id"), upload_id=_require(obj, "upload_id"),
+                  bucket=_require(obj, "bucket"), source_key=_require(obj, "source_key"),
+                  content_type=_require(obj, "content_type"),
+                  submitted_at=_require(obj, "submitted_at"),
+                  source_etag=_optional_str(obj, "source_etag"),
+                  callback_url=_optional_str(obj, "callback_url"))
         if not keys.is_upload_id(job.upload_id):
             raise PermanentError(BAD_MESSAGE, "upload_id is malformed")
         if job.job_id != job.upload_id:  # one job per upload (see for_upload)

@@ -91,8 +91,8 @@ def process(invocation: Invocation, runtime: Runtime, started: float | None = No
     if job.bucket != runtime.settings.bucket:
         # Not this stage's job: refused before any status is touched, so a forged message
         # cannot mark another upload failed.
-        error = PermanentError(BAD_MESSAGE, "the job names another bucket than this stage's")
-        return _result(job, FAILED, started, error=error.to_dict())
+        refused = PermanentError(BAD_MESSAGE, "the job names another bucket than this stage's")
+        return _result(job, FAILED, started, error=refused.to_dict())
     if invocation.give_up is not None:
         return _give_up(invocation, store, started)
     try:
@@ -126,9 +126,10 @@ def _give_up(invocation: Invocation, store: status.StatusStore, started: float) 
     dead-letters the job with its cause anyway.
     """
     job = invocation.job
+    cause = invocation.give_up or {}
     error = {
-        "code": str(invocation.give_up.get("code") or INTERNAL),
-        "message": str(invocation.give_up.get("message") or "the bridge gave up on the job"),
+        "code": str(cause.get("code") or INTERNAL),
+        "message": str(cause.get("message") or "the bridge gave up on the job"),
     }
     try:
         answer = _answer_if_done(job, store, started)

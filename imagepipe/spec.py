@@ -30,6 +30,7 @@ A variant is ``{"name", "mode", "width", "height", "format", "quality", "gravity
 from __future__ import annotations
 
 import re
+from typing import TypeGuard
 from dataclasses import dataclass
 
 from imagepipe.errors import ConfigError
@@ -62,7 +63,7 @@ class _Option:
             return isinstance(value, bool)
         if isinstance(self.kind, tuple) and len(self.kind) == 2 and all(map(_is_int, self.kind)):
             return _is_int(value) and self.kind[0] <= value <= self.kind[1]
-        return value in self.kind
+        return isinstance(self.kind, tuple) and value in self.kind
 
 
 # Output format -> option -> what it takes. These are passed to Pillow's encoder as they are.
@@ -230,5 +231,5 @@ def _dimension(where: str, field: str, value: object) -> int:
     return value
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
