@@ -19,6 +19,8 @@ import re
 import secrets
 
 UPLOAD_ID_PATTERN = re.compile(r"[0-9a-f]{32}")  # always with fullmatch: "$" admits "\n"
+# A variant name (``spec``: lowercase letters, digits, ``_``, ``-``) and an extension; fullmatch.
+_VARIANT_FILENAME = re.compile(r"([a-z0-9][a-z0-9_-]{0,31})\.([a-z]{2,5})")
 
 UPLOADS_PREFIX = "uploads/"
 ORIGINALS_PREFIX = "originals/"
@@ -75,11 +77,25 @@ def manifest_key(upload_id: str) -> str:
 
 
 def variant_key(upload_id: str, variant_name: str, image_format: str) -> str:
+    return f"{VARIANTS_PREFIX}{_checked(upload_id)}/{variant_filename(variant_name, image_format)}"
+
+
+def variant_filename(variant_name: str, image_format: str) -> str:
+    """``{name}.{ext}``: the last segment of a variant's key (and of its stable URL)."""
     try:
         ext = FORMAT_EXTENSIONS[image_format]
     except KeyError:
         raise InvalidKey(f"no extension for format {image_format!r}") from None
-    return f"{VARIANTS_PREFIX}{_checked(upload_id)}/{variant_name}.{ext}"
+    return f"{variant_name}.{ext}"
+
+
+def variant_key_from_filename(upload_id: str, filename: str) -> str:
+    """The key of ``{name}.{ext}`` under an upload; ``InvalidKey`` for anything else (a path,
+    an unknown extension), so a request can never name another prefix."""
+    match = _VARIANT_FILENAME.fullmatch(filename or "")
+    if not match or match.group(2) not in FORMAT_EXTENSIONS.values():
+        raise InvalidKey(f"not a variant file name: {filename[:80]!r}")
+    return f"{VARIANTS_PREFIX}{_checked(upload_id)}/{filename}"
 
 
 def upload_id_from_original_key(key: str) -> str:

@@ -31,6 +31,8 @@ S3_MAX_PARTS = 10_000
 INVOKERS = ("local", "lambda")
 # pillow: the default and the Lambda package's; vips: optional (pyvips), faster on JPEG photos.
 IMAGING_ENGINES = ("pillow", "vips")
+# How variant URLs are made (see ``imagepipe.delivery``).
+DELIVERY_MODES = ("redirect", "cdn", "presigned")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 _MIB = 1024 * 1024
@@ -304,6 +306,34 @@ class Settings:
     health_host: str = setting("IMAGEPIPE_HEALTH_HOST", "127.0.0.1",
                                "the address they listen on (`0.0.0.0` to be scraped from "
                                "outside the host or container)")
+    delivery: str = setting(
+        "IMAGEPIPE_DELIVERY", "redirect",
+        "how clients reach variants: `redirect` (stable signed URLs of the API that redirect "
+        "to a fresh presigned GET; without `IMAGEPIPE_DELIVERY_KEYS` the stage falls back to "
+        "`presigned`), `cdn` (a CloudFront distribution, cloud stages) or `presigned` (a new "
+        "presigned GET on every read, valid `IMAGEPIPE_DOWNLOAD_EXPIRES`)",
+        choices=DELIVERY_MODES)
+    delivery_keys: tuple[str, ...] = setting(
+        "IMAGEPIPE_DELIVERY_KEYS", (),
+        "the HMAC keys of the stable variant URLs, comma-separated: the first signs, any "
+        "verifies, so a key can be rotated", kind=LIST, secret=True, default_doc="none")
+    delivery_url_lifetime_s: int = setting(
+        "IMAGEPIPE_DELIVERY_URL_LIFETIME_S", 0,
+        "how long a stable variant URL works, from when its variant was made (its signature "
+        "then covers an `exp`); 0: for ever", kind=INT, minimum=0, unit="s")
+    redirect_expires_s: int = setting(
+        "IMAGEPIPE_REDIRECT_EXPIRES_S", 300,
+        "lifetime of the presigned GET a stable URL redirects to (browsers may reuse the "
+        "redirect for 80% of it)", kind=INT, minimum=1, maximum=MAX_DOWNLOAD_EXPIRES, unit="s")
+    public_api_url: str | None = setting(
+        "IMAGEPIPE_PUBLIC_API_URL", None,
+        "the API's public URL, where stable variant URLs point; the resize function needs it "
+        "(`make deploy` passes the API's endpoint), the API uses the request's address without "
+        "it", default_doc="none")
+    cdn_domain: str | None = setting(
+        "IMAGEPIPE_CDN_DOMAIN", None,
+        "the CloudFront distribution in front of `variants/` with `delivery` `cdn` (set by "
+        "`make deploy`)", default_doc="none")
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -408,6 +438,9 @@ ENV_REGION = env_name("region")
 ENV_AMQP_URL = env_name("amqp_url")
 ENV_AMQP_SECRET_ARN = env_name("amqp_secret_arn")
 ENV_HEALTH_PORT = env_name("health_port")
+ENV_DELIVERY_KEYS = env_name("delivery_keys")
+ENV_PUBLIC_API_URL = env_name("public_api_url")
+ENV_CDN_DOMAIN = env_name("cdn_domain")
 
 
 def load(environ: Mapping[str, str] | None = None, secrets_client_factory=None) -> Settings:
