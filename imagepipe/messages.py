@@ -16,7 +16,8 @@ and the status document. ``State`` spells an upload's status for all of them, fo
 document and for the API client.
 
 Bodies are UTF-8 JSON with sorted keys; every body carries ``"v": 1``. Optional fields added
-within v1 (``callback_url``) are left out when unset, so a body without them is unchanged.
+within v1 (``callback_url``, a job's ``filename``, a variant's ``url``) are left out when
+unset, so a body without them is unchanged.
 Decoding a body that is not JSON, not an object, of another version or missing a field raises
 a ``PermanentError`` (``bad_message`` or ``unknown_schema_version``): such a message can never succeed.
 """
@@ -115,11 +116,14 @@ class ResizeJob:
     source_etag: str | None = None
     # Where the bridge's callback dispatcher POSTs the result (checked when the upload was made).
     callback_url: str | None = None
+    # The client's name of the original (sanitised): the variants' download names start with it.
+    filename: str | None = None
 
     @classmethod
     def for_upload(cls, upload_id: str, bucket: str, content_type: str,
                    source_etag: str | None = None,
-                   callback_url: str | None = None) -> "ResizeJob":
+                   callback_url: str | None = None,
+                   filename: str | None = None) -> "ResizeJob":
         # One job per upload: the id is the upload's, so a duplicate publish is recognisable.
         return cls(
             job_id=upload_id,
@@ -130,6 +134,7 @@ class ResizeJob:
             submitted_at=utc_now(),
             source_etag=source_etag,
             callback_url=callback_url,
+            filename=filename,
         )
 
     def to_dict(self) -> dict:
@@ -143,6 +148,7 @@ class ResizeJob:
             "submitted_at": self.submitted_at,
             "source_etag": self.source_etag,
             **_callback_to_dict(self.callback_url),
+            **({} if self.filename is None else {"filename": self.filename}),
         }
 
     @classmethod
@@ -153,7 +159,8 @@ class ResizeJob:
                   content_type=_require(obj, "content_type"),
                   submitted_at=_require(obj, "submitted_at"),
                   source_etag=_optional_str(obj, "source_etag"),
-                  callback_url=_optional_str(obj, "callback_url"))
+                  callback_url=_optional_str(obj, "callback_url"),
+                  filename=_optional_str(obj, "filename"))
         if not keys.is_upload_id(job.upload_id):
             raise PermanentError(BAD_MESSAGE, "upload_id is malformed")
         if job.job_id != job.upload_id:  # one job per upload (see for_upload)
@@ -186,9 +193,13 @@ class VariantInfo:
     height: int
     format: str
     bytes: int
+    # Where a client loads it (``delivery.variant_url``): a stable URL, the same in the manifest,
+    # the result event, the callback and ``GET /uploads/{id}``. Optional within v1: left out on a
+    # stage that delivers presigned URLs only (they would expire in the message).
+    url: str | None = None
 
     def to_dict(self) -> dict:
-        return {
+        obj = {
             "name": self.name,
             "key": self.key,
             "width": self.width,
@@ -196,6 +207,9 @@ class VariantInfo:
             "format": self.format,
             "bytes": self.bytes,
         }
+        if self.url is not None:
+            obj["url"] = self.url
+        return obj
 
     @classmethod
     def from_dict(cls, obj: dict) -> "VariantInfo":
@@ -206,6 +220,7 @@ class VariantInfo:
             height=_require(obj, "height", int),
             format=_require(obj, "format"),
             bytes=_require(obj, "bytes", int),
+            url=_optional_str(obj, "url"),
         )
 
 

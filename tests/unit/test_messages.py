@@ -152,3 +152,35 @@ def test_a_job_of_another_bucket_is_refused_when_the_bucket_is_known():
     assert ResizeJob.decode(body, bucket="photos").bucket == "photos"
     with pytest.raises(PermanentError, match="another bucket"):
         ResizeJob.decode(body, bucket="other-stage-photos")
+
+
+# --- a variant's url: optional within v1 ----------------------------------------------------------
+
+STABLE_URL = f"https://api.example.com/api/v/{UID}/thumb.jpg?sig=Zm9vYmFyYmF6cXV4cXV1eA"
+
+
+def test_done_event_with_variant_urls_matches_golden_and_older_events_still_read():
+    thumb = VariantInfo(**{**THUMB.__dict__, "url": STABLE_URL})
+    done = InvocationResult(job_id=UID, upload_id=UID, status="done", variants=(thumb,),
+                            duration_ms=812)
+    event = ResultEvent(**{**ResultEvent.from_result(done).__dict__,
+                           "finished_at": "2026-11-28T05:00:01.000000Z"})
+    assert event.encode() == golden("result_event_done_url.v1.json")
+    assert ResultEvent.from_dict(json.loads(event.encode())) == event
+    assert InvocationResult.from_dict(done.to_dict()) == done
+    # A variant without a url encodes exactly as before the field existed, and reads back.
+    assert "url" not in THUMB.to_dict()
+    old = ResultEvent.from_dict(json.loads(golden("result_event_done_callback.v1.json")))
+    assert old.variants[0].url is None
+    with pytest.raises(PermanentError, match="url"):
+        VariantInfo.from_dict({**thumb.to_dict(), "url": 7})
+
+
+def test_job_with_the_originals_filename_matches_golden_and_older_jobs_still_read():
+    job = ResizeJob(**{**JOB.__dict__, "filename": "Été à Zürich.heic"})
+    assert job.encode() == golden("resize_job_filename.v1.json")
+    assert ResizeJob.decode(golden("resize_job_filename.v1.json")) == job
+    assert "filename" not in json.loads(JOB.encode())
+    assert ResizeJob.decode(golden("resize_job.v1.json")).filename is None
+    with pytest.raises(PermanentError, match="filename"):
+        ResizeJob.from_dict({**json.loads(job.encode()), "filename": ["x"]})
