@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 
-from imagepipe import aws, imaging, keys, logs, status
+from imagepipe import aws, delivery, imaging, keys, logs, status
 from imagepipe.errors import (
     BAD_MESSAGE,
     INTERNAL,
@@ -34,12 +34,11 @@ from imagepipe.messages import (
     Manifest,
     State,
     VariantInfo,
+    utc_now,
 )
 from imagepipe.settings import Settings
 
 LOGGER = logging.getLogger(__name__)
-
-VARIANT_CACHE_CONTROL = "public, max-age=31536000, immutable"
 
 
 class Runtime:
@@ -49,6 +48,7 @@ class Runtime:
         # At start, not as every job's failure (a ConfigError there would be retried per job).
         imaging.check_engine(settings.imaging_engine)
         imaging.check_variants(settings.variants)
+        delivery.check(settings, needs_api_url=True)
         self.settings = settings
         self._s3 = s3
 
@@ -164,6 +164,8 @@ def _make_variants(job, runtime: Runtime) -> Manifest:
     data = obj["Body"].read()
     rendered = imaging.render(data, settings.variants, max_pixels=settings.max_pixels,
                              engine=settings.imaging_engine)
+    # The URLs' lifetime (if the stage sets one) counts from the manifest's time.
+    created_at = utc_now()
     infos = []
     for variant in rendered.variants:
         key = keys.variant_key(job.upload_id, variant.name, variant.format)
@@ -172,7 +174,7 @@ def _make_variants(job, runtime: Runtime) -> Manifest:
             Key=key,
             Body=variant.data,
             ContentType=FORMAT_TO_MIME[variant.format],
-            CacheControl=VARIANT_CACHE_CONTROL,
+            **delivery.object_headers(settings, job.filename, variant.name, variant.format),
         )
         infos.append(
             VariantInfo(
@@ -182,6 +184,7 @@ def _make_variants(job, runtime: Runtime) -> Manifest:
                 height=variant.height,
                 format=variant.format,
                 bytes=len(variant.data),
+                url=delivery.variant_url(settings, key, created_at),
             )
         )
     return Manifest(
@@ -194,6 +197,7 @@ def _make_variants(job, runtime: Runtime) -> Manifest:
         converted=tuple(rendered.converted),
         colour_converted=rendered.colour_converted,
         notes=tuple(rendered.notes),
+        created_at=created_at,
     )
 
 
