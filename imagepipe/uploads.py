@@ -16,7 +16,7 @@ import re
 import unicodedata
 from datetime import datetime, timezone
 
-from imagepipe import callbacks, errors, formats, keys, logs, status
+from imagepipe import callbacks, delivery, errors, formats, keys, logs, status
 from imagepipe.errors import ApiError, TransientError
 from imagepipe.messages import TIME_FORMAT, ResizeJob, State, VariantInfo
 from imagepipe.multipart import MultipartGone, MultipartUploads, PartPlan, PartsRejected
@@ -69,6 +69,7 @@ class UploadService:
         self.s3 = s3
         self.publisher = publisher
         self.status = status_store
+        delivery.check(settings, needs_api_url=False)
         self.multipart = MultipartUploads(s3, settings.bucket, settings.presign_expires)
 
     # --- GET /limits --------------------------------------------------------------------------
@@ -294,7 +295,7 @@ class UploadService:
     def _job(self, upload_id: str, record: UploadRecord, etag: str) -> ResizeJob:
         """The resize job for an upload, from its record (the first publish and any later one)."""
         return ResizeJob.for_upload(upload_id, self.settings.bucket, record.content_type, etag,
-                                    callback_url=record.callback_url)
+                                    callback_url=record.callback_url, filename=record.filename)
 
     def _lost_in_queue(self, upload_id: str, record: UploadRecord) -> bool:
         """Queued (or last published again) long ago and never started: the caller that marked
@@ -392,34 +393,52 @@ class UploadService:
             raise ApiError(409, errors.NOT_CANCELLABLE, f"upload {upload_id} is {current.state} and "
                            "can no longer be cancelled")
         # Neither state has variants: no manifest or presigned URL to fetch.
-        return {"upload_id": upload_id, "status": current.state, "variants": [],
+        return {"upload_id": upload_id, "status": current.state, "variants": [], "srcset": "",
                 "error": current.error}
 
     # --- GET /uploads/{id} --------------------------------------------------------------------
-    def get_status(self, upload_id: str) -> dict:
+    def get_status(self, upload_id: str, api_url: str | None = None) -> dict:
+        """The upload's state and, once done, its variants with their URLs and a ``srcset`` of
+        the width-based ones. ``api_url`` is where the request reached the API (the stable URLs
+        point there when the stage does not name its public URL)."""
         current = self.status.current(upload_id) if keys.is_upload_id(upload_id) else None
         if current is None:
             raise _not_found(upload_id)
         variants = []
+        spec: tuple[dict, ...] = ()
         if current.state == State.DONE:
             manifest = self.status.get_manifest(upload_id)
-            variants = [self._variant_view(v) for v in manifest.variants] if manifest else []
+            if manifest is not None:
+                spec = manifest.spec
+                variants = [self._variant_view(v, manifest.created_at, api_url)
+                            for v in manifest.variants]
         return {
             "upload_id": upload_id,
             "status": current.state,
             "variants": variants,
+            "srcset": delivery.srcset(variants, spec),
             "error": current.error,
         }
 
-    def _variant_view(self, variant: VariantInfo) -> dict:
-        url = self.s3.generate_presigned_url(
-            "get_object",
-            Params={"Bucket": self.settings.bucket, "Key": variant.key},
-            ExpiresIn=self.settings.download_expires,
-        )
+    def _variant_view(self, variant: VariantInfo, issued_at: str, api_url: str | None) -> dict:
+        url = delivery.variant_url(self.settings, variant.key, issued_at, api_url=api_url,
+                                   s3=self.s3)
         view = {name: getattr(variant, name) for name in ("name", "width", "height", "format",
                                                           "bytes")}
         return {**view, "url": url}
+
+    # --- GET /v/{upload_id}/{name}.{ext} ------------------------------------------------------
+    def variant_redirect(self, upload_id: str, filename: str, query: dict | None) -> dict:
+        """Where a stable variant URL leads: ``{"location", "headers"}`` of a 302 to a fresh
+        presigned GET. A URL this stage did not sign (or one past its ``exp``) is not found,
+        exactly as an unknown upload is: it tells a guesser nothing."""
+        try:
+            key = delivery.verified_key(self.settings, upload_id, filename, query)
+        except delivery.BadSignature as exc:
+            LOGGER.info("stable URL refused for %r: %s", upload_id[:64], exc)
+            raise _not_found(upload_id) from None
+        location, headers = delivery.redirect(self.settings, self.s3, key)
+        return {"location": location, "headers": headers}
 
     def _upload_record(self, upload_id: str) -> UploadRecord:
         record = self.status.get_upload_record(upload_id) if keys.is_upload_id(upload_id) else None

@@ -180,7 +180,34 @@ def complete_upload(upload_id):
 @app.route("/uploads/{upload_id}", methods=["GET"], content_types=ANY_CONTENT_TYPE)
 @api(200)
 def get_upload(upload_id):
-    return service().get_status(upload_id)
+    return service().get_status(upload_id, _api_url(f"/uploads/{upload_id}"))
+
+
+def _api_url(route_path: str) -> str:
+    """Where this request reached the API (``https://host/api`` behind API Gateway): the
+    stable variant URLs point there unless the stage names its public URL."""
+    request = app.current_request
+    context = request.context or {}
+    headers = request.headers or {}
+    host = context.get("domainName") or headers.get("host", "")
+    scheme = headers.get("x-forwarded-proto") or ("https" if context.get("domainName") else "http")
+    path = context.get("path") or route_path
+    prefix = path[: -len(route_path)] if path.endswith(route_path) else ""
+    return f"{scheme}://{host}{prefix}"
+
+
+# --- stable variant URLs: no authentication (an <img> sends no header), the signature is the key
+@app.route("/v/{upload_id}/{filename}", methods=["GET"], content_types=ANY_CONTENT_TYPE)
+def variant_redirect(upload_id, filename):
+    try:
+        found = service().variant_redirect(upload_id, filename,
+                                           app.current_request.query_params or {})
+    except ApiError as exc:
+        return _json(exc.status, exc.to_body())
+    except Exception:
+        app.log.exception("unexpected error in variant_redirect")
+        return _internal_error()
+    return Response(body="", status_code=302, headers=found["headers"])
 
 
 @app.route("/uploads/{upload_id}", methods=["DELETE"], content_types=ANY_CONTENT_TYPE)

@@ -10,7 +10,7 @@ import requests
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
-from imagepipe import errors, keys
+from imagepipe import delivery, errors, keys
 from imagepipe.messages import State
 from imagepipe.settings import S3_MIN_PART_BYTES
 from imagepipe.spec import OUTPUT_FORMATS
@@ -201,3 +201,22 @@ def test_the_stage_documents_examples_fit_its_schemas(make_api, offline_settings
     served = api.http.get("/openapi.json").json_body
 
     assert _examples_checked(served) >= 7
+
+
+def test_stable_variant_urls_answer_as_documented(make_api, offline_settings):
+    settings = dataclasses.replace(offline_settings, delivery_keys=("k",),
+                                   public_api_url="https://api.example.com")
+    api = make_api(settings)
+    upload_id = "0123456789abcdef0123456789abcdef"
+    operation = DOCUMENT["paths"]["/v/{upload_id}/{filename}"]["get"]
+    filename_pattern = next(p["schema"]["pattern"] for p in operation["parameters"]
+                            if p["name"] == "filename")
+    assert re.match(filename_pattern, "md.jpg")
+    signed = delivery.sign("k", upload_id, "md.jpg", None)
+    found = api.http.get(f"/v/{upload_id}/md.jpg?sig={signed}")
+    assert found.status_code == 302
+    assert set(operation["responses"]["302"]["headers"]) <= set(found.headers)
+    refused = api.http.get(f"/v/{upload_id}/md.jpg?sig=x")
+    assert refused.status_code == 404
+    _schema_validator(operation["responses"]["404"]["content"]["application/json"]["schema"]) \
+        .validate(refused.json_body)

@@ -50,7 +50,7 @@ def test_create_post_upload(api, s3_mock):
     status = api.http.get(body["status_url"])
     assert status.status_code == 200
     assert status.json_body == {"upload_id": upload_id, "status": "pending", "variants": [],
-                                "error": None}
+                                "srcset": "", "error": None}
 
 
 def test_create_put_upload(api):
