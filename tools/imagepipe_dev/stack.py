@@ -102,8 +102,11 @@ class LocalStack:
         origins = base.allowed_origins
         if self.allow_page_origin:
             origins = tuple(dict.fromkeys(origins + page_origins(self.api_port)))
+        # The stable variant URLs point at this stack's API, wherever its port is.
+        public_api_url = self._overrides.get("public_api_url") or self.api_url
         self.settings = replace(base, amqp_url=amqp_url, allowed_origins=origins,
-                                s3_endpoint_url=f"http://127.0.0.1:{self.s3_port}")
+                                s3_endpoint_url=f"http://127.0.0.1:{self.s3_port}",
+                                public_api_url=public_api_url)
         try:
             self._start_moto()
             self._create_bucket()

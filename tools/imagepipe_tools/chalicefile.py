@@ -176,6 +176,8 @@ def stage_settings(
         kwargs["allowed_origins"] = tuple(
             origin.strip() for entry in kwargs["allowed_origins"]
             for origin in entry.split(",") if origin.strip())
+    if "delivery_keys" in kwargs:
+        kwargs["delivery_keys"] = tuple(k for k in kwargs["delivery_keys"] if k)
     settings = Settings(**kwargs)
     return replace(settings, **dict(overrides or {}))
 
