@@ -34,8 +34,11 @@ FUNCTION_CAPABILITIES = ("CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND")
 COMPUTED_PARAMETERS = {
     "Stage", "BucketName", "AllowedOrigins", "ResizeQueue", "UploadApiFunctionName",
     "ObjectCreatedFunctionName", "ResizeFunctionName", "BridgeImage",
-    "EnableObjectCreatedNotification",
+    "EnableObjectCreatedNotification", "Delivery",
 }
+# A function stack's parameter for the API's public URL (where stable variant URLs point): the
+# stage's public_api_url, else the upload API's own endpoint, so stacks that take it go last.
+PUBLIC_API_URL_PARAMETER = "PublicApiUrl"
 BRIDGE_SERVICE_WAITER = {"Delay": 15, "MaxAttempts": 80}
 
 
@@ -100,6 +103,7 @@ def infra_parameters(package: Package, settings: Settings, stage_parameters: dic
         "BucketName": settings.bucket,
         "AllowedOrigins": list(bucket_cors.validated_origins(settings.allowed_origins)),
         "ResizeQueue": settings.resize_queue,
+        "Delivery": settings.delivery,
         **package.names.function_parameters(),
     }
 
@@ -131,12 +135,20 @@ def deploy(package: Package, settings: Settings, stage_parameters: dict, clients
 
     values = {**outputs, **names.function_parameters()}
     function_outputs = {}
-    for function, template_path in package.function_templates.items():
+    loaded = {function: templates.load(path)
+              for function, path in package.function_templates.items()}
+    ordered = sorted(loaded, key=lambda f: PUBLIC_API_URL_PARAMETER in
+                     loaded[f].get("Parameters", {}))
+    for function in ordered:
+        template_path = package.function_templates[function]
         stack_name = names.function_stack(function)
         LOGGER.info("3/5 function stack %s", stack_name)
         template = artifacts.with_code_location(
-            templates.load(template_path), template_path.parent, clients.s3,
+            loaded[function], template_path.parent, clients.s3,
             outputs["ArtifactsBucketName"], f"functions/{function}")
+        public_api_url = settings.public_api_url or function_outputs.get("EndpointURL")
+        if public_api_url:
+            values[PUBLIC_API_URL_PARAMETER] = public_api_url
         wanted = template.get("Parameters", {})
         missing = set(wanted) - set(values)
         if missing:

@@ -313,7 +313,10 @@ def test_deploy_twice_then_destroy(aws, packaged, settings):
         "UploadFunctionRoleArn": outputs["UploadFunctionRoleArn"],
         "UploadApiFunctionName": names.upload_api_function,
         "ObjectCreatedFunctionName": names.object_created_function,
+        "CdnDomain": "",  # the stage delivers by redirect: no distribution
     }
+    # The resize stack went after the upload stack: its stable variant URLs point at the API.
+    assert env["IMAGEPIPE_PUBLIC_API_URL"] == API_URL and env["IMAGEPIPE_CDN_DOMAIN"] == ""
     body = json.loads(request["TemplateBody"])
     code = body["Resources"]["APIHandler"]["Properties"]["CodeUri"]
     assert code["Bucket"] == outputs["ArtifactsBucketName"] and code["Key"] in bundles

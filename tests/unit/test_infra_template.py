@@ -280,3 +280,88 @@ def test_every_function_writes_lambdas_json_log_format_at_info(merge_template):
     assert functions
     for name, props in functions.items():
         assert props["LoggingConfig"] == {"LogFormat": "JSON", "ApplicationLogLevel": "INFO"}, name
+
+
+# --- the CDN of a stage that delivers variants by CloudFront -----------------------------------
+
+DISTRIBUTION_ID = "E2QWRUHEXAMPLE"
+
+
+def _cdn_statement(template):
+    statements = template["Resources"]["BucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    [conditional] = [s for s in statements if "Fn::If" in s]
+    condition, statement, otherwise = conditional["Fn::If"]
+    assert condition == "UsesCdn" and otherwise == {"Ref": "AWS::NoValue"}
+    return statement
+
+
+def test_the_cdn_exists_only_when_the_stage_delivers_by_cdn(template):
+    assert template["Parameters"]["Delivery"]["AllowedValues"] == ["redirect", "cdn", "presigned"]
+    assert template["Parameters"]["Delivery"]["Default"] == "redirect"
+    assert template["Conditions"]["UsesCdn"] == {"Fn::Equals": [{"Ref": "Delivery"}, "cdn"]}
+    for kind in ("AWS::CloudFront::Distribution", "AWS::CloudFront::OriginAccessControl"):
+        made = resources(template, kind)
+        assert len(made) == 1 and all(r["Condition"] == "UsesCdn" for r in made.values()), kind
+    # The functions learn its domain from the stack (empty without a CDN).
+    output = template["Outputs"]["CdnDomain"]["Value"]
+    assert output == {"Fn::If": ["UsesCdn", {"Fn::GetAtt": ["VariantsDistribution", "DomainName"]},
+                                 ""]}
+
+
+def test_the_cdn_reads_the_private_bucket_through_origin_access_control(template):
+    oac = template["Resources"]["VariantsOriginAccessControl"]["Properties"][
+        "OriginAccessControlConfig"]
+    assert (oac["OriginAccessControlOriginType"], oac["SigningBehavior"],
+            oac["SigningProtocol"]) == ("s3", "always", "sigv4")
+    config = template["Resources"]["VariantsDistribution"]["Properties"]["DistributionConfig"]
+    (origin,) = config["Origins"]
+    assert origin["DomainName"] == {"Fn::GetAtt": ["Bucket", "RegionalDomainName"]}
+    assert origin["OriginAccessControlId"] == {"Fn::GetAtt": ["VariantsOriginAccessControl", "Id"]}
+    assert origin["S3OriginConfig"] == {"OriginAccessIdentity": ""}  # OAC, not the legacy OAI
+    behaviour = config["DefaultCacheBehavior"]
+    assert behaviour["TargetOriginId"] == origin["Id"]
+    assert behaviour["ViewerProtocolPolicy"] in ("redirect-to-https", "https-only")
+    assert set(behaviour["AllowedMethods"]) == {"GET", "HEAD"}
+    # The bucket stays private: its public access block is untouched by the CDN.
+    block = template["Resources"]["Bucket"]["Properties"]["PublicAccessBlockConfiguration"]
+    assert all(block[k] is True for k in block)
+
+
+def test_only_this_distribution_may_read_and_only_the_variants(template):
+    statement = _cdn_statement(template)
+    assert statement["Effect"] == "Allow"
+    assert statement["Principal"] == {"Service": "cloudfront.amazonaws.com"}
+    assert statement["Action"] == "s3:GetObject"
+    VALUES["VariantsDistribution"] = DISTRIBUTION_ID
+    try:
+        resource = resolve(statement["Resource"])
+        source = resolve(statement["Condition"]["StringEquals"]["AWS:SourceArn"])
+    finally:
+        del VALUES["VariantsDistribution"]
+    assert source == f"arn:aws:cloudfront::{ACCOUNT}:distribution/{DISTRIBUTION_ID}"
+    assert fnmatch.fnmatchcase(obj(keys.variant_key(UPLOAD_ID, "md", "jpeg")), resource)
+    for key in (keys.original_key(UPLOAD_ID), keys.upload_record_key(UPLOAD_ID),
+                keys.manifest_key(UPLOAD_ID), keys.status_marker_key(UPLOAD_ID, "done")):
+        assert not fnmatch.fnmatchcase(obj(key), resource), key
+
+
+def test_the_stages_delivery_picks_the_cdn_at_deploy():
+    from infra.deploy import deploy
+
+    packaged = package.Package(stage="prod", out_dir=ROOT, infra_template=ROOT / "infra" /
+                               "stack.yaml", function_templates={},
+                               names=_names())
+    for mode in ("cdn", "redirect"):
+        settings = Settings(bucket=BUCKET, stage="prod", delivery=mode,
+                            cdn_domain="d1.cloudfront.net" if mode == "cdn" else None)
+        assert deploy.infra_parameters(packaged, settings, {})["Delivery"] == mode
+    with pytest.raises(ConfigError, match="Delivery"):
+        deploy.infra_parameters(packaged, Settings(bucket=BUCKET, stage="prod"),
+                                {"Delivery": "cdn"})
+
+
+def _names():
+    from infra.deploy.names import Names
+
+    fields = Names.__dataclass_fields__
+    return Names(**{name: f"imagepipe-{name}" for name in fields})
