@@ -6,15 +6,19 @@ and the real RabbitMQ. The stack allows exactly one browser origin, the page's o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import subprocess
 import threading
+import time
+from datetime import datetime, timezone
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from PIL import Image
@@ -35,6 +39,9 @@ MiB = 1024 * 1024
 # minimum), nothing over 12 MiB.
 MAX_UPLOAD_BYTES = 12 * MiB
 PART_BYTES = 5 * MiB
+# The presigned GET a stable variant URL redirects to lives this long (the redirect is cached
+# for 80% of it): short, so a test can outlive it.
+REDIRECT_EXPIRES_S = 3
 VARIANTS = {"xl", "lg", "md", "sm", "thumb"}
 WAIT_MS = 90_000
 # Pinned: the README's snippet is tested against exactly these; cached under .run/ between runs.
@@ -55,7 +62,8 @@ def stack(tmp_path_factory, app_port):
     allowed = (page_origins(api_port)[0], f"http://127.0.0.1:{app_port}")
     with running_stack(tmp_path_factory, api_port=api_port, allowed_origins=allowed,
                        max_upload_bytes=MAX_UPLOAD_BYTES, multipart_threshold_bytes=MiB,
-                       multipart_part_bytes=PART_BYTES) as local:
+                       multipart_part_bytes=PART_BYTES, redirect_expires_s=REDIRECT_EXPIRES_S,
+                       download_expires=1) as local:
         yield local
 
 
@@ -114,14 +122,35 @@ def _wait_final(page, filename: str) -> str:
     return item.get_attribute("data-state")
 
 
-def _wait_images_loaded(page, filename: str) -> list[dict]:
-    selector = f'li.upload[data-filename="{filename}"] img'
-    page.wait_for_function(
-        "s => [...document.querySelectorAll(s)].every(i => i.complete && i.naturalWidth > 0)",
-        arg=selector, timeout=WAIT_MS)
-    return page.eval_on_selector_all(selector, """imgs => imgs.map(i => ({
-        name: i.dataset.variant, naturalWidth: i.naturalWidth, naturalHeight: i.naturalHeight,
-        alt: i.alt}))""")
+def _wait_result_loaded(page, filename: str) -> dict:
+    """The responsive result image of an upload, once loaded: its srcset and what it chose."""
+    selector = f'li.upload[data-filename="{filename}"] .result img'
+    page.wait_for_function("s => { const i = document.querySelector(s); "
+                           "return i && i.complete && i.naturalWidth > 0 }",
+                           arg=selector, timeout=WAIT_MS)
+    return page.eval_on_selector(selector, """i => ({srcset: i.srcset, sizes: i.sizes,
+        currentSrc: i.currentSrc, naturalWidth: i.naturalWidth, naturalHeight: i.naturalHeight,
+        alt: i.alt})""")
+
+
+def _variant_links(page, filename: str) -> list[dict]:
+    """Every variant's download link, each loaded through its URL as an <img> would be."""
+    selector = f'li.upload[data-filename="{filename}"] .variants a'
+    return page.eval_on_selector_all(selector, """links => Promise.all(links.map(a =>
+        new Promise(resolve => {
+            const image = new Image();
+            const answer = (ok) => resolve({name: a.dataset.variant, href: a.href, ok,
+                width: Number(a.dataset.width), height: Number(a.dataset.height),
+                naturalWidth: image.naturalWidth, naturalHeight: image.naturalHeight,
+                text: a.textContent});
+            image.onload = () => answer(true);
+            image.onerror = () => answer(false);
+            image.src = a.href;
+        })))""")
+
+
+def _stable(url: str, stack) -> bool:
+    return url.startswith(f"{stack.api_url}/v/") and "sig=" in url and "X-Amz" not in url
 
 
 def test_the_page_uploads_several_images_and_shows_variants_and_errors(stack, page, files, tmp_path):
@@ -153,18 +182,30 @@ def test_the_page_uploads_several_images_and_shows_variants_and_errors(stack, pa
     for name in ("notes.txt", "huge.jpg", "lying.jpg"):
         assert _item(page, name).locator(".error").is_visible()
 
-    # Every variant of every image renders, at the size the status reported.
+    # Every image shows as one responsive <img srcset sizes> over stable URLs, and every variant
+    # has a download link that loads, at the size the status reported.
     for name in ("landscape.jpg", "portrait-rotated.jpg", "badge.png", "noise.png"):
-        images = _wait_images_loaded(page, name)
-        assert {i["name"] for i in images} == VARIANTS, name
-        captions = _item(page, name).locator("figcaption").all_inner_texts()
-        for image, caption in zip(images, captions):
-            assert f"{image['naturalWidth']}×{image['naturalHeight']}" in caption
-    portrait = {i["name"]: i for i in _wait_images_loaded(page, "portrait-rotated.jpg")}
+        result = _wait_result_loaded(page, name)
+        assert result["sizes"] and result["srcset"].count("w,") == 3, result  # xl lg md sm
+        assert _stable(result["currentSrc"], stack), result
+        links = _variant_links(page, name)
+        assert {link["name"] for link in links} == VARIANTS, name
+        for link in links:
+            assert link["ok"] and _stable(link["href"], stack), link
+            assert (link["naturalWidth"], link["naturalHeight"]) == (link["width"],
+                                                                     link["height"]), link
+            assert f"{link['width']}×{link['height']}" in link["text"]
+    portrait = {link["name"]: link for link in _variant_links(page, "portrait-rotated.jpg")}
     assert (portrait["xl"]["naturalWidth"], portrait["xl"]["naturalHeight"]) == (1536, 2048)
     assert portrait["thumb"]["naturalWidth"] == portrait["thumb"]["naturalHeight"] == 150
-    noise = {i["name"]: i for i in _wait_images_loaded(page, "noise.png")}
+    noise = {link["name"]: link for link in _variant_links(page, "noise.png")}
     assert (noise["md"]["naturalWidth"], noise["md"]["naturalHeight"]) == (512, 496)
+    # 390 CSS pixels wide at 1x: the browser picked the 512-wide candidate, not the largest.
+    landscape = _wait_result_loaded(page, "landscape.jpg")
+    assert f"/v/{_item(page, 'landscape.jpg').get_attribute('data-upload-id')}/md.jpg?" in \
+        landscape["currentSrc"]
+    # The local previews are gone once the results loaded.
+    assert page.locator("li.upload .preview:visible").count() == 0
 
     # The multipart upload really went to S3 in parts and came out whole.
     noise_id = _item(page, "noise.png").get_attribute("data-upload-id")
@@ -212,32 +253,150 @@ def test_a_part_is_retried_and_a_dropped_connection_resumes_through_parts(
     assert _wait_final(page, "noise.png") == "done", item.inner_text()
     assert len(parts_calls) == 1
     assert requests_per_part[2] >= 2 and requests_per_part[3] >= 2
-    assert {i["name"] for i in _wait_images_loaded(page, "noise.png")} == VARIANTS
+    assert {link["name"] for link in _variant_links(page, "noise.png")} == VARIANTS
     upload_id = item.get_attribute("data-upload-id")
     original = _s3(stack).get_object(Bucket=stack.settings.bucket, Key=f"originals/{upload_id}")
     assert original["Body"].read() == files["noise.png"].read_bytes()
 
 
+def _server_status(stack, upload_id: str, until: str) -> dict:
+    client = UploadClient(stack.api_url)
+    for _ in range(50):
+        status = client.status(upload_id)
+        if status["status"] == until:
+            break
+        time.sleep(0.1)
+    return status
+
+
+def _open_page(page, stack):
+    page.goto(f"{stack.api_url}/")
+    page.get_by_text("images up to").wait_for()
+
+
 def test_cancel_stops_the_upload_and_tells_the_api(stack, page, files):
     held = []
     page.route("**/originals/*", lambda route: held.append(route))  # S3 never answers
-    page.goto(f"{stack.api_url}/")
-    page.get_by_text("images up to").wait_for()
+    _open_page(page, stack)
     page.get_by_label("Choose images to upload").set_input_files(files["landscape.jpg"])
     item = _item(page, "landscape.jpg")
+    # While it uploads, the file itself shows from memory.
+    preview = item.locator(".preview")
+    preview.wait_for()
+    assert preview.get_attribute("src").startswith("blob:")
+    item.and_(page.locator('[data-state="uploading"]')).wait_for()
     item.get_by_role("button", name="Cancel").click()
 
     item.and_(page.locator('[data-state="cancelled"]')).wait_for()
     upload_id = item.get_attribute("data-upload-id")
     assert held, "the PUT had started"
-    client = UploadClient(stack.api_url)
-    for _ in range(50):
-        status = client.status(upload_id)
-        if status["status"] == "failed":
-            break
-        page.wait_for_timeout(100)
-    assert status["error"]["code"] == "cancelled"
+    assert _server_status(stack, upload_id, "failed")["error"]["code"] == "cancelled"
     assert not item.get_by_role("button", name="Cancel").is_visible()
+    assert not preview.is_visible()
+
+
+def test_cancel_while_the_page_asks_for_an_upload_url_wins_and_the_api_hears_of_it(
+        stack, page, files):
+    """The create answer arrives after Cancel: no PUT starts, and the page DELETEs the upload
+    the server made (before, the item stuck at "uploading…" and the PUT overwrote the cancel)."""
+    creating, puts = [], []
+    page.route("**/uploads", lambda route: creating.append(route)
+               if route.request.method == "POST" else route.continue_())
+    page.route("**/originals/*", lambda route: (puts.append(route.request.url), route.abort()))
+    _open_page(page, stack)
+    page.get_by_label("Choose images to upload").set_input_files(files["landscape.jpg"])
+    item = _item(page, "landscape.jpg")
+    item.and_(page.locator('[data-state="requesting"]')).wait_for()
+    for _ in range(50):
+        if creating:
+            break
+        page.wait_for_timeout(20)
+    assert creating, "the page asked for an upload URL"
+    item.get_by_role("button", name="Cancel").click()
+    item.and_(page.locator('[data-state="cancelled"]')).wait_for()
+
+    creating[0].continue_()  # the server makes the upload; its answer comes after the cancel
+    item.and_(page.locator('[data-cancelled-on-server="true"]')).wait_for(timeout=WAIT_MS)
+    upload_id = item.get_attribute("data-upload-id")
+    assert _server_status(stack, upload_id, "failed")["error"]["code"] == "cancelled"
+    page.wait_for_timeout(300)  # a PUT started by the late answer would show by now
+    assert puts == []
+    assert item.get_attribute("data-state") == "cancelled"
+    assert item.locator(".error").is_hidden()
+
+
+def test_the_file_picker_offers_every_type_the_stage_accepts(stack, page):
+    _open_page(page, stack)
+    accept = page.locator("#files").get_attribute("accept").split(",")
+    assert set(accept) == set(stack.settings.allowed_types)
+    assert "image/gif" in accept
+
+
+@contextlib.contextmanager
+def _static_site(folder: Path, pages: dict[str, str]):
+    """``pages`` served from ``folder`` on a loopback port of their own: the site's URL."""
+    for name, text in pages.items():
+        (folder / name).write_text(text)
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_variants_load_through_stable_urls_with_srcset_again_after_the_presigned_lifetime(
+        stack, browser, page, files, tmp_path):
+    _open_page(page, stack)
+    page.get_by_label("Choose images to upload").set_input_files(files["badge.png"])
+    assert _wait_final(page, "badge.png") == "done"
+    shown = _wait_result_loaded(page, "badge.png")
+    upload_id = _item(page, "badge.png").get_attribute("data-upload-id")
+    status = UploadClient(stack.api_url).status(upload_id)
+    assert shown["srcset"] == status["srcset"]
+    assert all(_stable(v["url"], stack) for v in status["variants"])
+
+    # Past the presigned GET's lifetime (and download_expires): the same URLs, in a plain
+    # <img srcset sizes> on another page with no cache and no header of ours, still load.
+    time.sleep(REDIRECT_EXPIRES_S + 1)
+    later = UploadClient(stack.api_url).status(upload_id)
+    assert later["variants"] == status["variants"] and later["srcset"] == status["srcset"]
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, device_scale_factor=2)
+    try:
+        other = context.new_page()
+        redirects = []
+        other.on("response", lambda r: redirects.append((time.time(), r.status, r.headers))
+                 if "/v/" in r.url else None)
+        html = ("<!doctype html><img id=r alt=badge sizes='(max-width: 42rem) 100vw, 40rem' "
+                f"srcset='{later['srcset']}'>")
+        # Another web app on this machine (a real server: Chromium lets a page reach loopback
+        # addresses only from loopback itself).
+        with _static_site(tmp_path, {"embed.html": html}) as site:
+            other.goto(f"{site}/embed.html")
+            other.wait_for_function("() => { const i = document.getElementById('r'); "
+                                    "return i.complete && i.naturalWidth > 0 }", timeout=WAIT_MS)
+        chosen = other.eval_on_selector("#r", "i => i.currentSrc")
+    finally:
+        context.close()
+    # 40rem at 2x wants 1280 pixels: the widest candidate (the 1200-wide source, not upscaled).
+    xl = next(v for v in later["variants"] if v["name"] == "xl")
+    assert xl["width"] == 1200 and chosen == xl["url"]
+    # It went through the stable URL's redirect, to a presigned GET made for this request.
+    [(asked_at, code, headers)] = redirects
+    assert code == 302
+    assert headers["cache-control"] == f"private, max-age={REDIRECT_EXPIRES_S * 4 // 5}"
+    query = dict(parse_qsl(urlsplit(headers["location"]).query))
+    signed = datetime.strptime(query["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(
+        tzinfo=timezone.utc).timestamp()
+    assert signed <= asked_at < signed + int(query["X-Amz-Expires"]) + 1
+    assert int(query["X-Amz-Expires"]) == REDIRECT_EXPIRES_S
 
 
 def test_an_origin_the_bucket_does_not_allow_is_refused_with_a_clear_error(stack, page, files):

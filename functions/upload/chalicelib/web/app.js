@@ -1,8 +1,10 @@
 // The imagepipe demo page: each chosen or dropped image is checked against GET /limits, gets
 // a presigned upload from POST /uploads, goes straight from the browser to S3 (one PUT, or
 // multipart parts in parallel above the threshold), is completed, and its status is polled
-// until its variants (or the reason it failed) can be shown. The server stays the authority:
-// the checks here only spare the user a round trip.
+// until its variants (or the reason it failed) can be shown: one responsive <img srcset sizes>
+// over the stable variant URLs, and a download link per variant. The server stays the
+// authority: the checks here only spare the user a round trip. Cancel wins at every stage:
+// while the page waits for an upload URL, while it uploads, while it completes or polls.
 "use strict";
 
 (() => {
@@ -13,6 +15,8 @@
   const POLL_FIRST_MS = 400;
   const POLL_MAX_MS = 2000;
   const POLL_FOR_MS = 5 * 60 * 1000;
+  // The result fills the list's width up to 40rem: the browser picks the srcset candidate.
+  const RESULT_SIZES = "(max-width: 42rem) calc(100vw - 2rem), 40rem";
   const EXTENSION_TYPES = {
     jpg: "image/jpeg", jpeg: "image/jpeg", png: "image/png", webp: "image/webp",
     gif: "image/gif", heic: "image/heic", avif: "image/avif", svg: "image/svg+xml",
@@ -30,6 +34,18 @@
       this.retryable = retryable;
       this.retryAfter = retryAfter;
     }
+  }
+
+  const cancelledError = () => new UploadError("cancelled", "the upload was cancelled");
+
+  // ``promise``, or a "cancelled" rejection as soon as ``signal`` aborts, whichever is first.
+  function unlessAborted(promise, signal) {
+    if (!signal) return promise;
+    return new Promise((resolve, reject) => {
+      if (signal.aborted) reject(cancelledError());
+      signal.addEventListener("abort", () => reject(cancelledError()), { once: true });
+      promise.then(resolve, reject);
+    });
   }
 
   async function callApi(method, path, body) {
@@ -168,7 +184,8 @@
       this.limits = limits;
       this.type = fileType(file);
       this.active = new Set();
-      this.cancelled = false;
+      // Aborted by Cancel: every wait of this upload (API calls, retries, polling) ends with it.
+      this.aborter = new AbortController();
       this.uploadId = null;
       this.element = document.getElementById("upload-template").content.firstElementChild.cloneNode(true);
       this.element.dataset.filename = file.name;
@@ -176,7 +193,34 @@
       this.$(".filesize").textContent = formatBytes(file.size);
       this.$(".progress").setAttribute("aria-label", `Upload progress of ${file.name}`);
       this.$(".cancel").addEventListener("click", () => this.cancel());
+      this.showPreview();
       list.append(this.element);
+    }
+
+    get cancelled() { return this.aborter.signal.aborted; }
+
+    // The file itself, from memory, while it uploads (an object URL: nothing leaves the page).
+    showPreview() {
+      if (!this.type.startsWith("image/")) return;
+      this.previewUrl = URL.createObjectURL(this.file);
+      const preview = this.$(".preview");
+      preview.src = this.previewUrl;
+      preview.alt = `${this.file.name} (local preview)`;
+      preview.hidden = false;
+    }
+
+    hidePreview() {
+      if (!this.previewUrl) return;
+      this.$(".preview").hidden = true;
+      this.$(".preview").removeAttribute("src");
+      URL.revokeObjectURL(this.previewUrl);
+      this.previewUrl = null;
+    }
+
+    // An API call that stops waiting when the upload is cancelled.
+    api(method, path, body) {
+      if (this.cancelled) return Promise.reject(cancelledError());
+      return unlessAborted(callApi(method, path, body), this.aborter.signal);
     }
 
     $(selector) { return this.element.querySelector(selector); }
@@ -207,19 +251,28 @@
         if (problem) {
           this.setState("rejected", "not uploaded");
           this.showError(problem, "checked in your browser");
+          this.hidePreview();
           return;
         }
         this.setState("requesting", "asking for an upload URL…");
         const multipart = Boolean(this.limits) && this.file.size > this.limits.multipart_threshold_bytes;
+        // The request itself is left to finish when Cancel aborts the wait: the server may have
+        // made the upload already, and only its answer names it, so the page can DELETE it.
+        const creating = callApi("POST", "uploads", {
+          filename: this.file.name, content_type: this.type, size: this.file.size,
+          method: multipart ? "MULTIPART" : "PUT",
+        });
         let created;
         try {
-          created = await callApi("POST", "uploads", {
-            filename: this.file.name, content_type: this.type, size: this.file.size,
-            method: multipart ? "MULTIPART" : "PUT",
-          });
+          created = await unlessAborted(creating, this.aborter.signal);
         } catch (err) {
+          if (this.cancelled) {
+            creating.then((late) => this.cancelOnServer(late.upload_id), () => {});
+            return;
+          }
           this.setState("rejected", "not uploaded");
           this.showError(err, "refused by the server");
+          this.hidePreview();
           return;
         }
         this.uploadId = created.upload_id;
@@ -228,10 +281,12 @@
         const parts = created.upload.method === "MULTIPART"
           ? await this.sendMultipart(created.upload)
           : await this.sendWhole(created.upload);
+        if (this.cancelled) throw cancelledError();
         await this.complete(parts);
         await this.poll();
       } catch (err) {
         if (this.cancelled) return;
+        this.hidePreview();
         const error = err instanceof UploadError ? err
           : new UploadError("client_error", err && err.message ? err.message : String(err));
         this.setState("failed", "failed");
@@ -260,7 +315,9 @@
           last = err;
           onProgress(0);
           if (!err.retryable || this.cancelled) break;
-          if (attempt < SEND_ATTEMPTS) await sleep(RETRY_DELAY_MS * 2 ** (attempt - 1));
+          if (attempt < SEND_ATTEMPTS) {
+            await unlessAborted(sleep(RETRY_DELAY_MS * 2 ** (attempt - 1)), this.aborter.signal);
+          }
         }
       }
       if (last.code === "network_error") throw await explainNetworkFailure(url);
@@ -357,7 +414,7 @@
 
     // What S3 has already, and fresh URLs for the rest.
     async refreshParts() {
-      const answer = await callApi("POST", `uploads/${this.uploadId}/parts`, {});
+      const answer = await this.api("POST", `uploads/${this.uploadId}/parts`, {});
       for (const part of answer.uploaded) {
         this.etags.set(part.part_number, part.etag);
         this.partLoaded.set(part.part_number, part.size);
@@ -371,7 +428,7 @@
       this.setState("completing", "uploaded; verifying…");
       for (let attempt = 1; ; attempt += 1) {
         try {
-          await callApi("POST", `uploads/${this.uploadId}/complete`, parts ? { parts } : undefined);
+          await this.api("POST", `uploads/${this.uploadId}/complete`, parts ? { parts } : undefined);
           return;
         } catch (err) {
           if (err.code === "parts_missing" && parts) {
@@ -381,7 +438,7 @@
             continue;
           }
           if (!err.retryable || attempt >= COMPLETE_ATTEMPTS) throw err;
-          await sleep((err.retryAfter || 1) * 1000);
+          await unlessAborted(sleep((err.retryAfter || 1) * 1000), this.aborter.signal);
         }
       }
     }
@@ -390,14 +447,15 @@
       const started = Date.now();
       let wait = POLL_FIRST_MS;
       for (;;) {
-        const status = await callApi("GET", this.statusUrl);
+        const status = await this.api("GET", this.statusUrl);
         if (status.status === "done") {
           this.setState("done", `done: ${status.variants.length} versions`);
           this.$(".progress").hidden = true;
-          this.showVariants(status.variants);
+          this.showResult(status);
           return;
         }
         if (status.status === "failed") {
+          this.hidePreview();
           this.setState("failed", "failed");
           this.showError(status.error || new UploadError("failed", "the upload failed"));
           return;
@@ -406,43 +464,66 @@
         if (Date.now() - started > POLL_FOR_MS) {
           throw new UploadError("still_processing", "still processing; reload later to check");
         }
-        await sleep(wait);
+        await unlessAborted(sleep(wait), this.aborter.signal);
         wait = Math.min(POLL_MAX_MS, wait * 1.5);
       }
     }
 
-    showVariants(variants) {
+    // The result as one responsive image over the width-based variants (the browser picks the
+    // candidate for its layout width and pixel density), and every variant as a download link.
+    showResult(status) {
+      const fits = status.variants.filter((v) => status.srcset.includes(v.url));
+      const widest = fits.reduce((a, b) => (b.width > a.width ? b : a), status.variants[0]);
+      const result = this.$(".result");
+      const image = result.querySelector("img");
+      image.sizes = RESULT_SIZES;
+      if (status.srcset) image.srcset = status.srcset;
+      if (widest) {
+        image.src = widest.url;
+        image.width = widest.width;
+        image.height = widest.height;
+      }
+      image.alt = `${this.file.name}, resized`;
+      image.addEventListener("load", () => this.hidePreview(), { once: true });
+      result.hidden = false;
       const list = this.$(".variants");
-      for (const variant of variants) {
+      for (const variant of status.variants) {
         const item = document.createElement("li");
-        const figure = document.createElement("figure");
-        const image = document.createElement("img");
-        image.src = variant.url;
-        image.width = variant.width;
-        image.height = variant.height;
-        image.alt = `${this.file.name}, ${variant.name} version, ${variant.width} by ${variant.height} pixels`;
-        image.dataset.variant = variant.name;
-        const caption = document.createElement("figcaption");
-        caption.textContent = `${variant.name}: ${variant.width}×${variant.height} ` +
+        const link = document.createElement("a");
+        link.href = variant.url;
+        link.dataset.variant = variant.name;
+        link.dataset.width = variant.width;
+        link.dataset.height = variant.height;
+        link.textContent = `${variant.name}: ${variant.width}×${variant.height} ` +
           `${variant.format.toUpperCase()}, ${formatBytes(variant.bytes)}`;
-        figure.append(image, caption);
-        item.append(figure);
+        link.setAttribute("aria-label", `Download the ${variant.name} version of ` +
+          `${this.file.name} (${variant.width} by ${variant.height} pixels)`);
+        item.append(link);
         list.append(item);
       }
     }
 
+    // Cancel wins whatever the upload is doing: the waits end now, S3 requests are aborted,
+    // and the server hears of it (now, or when the create answer names the upload).
     async cancel() {
-      this.cancelled = true;
+      if (this.cancelled) return;
+      this.aborter.abort();
       for (const xhr of this.active) xhr.abort();
       if (this.resumeNow) this.resumeNow();
       this.setState("cancelled", "cancelled");
       this.$(".progress").hidden = true;
-      if (this.uploadId) {
-        try {
-          await callApi("DELETE", `uploads/${this.uploadId}`);
-        } catch (err) {
-          this.showError(err, "while cancelling");
-        }
+      this.hidePreview();
+      if (this.uploadId) await this.cancelOnServer(this.uploadId);
+    }
+
+    async cancelOnServer(uploadId) {
+      this.uploadId = uploadId;
+      this.element.dataset.uploadId = uploadId;
+      try {
+        await callApi("DELETE", `uploads/${uploadId}`);
+        this.element.dataset.cancelledOnServer = "true";
+      } catch (err) {
+        this.showError(err, "while cancelling");
       }
     }
   }
@@ -453,6 +534,9 @@
     const list = document.getElementById("uploads");
     const input = document.getElementById("files");
     const zone = document.getElementById("dropzone");
+
+    // Offer exactly the types the stage accepts (GIF too, by default).
+    limitsReady.then((limits) => { if (limits) input.accept = limits.allowed_types.join(","); });
 
     const uploadAll = async (files) => {
       const limits = await limitsReady;
