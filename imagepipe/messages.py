@@ -63,9 +63,10 @@ TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # UTC, every timestamp in messages and st
 # one is refused before it is parsed.
 MAX_BODY_BYTES = 256 * 1024
 # The longest value each string field of a job may hold (S3 allows 63-character bucket names,
-# RFC 6838 127+127-character media types; callback URLs are checked to 2,048 at create).
+# RFC 6838 127+127-character media types; callback URLs are checked to 2,048 at create, file
+# names to 255).
 MAX_FIELD_CHARS = {"bucket": 63, "content_type": 255, "submitted_at": 32, "source_etag": 130,
-                   "callback_url": 2048, "source_key": 64}
+                   "callback_url": 2048, "source_key": 64, "filename": 255}
 
 
 def utc_now() -> str:

@@ -132,6 +132,7 @@ def test_done_event_carries_the_jobs_callback_and_matches_golden():
     ({"content_type": "image/" + "x" * 300}, "content_type"),
     ({"bucket": "b" * 64}, "bucket"),
     ({"callback_url": "https://x.example/" + "a" * 2048}, "callback_url"),
+    ({"filename": "a" * 256}, "filename"),
 ])
 def test_a_forged_job_is_refused_before_anything_reads_it(change, reason):
     body = json.dumps({**json.loads(golden("resize_job.v1.json")), **change})

@@ -160,7 +160,9 @@ def test_every_field_has_one_variable_that_round_trips():
                        callback_queue="cq",
                        callback_dead_letter_queue="cdq", callback_attempts=2,
                        callback_backoff_s=0.1, callback_timeout_s=3, health_port=9464,
-                       health_host="0.0.0.0")
+                       health_host="0.0.0.0", delivery="cdn", delivery_keys=("k1", "k0"),
+                       delivery_url_lifetime_s=86400, redirect_expires_s=60,
+                       public_api_url="https://api.example.com", cdn_domain="d.example.net")
     default = Settings(bucket="b")
     for name in s.Settings.__dataclass_fields__:
         if name != "bucket":
