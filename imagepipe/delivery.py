@@ -99,6 +99,8 @@ def variant_url(settings: Settings, key: str, issued_at: str, *, api_url: str | 
     """
     delivery = mode(settings)
     if delivery == CDN:
+        if not settings.cdn_domain:
+            raise ConfigError(f"{ENV_CDN_DOMAIN} is required with delivery cdn")
         return f"https://{settings.cdn_domain.rstrip('/')}/{key}"
     if delivery == PRESIGNED:
         return None if s3 is None else presigned_get(settings, s3, key, settings.download_expires)
