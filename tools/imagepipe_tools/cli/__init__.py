@@ -68,6 +68,20 @@ def exit_status(results: Iterable[Mapping]) -> int:
     return EXIT_FAILED if any(result["status"] == State.FAILED for result in results) else EXIT_OK
 
 
+def operator_settings(args: argparse.Namespace):
+    """The settings of an operator command (``dlq``, ...): the environment's when it names a
+    bucket, else the running ``make dev`` stack's, else the checkout's ``local`` stage (see
+    ``imagepipe_tools.stack_env``). With ``-v`` the command says which it used."""
+    from imagepipe_tools import stack_env
+
+    chosen = stack_env.operator_settings()
+    for name, value in chosen.credentials.items():
+        os.environ.setdefault(name, value)
+    if args.verbose:
+        print(f"imagepipe {args.command}: settings from {chosen.source}", file=sys.stderr)
+    return chosen.settings
+
+
 def positive_int(text: str) -> int:
     """An argparse type: a whole number of at least 1."""
     try:
