@@ -127,6 +127,8 @@ def _wait_images_loaded(page, filename: str) -> list[dict]:
 def test_the_page_uploads_several_images_and_shows_variants_and_errors(stack, page, files, tmp_path):
     page.goto(f"{stack.api_url}/")
     page.get_by_text("images up to 12.0 MiB each").wait_for()
+    # The picker offers exactly the stage's types (GIF included), as /limits says.
+    assert page.get_attribute("#files", "accept") == ",".join(stack.settings.allowed_types)
     page.keyboard.press("Tab")  # the file input is the first stop for a keyboard user
     assert page.evaluate("document.activeElement.id") == "files"
     chosen = ["landscape.jpg", "portrait-rotated.jpg", "badge.png", "noise.png", "notes.txt",
