@@ -227,11 +227,17 @@ def test_cancel_stops_the_upload_and_tells_the_api(stack, page, files):
     page.get_by_text("images up to").wait_for()
     page.get_by_label("Choose images to upload").set_input_files(files["landscape.jpg"])
     item = _item(page, "landscape.jpg")
+    # Cancel while the PUT is in flight: the button shows while the URL is still being asked
+    # for, and a click then (on a busy machine) cancels before any byte was sent.
+    for _ in range(WAIT_MS // 50):
+        if held:
+            break
+        page.wait_for_timeout(50)
+    assert held, "the PUT had started"
     item.get_by_role("button", name="Cancel").click()
 
     item.and_(page.locator('[data-state="cancelled"]')).wait_for()
     upload_id = item.get_attribute("data-upload-id")
-    assert held, "the PUT had started"
     client = UploadClient(stack.api_url)
     for _ in range(50):
         status = client.status(upload_id)
