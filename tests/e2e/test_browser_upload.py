@@ -44,7 +44,7 @@ PART_BYTES = 5 * MiB
 REDIRECT_EXPIRES_S = 3
 VARIANTS = {"xl", "lg", "md", "sm", "thumb"}
 WAIT_MS = 90_000
-# Pinned: the README's snippet is tested against exactly these; cached under .run/ between runs.
+# Pinned: the documented snippet is tested against exactly these; cached under .run/ between runs.
 UPPY_PACKAGES = {"@uppy/core": "6.3.1", "@uppy/aws-s3": "6.3.1", "esbuild": "0.28.2"}
 UPPY_DIR = ROOT / ".run" / "uppy"
 
@@ -156,6 +156,8 @@ def _stable(url: str, stack) -> bool:
 def test_the_page_uploads_several_images_and_shows_variants_and_errors(stack, page, files, tmp_path):
     page.goto(f"{stack.api_url}/")
     page.get_by_text("images up to 12.0 MiB each").wait_for()
+    # The picker offers exactly the stage's types (GIF included), as /limits says.
+    assert page.get_attribute("#files", "accept") == ",".join(stack.settings.allowed_types)
     page.keyboard.press("Tab")  # the file input is the first stop for a keyboard user
     assert page.evaluate("document.activeElement.id") == "files"
     chosen = ["landscape.jpg", "portrait-rotated.jpg", "badge.png", "noise.png", "notes.txt",
@@ -424,16 +426,19 @@ def _s3(stack):
     return s3_client(stack.settings)
 
 
-def _readme_uppy_snippet() -> str:
-    readme = (ROOT / "README.md").read_text()
-    blocks = [b for b in re.findall(r"```js\n(.*?)```", readme, re.S) if "@uppy/aws-s3" in b]
-    assert len(blocks) == 1, "the README has one Uppy snippet"
+UPPY_DOC = ROOT / "docs" / "browser-uploads.md"  # where users copy the snippet from
+
+
+def _documented_uppy_snippet() -> str:
+    page = UPPY_DOC.read_text()
+    blocks = [b for b in re.findall(r"```js\n(.*?)```", page, re.S) if "@uppy/aws-s3" in b]
+    assert len(blocks) == 1, f"{UPPY_DOC.name} has one Uppy snippet"
     return blocks[0]
 
 
 @pytest.fixture(scope="module")
 def uppy_bundle() -> str:
-    """The README's Uppy snippet bundled for the browser with esbuild (Uppy ships ES modules)."""
+    """The documented Uppy snippet bundled for the browser with esbuild (Uppy ships ES modules)."""
     npm = shutil.which("npm")
     if npm is None:
         pytest.skip("npm is missing: the Uppy test installs @uppy/aws-s3 and esbuild from npm")
@@ -449,7 +454,7 @@ def uppy_bundle() -> str:
                         f"{result.stderr.strip()[-400:]}")
         installed.write_text(json.dumps(package))
     # Beside node_modules, so esbuild resolves the packages.
-    (UPPY_DIR / "imagepipe-uppy.js").write_text(_readme_uppy_snippet())
+    (UPPY_DIR / "imagepipe-uppy.js").write_text(_documented_uppy_snippet())
     (UPPY_DIR / "entry.js").write_text(
         "import { imagepipeUppy } from './imagepipe-uppy.js'\n"
         "window.imagepipeUppy = imagepipeUppy\n")
@@ -463,7 +468,7 @@ def uppy_bundle() -> str:
 
 @pytest.fixture(scope="module")
 def uppy_app(app_port, uppy_bundle, tmp_path_factory):
-    """A static web app on its own loopback origin that embeds the README's Uppy snippet."""
+    """A static web app on its own loopback origin that embeds the documented Uppy snippet."""
     folder = tmp_path_factory.mktemp("uppy-app")
     (folder / "index.html").write_text(
         '<!doctype html><meta charset="utf-8"><title>Uppy</title>'

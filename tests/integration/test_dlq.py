@@ -207,3 +207,48 @@ def test_each_command_checks_the_queue_and_reads_its_depth_with_one_declare(
     assert [o.action for o in queue.discard(match_all)] == ["discarded"]
     # Opening + the (immediate) wait for nothing to come back: no second depth read.
     assert declares == [settings.dead_letter_queue] * 2
+
+
+@pytest.mark.timeout(60)
+def test_the_commands_use_the_running_local_stack_with_nothing_exported(storage, probe, tmp_path):
+    """`make dev` records its settings in .run/; `imagepipe dlq` inside the checkout reads them
+    when the environment names no bucket (here: no IMAGEPIPE_*, AMQP_URL or AWS_* at all)."""
+    import shutil
+
+    from imagepipe_tools import stack_env
+
+    settings = storage.settings
+    checkout = tmp_path / "checkout"
+    (checkout / "photos").mkdir(parents=True)
+    shutil.copy(ROOT / "chalicefile.json", checkout / "chalicefile.json")
+    run_dir = checkout / stack_env.RUN_DIR
+    run_dir.mkdir()
+    stack_env.write_stack_env(run_dir, settings.to_env())
+    (run_dir / "bridge.pid").write_text(f"{os.getpid()}\n")  # a live process of "the stack"
+    upload_id = storage.put_original(jpeg_bytes(64, 64))
+    store = StatusStore(storage.s3, settings.bucket)
+    store.mark(upload_id, "failed", error={"code": "s3_unavailable", "message": "gave up"})
+    dead_letter_directly(probe, storage.job(upload_id).encode(), upload_id,
+                         {HEADER_ERROR_CODE: "s3_unavailable"})
+    bare = {name: value for name, value in os.environ.items()
+            if not name.startswith(("IMAGEPIPE_", "AWS_")) and name != "AMQP_URL"}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        result = subprocess.run([sys.executable, "-m", "imagepipe", "-v", "dlq", *args],
+                                cwd=checkout / "photos", env=bare, capture_output=True,
+                                text=True, timeout=60)
+        assert "Traceback" not in result.stdout + result.stderr, result.stderr
+        return result
+
+    listed = run("list")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.startswith(f"{upload_id}  s3_unavailable")
+    assert f"settings from the running local stack ({run_dir / 'stack.env.json'})" in listed.stderr
+
+    replayed = run("replay", "--job", upload_id)
+    assert replayed.returncode == 0, replayed.stderr
+    assert replayed.stdout.strip() == f"{upload_id}: replayed"
+    assert probe.ready(settings.resize_queue) == 1
+    # The failed marker was removed from moto's S3, signed with the local stack's credentials.
+    markers = storage.s3.list_objects_v2(Bucket=settings.bucket, Prefix=f"status/{upload_id}/")
+    assert [o["Key"] for o in markers.get("Contents", [])] == []

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from imagepipe_tools import cli
 from imagepipe_tools.cli import upload as upload_cli
 from imagepipe.imaging import vips
 from tests import images
@@ -59,7 +60,7 @@ def inputs(tmp_path) -> dict[str, str | None]:
 def test_plain_text_one_line_per_input(tmp_path, inputs):
     result = run_cli("resize", *inputs, "--out", "out", cwd=tmp_path)
 
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, "some inputs failed: " + result.stderr
     lines = result.stdout.splitlines()
     assert len(lines) == len(inputs)
     for line, (name, code) in zip(lines, inputs.items()):
@@ -83,7 +84,7 @@ def test_plain_text_one_line_per_input(tmp_path, inputs):
 def test_json_lines(tmp_path, inputs):
     result = run_cli("resize", *inputs, "--out", str(tmp_path / "out"), "--json", cwd=tmp_path)
 
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, "some inputs failed: " + result.stderr
     lines = result.stdout.splitlines()
     assert len(lines) == len(inputs)
     for line, (name, code) in zip(lines, inputs.items()):
@@ -193,7 +194,7 @@ def test_the_whole_corpus_and_garbage_one_line_each(tmp_path, engine):
     result = run_cli("resize", *names, "--out", "out", "--json", "--threads", "2",
                      "--engine", engine, cwd=tmp_path)
 
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, "hostile inputs failed: " + result.stderr
     assert result.stderr == "", "nothing but the lines: no warnings either"
     lines = result.stdout.splitlines()
     assert len(lines) == len(names)
@@ -228,3 +229,50 @@ def test_upload_without_wait_reports_what_complete_answered(answered):
     assert result == {"input": "cat.jpg", "upload_id": "u1", "status": answered,
                       "variants": [], "error": None}
     assert upload_cli._text_line(result) == f"cat.jpg: {answered} u1"
+
+
+# One exit rule for the commands that take inputs: 0 all done, 1 any failed, 2 usage.
+def test_exit_status_is_1_when_any_result_failed():
+    done = {"status": "done"}
+    failed = {"status": "failed"}
+    assert cli.exit_status([done, {"status": "queued"}]) == cli.EXIT_OK == 0
+    assert cli.exit_status([done, failed, done]) == cli.EXIT_FAILED == 1
+    assert cli.exit_status([]) == 0
+
+
+@pytest.mark.parametrize("files, expected", [
+    ({"a.jpg": images.make_jpeg(40, 30), "b.png": images.make_png(20, 10)}, 0),
+    ({"a.jpg": images.make_jpeg(40, 30), "b.txt": b"not an image"}, 1),
+    ({"b.txt": b"not an image", "c.jpg": b""}, 1),  # every input failed: not a success
+], ids=["all-done", "one-failed", "all-failed"])
+def test_resize_exits_0_only_when_every_input_is_done(tmp_path, files, expected):
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+
+    result = run_cli("resize", *files, "--out", "out", cwd=tmp_path)
+
+    assert result.returncode == expected, result.stdout + result.stderr
+    assert len(result.stdout.splitlines()) == len(files)
+
+
+@pytest.mark.parametrize("command", ["resize", "upload"])
+def test_resize_and_upload_exit_1_when_every_input_failed(tmp_path, command):
+    """The rule both commands share: a run in which nothing went through is a failure."""
+    (tmp_path / "a.jpg").write_bytes(b"not an image")
+    (tmp_path / "b.jpg").write_bytes(b"")
+    port = _closed_port()
+    extra = ["--out", "out"] if command == "resize" else ["--api", f"http://127.0.0.1:{port}"]
+
+    result = run_cli(command, "a.jpg", "b.jpg", *extra, cwd=tmp_path)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert [line.split(": ")[1].split(" ")[0] for line in result.stdout.splitlines()] == [
+        "failed", "failed"]
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]  # nothing listens once the socket is closed

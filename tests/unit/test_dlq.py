@@ -90,6 +90,7 @@ def test_the_cli_reads_settings_like_the_bridge(monkeypatch):
     from imagepipe.settings import Settings
 
     loaded = Settings(bucket="photos", amqp_url="amqps://user:pw@broker:5671")
-    monkeypatch.setattr(settings, "load", lambda: loaded)
-    queue = cli_dlq._queue(argparse.Namespace(verbose=True))
+    monkeypatch.setenv("IMAGEPIPE_BUCKET", "photos")
+    monkeypatch.setattr(settings, "load", lambda environ=None: loaded)
+    queue = cli_dlq._queue(argparse.Namespace(verbose=True, command="dlq"))
     assert queue._settings is loaded

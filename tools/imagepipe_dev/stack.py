@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from imagepipe import bucket_cors
-from imagepipe_tools import chalicefile
+from imagepipe_tools import chalicefile, stack_env
 from imagepipe.aws import s3_client
 from imagepipe_dev import rabbitmq
 from imagepipe.settings import Settings
@@ -27,13 +27,9 @@ from imagepipe.settings import Settings
 LOGGER = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]
-STACK_ENV = "stack.env.json"
+STACK_ENV = stack_env.STACK_ENV
 # moto needs credentials to sign with; they are never real ones.
-FAKE_AWS = {
-    "AWS_ACCESS_KEY_ID": "local",
-    "AWS_SECRET_ACCESS_KEY": "local",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
+FAKE_AWS = dict(stack_env.LOCAL_AWS_CREDENTIALS)
 
 
 class StackError(RuntimeError):
@@ -228,14 +224,16 @@ class LocalStack:
         return self.run_dir / f"{name}.log"
 
     def _write_stack_env(self) -> None:
-        (self.run_dir / STACK_ENV).write_text(json.dumps(self.settings.to_env(), indent=2))
+        # `make bridge` and the operator commands (imagepipe dlq) read it back.
+        stack_env.write_stack_env(self.run_dir, self.settings.to_env())
 
 
 def load_stack_env(run_dir: Path) -> dict[str, str]:
-    path = Path(run_dir) / STACK_ENV
-    if not path.exists():
+    recorded = stack_env.read_stack_env(run_dir)
+    if recorded is None:
+        path = Path(run_dir) / STACK_ENV
         raise StackError(f"no running stack found ({path} is missing); start one with `make dev`")
-    return json.loads(path.read_text())
+    return recorded
 
 
 def _pythonpath() -> str:

@@ -13,11 +13,15 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Mapping, Sequence
 
 import imagepipe
 from imagepipe import logs
+from imagepipe.messages import State
 
+# One rule for every command that takes inputs (resize, upload) or jobs (dlq): 0 when all were
+# done, 1 when any failed, 2 for a usage or configuration error. A script can then tell "some of
+# my photos were refused" from "all went through" without parsing the lines.
 EXIT_OK = 0
 EXIT_FAILED = 1  # the command ran, but some input or job failed (or stdout closed early)
 EXIT_USAGE = 2  # what argparse uses
@@ -56,6 +60,26 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(commands)
     return parser
+
+
+def exit_status(results: Iterable[Mapping]) -> int:
+    """The exit status of a command that printed one result per input: ``EXIT_FAILED`` when any
+    result's ``status`` is ``failed``, else ``EXIT_OK``."""
+    return EXIT_FAILED if any(result["status"] == State.FAILED for result in results) else EXIT_OK
+
+
+def operator_settings(args: argparse.Namespace):
+    """The settings of an operator command (``dlq``, ...): the environment's when it names a
+    bucket, else the running ``make dev`` stack's, else the checkout's ``local`` stage (see
+    ``imagepipe_tools.stack_env``). With ``-v`` the command says which it used."""
+    from imagepipe_tools import stack_env
+
+    chosen = stack_env.operator_settings()
+    for name, value in chosen.credentials.items():
+        os.environ.setdefault(name, value)
+    if args.verbose:
+        print(f"imagepipe {args.command}: settings from {chosen.source}", file=sys.stderr)
+    return chosen.settings
 
 
 def positive_int(text: str) -> int:

@@ -2,8 +2,10 @@
 
 Reads the same settings as the bridge (``AMQP_URL``, ``IMAGEPIPE_BUCKET``, queue names...) from
 the environment, the same way (``imagepipe.settings.load``: the broker's credentials from
-``IMAGEPIPE_AMQP_SECRET_ARN`` when set); see ``imagepipe_tools.dlq`` for what replay does, in
-which order, and why it is safe.
+``IMAGEPIPE_AMQP_SECRET_ARN`` when set). When the environment names no bucket, inside a checkout
+it uses the running ``make dev`` stack's settings, else the ``local`` stage's
+(``imagepipe_tools.stack_env``); ``-v`` says which. See ``imagepipe_tools.dlq`` for what replay
+does, in which order, and why it is safe.
 
     imagepipe dlq list [--limit N] [--json]
     imagepipe dlq replay (--job ID ... | --all) [--limit N] [--dry-run] [--keep-status] [--json]
@@ -23,7 +25,14 @@ import logging
 import sys
 from collections import Counter
 
-from imagepipe_tools.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, one_line, positive_int
+from imagepipe_tools.cli import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    one_line,
+    operator_settings,
+    positive_int,
+)
 from imagepipe.errors import ConfigError, JobError
 
 NOT_FOUND = "not_found"
@@ -65,14 +74,13 @@ def register(commands) -> None:
 
 
 def _queue(args):
-    from imagepipe import settings
     from imagepipe_tools.dlq import DeadLetterQueue
 
     if not args.verbose:  # pika logs a refused passive declare as a warning; we report it once
         logging.getLogger("pika").setLevel(logging.CRITICAL)
     # As the bridge does: with IMAGEPIPE_AMQP_SECRET_ARN set, the broker's credentials come from
     # its secret (a deployed broker's URL in the environment has none).
-    return DeadLetterQueue(settings.load())
+    return DeadLetterQueue(operator_settings(args))
 
 
 def run_list(args: argparse.Namespace) -> int:

@@ -12,7 +12,8 @@ or, with ``--json``, one JSON object per line::
      "format", "bytes", "path"}], "error": null|{"code", "message"}}
 
 Variants are written to ``DIR/<input stem>/<name>.<ext>``. The exit status is 0 when every
-input got its line, failed or not; 2 for a usage error. A bad file never produces a traceback.
+input is done, 1 when any failed (each still got its line), 2 for a usage error
+(``imagepipe_tools.cli.exit_status``, as for ``upload``). A bad file never produces a traceback.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import stat
 from pathlib import Path
 
 from imagepipe import imaging
-from imagepipe_tools.cli import EXIT_OK, one_line, positive_int, unique_stem, variant_summary
+from imagepipe_tools.cli import exit_status, one_line, positive_int, unique_stem, variant_summary
 from imagepipe.errors import INTERNAL, SOURCE_MISSING, ConfigError, JobError, PermanentError
 from imagepipe.keys import FORMAT_EXTENSIONS
 from imagepipe.messages import State
@@ -68,11 +69,13 @@ def run_resize(args: argparse.Namespace) -> int:
     except OSError as exc:
         args.parser.error(f"--out {args.out}: {exc.strerror or exc}")  # exits 2
     used: set[str] = set()
+    results = []
     for name in args.files:
         stem = unique_stem(name, used)
         result = resize_one(name, args.out, stem, args.max_pixels, args.threads, args.engine)
+        results.append(result)
         print(_json_line(result) if args.json else _text_line(result), flush=True)
-    return EXIT_OK
+    return exit_status(results)
 
 
 def resize_one(name: str, out: Path, stem: str, max_pixels: int, threads: int = 1,

@@ -18,8 +18,8 @@ or, with ``--json``, one JSON object per line::
 
 ``--out DIR`` (implies ``--wait``) saves the variants as ``DIR/<file stem>/<name>.<ext>``.
 The exit status is 1 when any file failed (or did not finish within ``--timeout``), 2 for a
-usage error, else 0. Network errors and HTTP errors are one line for their file, never a
-traceback.
+usage error, else 0 (``imagepipe_tools.cli.exit_status``, as for ``resize``). Network errors
+and HTTP errors are one line for their file, never a traceback.
 """
 
 from __future__ import annotations
@@ -33,8 +33,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from imagepipe_tools.cli import (
-    EXIT_FAILED,
-    EXIT_OK,
+    exit_status,
     one_line,
     positive_int,
     unique_stem,
@@ -97,12 +96,12 @@ def run_upload(args: argparse.Namespace) -> int:
     except UploadFailed as exc:
         # The API did not answer even after retries: say so once per file, without asking
         # again for each.
-        for name in args.files:
-            result = {"input": name, "upload_id": None, "status": State.FAILED, "variants": [],
-                      "error": exc.to_dict()}
+        unanswered = [{"input": name, "upload_id": None, "status": State.FAILED, "variants": [],
+                       "error": exc.to_dict()} for name in args.files]
+        for result in unanswered:
             print(_json_line(result) if args.json else _text_line(result), flush=True)
-        return EXIT_FAILED
-    failed = False
+        return exit_status(unanswered)
+    results = []
     with bars or nullcontext():
         pool = ThreadPoolExecutor(max_workers=args.jobs, thread_name_prefix="upload")
         futures = [pool.submit(upload_one, client, name, stem, args, bars)
@@ -110,7 +109,7 @@ def run_upload(args: argparse.Namespace) -> int:
         try:
             for future in futures:  # in the order given, each as soon as it and those before end
                 result = future.result()
-                failed |= result["status"] == State.FAILED
+                results.append(result)
                 print(_json_line(result) if args.json else _text_line(result), flush=True)
         except KeyboardInterrupt:
             # Files not started never start; those in flight stop at their next step (a part
@@ -119,7 +118,7 @@ def run_upload(args: argparse.Namespace) -> int:
             pool.shutdown(wait=True, cancel_futures=True)
             raise
         pool.shutdown()
-    return EXIT_FAILED if failed else EXIT_OK
+    return exit_status(results)
 
 
 def upload_one(client: UploadClient, name: str, stem: str, args, bars) -> dict:

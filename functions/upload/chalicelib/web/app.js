@@ -88,6 +88,8 @@
       const limits = await callApi("GET", "limits");
       const types = limits.allowed_types.map((t) => t.replace("image/", "").toUpperCase());
       line.textContent = `${types.join(", ")} images up to ${formatBytes(limits.max_upload_bytes)} each.`;
+      // The picker offers what this stage takes (the HTML's list is only the fallback).
+      document.getElementById("files").accept = limits.allowed_types.join(",");
       return limits;
     } catch (err) {
       line.textContent = "";
