@@ -18,7 +18,8 @@ CORE = ROOT / "imagepipe"
 OUTSIDE_THE_CORE = {"bridge", "functions", "infra", "tools", "tests", "imagepipe_tools",
                     "imagepipe_dev", "app", "chalicelib"}
 # The core's third-party imports: what the functions and the bridge install, nothing dev-only.
-RUNTIME_LIBRARIES = {"boto3", "botocore", "pika", "PIL", "pyvips", "pillow_heif"}  # HEIC: optional
+RUNTIME_LIBRARIES = {"boto3", "botocore", "pika", "PIL", "pyvips", "pillow_heif", "jwt",
+                     "cryptography"}  # HEIC: optional
 LAUNCHER = CORE / "__main__.py"  # ``python -m imagepipe``: starts the tools, never vendored
 
 
