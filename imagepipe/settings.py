@@ -33,6 +33,14 @@ INVOKERS = ("local", "lambda")
 IMAGING_ENGINES = ("pillow", "vips")
 # How variant URLs are made (see ``imagepipe.delivery``).
 DELIVERY_MODES = ("redirect", "cdn", "presigned")
+# Who may call the API (imagepipe.auth): nobody needs a token, or a JWT from the stage's issuer.
+AUTH_NONE = "none"
+AUTH_JWT = "jwt"
+AUTH_MODES = (AUTH_NONE, AUTH_JWT)
+DEFAULT_AUTH_MAX_TTL_S = 3600
+MAX_AUTH_MAX_TTL_S = 24 * 3600
+# RFC 7518: an HS256 key is at least as long as its hash (256 bits).
+MIN_AUTH_SECRET_BYTES = 32
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 _MIB = 1024 * 1024
@@ -335,9 +343,41 @@ class Settings:
         "the CloudFront distribution in front of `variants/` with `delivery` `cdn` (set by "
         "`make deploy`)", default_doc="none")
 
+    # Who may call the API (docs/auth.md). With ``jwt`` every private route needs a bearer token
+    # from ``auth_issuer`` for ``auth_audience``, checked with the JWKS at ``auth_jwks_url``
+    # (RS256/ES256) or the shared ``auth_secret`` (HS256; in the cloud read from
+    # ``auth_secret_arn`` at start, see ``load``).
+    auth_mode: str = setting(
+        "IMAGEPIPE_AUTH_MODE", AUTH_NONE,
+        "who may call the API: `none` (anyone), or `jwt` (a bearer token on every route but "
+        "`GET /limits`, `GET /openapi.json`, the demo page and preflights; docs/auth.md)",
+        choices=AUTH_MODES)
+    auth_issuer: str = setting("IMAGEPIPE_AUTH_ISSUER", "",
+                               "with `jwt`: the tokens' issuer (`iss`), exactly",
+                               default_doc="none")
+    auth_audience: str = setting("IMAGEPIPE_AUTH_AUDIENCE", "",
+                                 "with `jwt`: the tokens' audience (`aud`)", default_doc="none")
+    auth_jwks_url: str | None = setting(
+        "IMAGEPIPE_AUTH_JWKS_URL", None,
+        "with `jwt`: the identity provider's JWKS (RS256/ES256 keys, cached, rotated by `kid`)",
+        default_doc="none")
+    auth_secret: str = setting(
+        "IMAGEPIPE_AUTH_SECRET", "",
+        f"with `jwt`: the HS256 shared secret (at least {MIN_AUTH_SECRET_BYTES} bytes; local "
+        "stages: in the cloud use `IMAGEPIPE_AUTH_SECRET_ARN`)", secret=True, default_doc="none")
+    auth_secret_arn: str | None = setting(
+        "IMAGEPIPE_AUTH_SECRET_ARN", None,
+        "in the cloud: the Secrets Manager secret holding the HS256 secret (its string, or JSON "
+        "`{\"secret\"}`), read once at start", default_doc="none")
+    auth_max_ttl_s: int = setting(
+        "IMAGEPIPE_AUTH_MAX_TTL_S", DEFAULT_AUTH_MAX_TTL_S,
+        "the longest token lifetime accepted (`exp` − `iat`)", kind=INT, minimum=60,
+        maximum=MAX_AUTH_MAX_TTL_S, unit="s")
+
     def __post_init__(self) -> None:
         for f in fields(self):
             _env_var(f).check(getattr(self, f.name))
+        self._check_auth()
         if self.invoker == "lambda" and not self.resize_function:
             raise ConfigError(f"{env_name('resize_function')} is required with the lambda "
                               "invoker")
@@ -352,6 +392,28 @@ class Settings:
         # unset origin is a placeholder.
         object.__setattr__(self, "allowed_origins",
                            bucket_cors.normalised_origins(self.allowed_origins))
+
+    def _check_auth(self) -> None:
+        if self.auth_mode != AUTH_JWT:
+            return
+        for name in ("auth_issuer", "auth_audience"):
+            if not getattr(self, name):
+                raise ConfigError(f"{env_name(name)} is required with "
+                                  f"{env_name('auth_mode')}=jwt")
+        keys = [name for name in ("auth_jwks_url", "auth_secret")
+                if getattr(self, name) or (name == "auth_secret" and self.auth_secret_arn)]
+        if len(keys) != 1:
+            raise ConfigError(f"{env_name('auth_mode')}=jwt needs either "
+                              f"{env_name('auth_jwks_url')} (RS256/ES256 from a JWKS) or "
+                              f"{env_name('auth_secret')} (HS256), not "
+                              f"{'both' if keys else 'neither'}")
+        if self.auth_secret and len(self.auth_secret.encode()) < MIN_AUTH_SECRET_BYTES:
+            raise ConfigError(f"{env_name('auth_secret')} must be at least "
+                              f"{MIN_AUTH_SECRET_BYTES} bytes (HS256)")
+
+    @property
+    def auth_on(self) -> bool:
+        return self.auth_mode == AUTH_JWT
 
     def __repr__(self) -> str:
         shown = []
@@ -451,10 +513,39 @@ def load(environ: Mapping[str, str] | None = None, secrets_client_factory=None) 
     but the environment is read.
     """
     settings = Settings.from_env(environ)
-    if not settings.amqp_secret_arn:
+    if not (settings.amqp_secret_arn or settings.auth_secret_arn):
         return settings
-    factory = secrets_client_factory or _secrets_manager
-    return with_broker_credentials(settings, factory(settings))
+    client = (secrets_client_factory or _secrets_manager)(settings)
+    if settings.amqp_secret_arn:
+        settings = with_broker_credentials(settings, client)
+    if settings.auth_secret_arn:
+        settings = with_auth_secret(settings, client)
+    return settings
+
+
+def load_auth_secret(settings: Settings, secrets_client_factory=None) -> Settings:
+    """``with_auth_secret`` with a Secrets Manager client of the settings' region."""
+    return with_auth_secret(settings, (secrets_client_factory or _secrets_manager)(settings))
+
+
+def with_auth_secret(settings: Settings, secrets_client) -> Settings:
+    """``settings`` with the HS256 secret read from ``auth_secret_arn`` (its SecretString,
+    or the ``secret`` field when that string is a JSON object)."""
+    where = f"secret {settings.auth_secret_arn}"
+    try:
+        text = secrets_client.get_secret_value(SecretId=settings.auth_secret_arn)["SecretString"]
+    except Exception as exc:
+        raise ConfigError(f"{where}: cannot be read: {exc}") from None
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict):
+        text = parsed.get("secret")
+    if not isinstance(text, str) or len(text.encode()) < MIN_AUTH_SECRET_BYTES:
+        raise ConfigError(f"{where}: must hold an HS256 secret of at least "
+                          f"{MIN_AUTH_SECRET_BYTES} bytes")
+    return replace(settings, auth_secret=text)
 
 
 def _secrets_manager(settings: Settings):
