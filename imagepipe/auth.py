@@ -26,12 +26,14 @@ from typing import Protocol
 
 import jwt
 
+from imagepipe.settings import AUTH_JWT, AUTH_MODES, AUTH_NONE, DEFAULT_AUTH_MAX_TTL_S, Settings
+
 LOGGER = logging.getLogger(__name__)
 
-MODE_NONE = "none"
-MODE_JWT = "jwt"
-MODES = (MODE_NONE, MODE_JWT)
-DEFAULT_MAX_TTL_S = 3600
+MODE_NONE = AUTH_NONE
+MODE_JWT = AUTH_JWT
+MODES = AUTH_MODES
+DEFAULT_MAX_TTL_S = DEFAULT_AUTH_MAX_TTL_S
 # Clocks of the token's issuer and of this function may disagree by this much.
 CLOCK_SKEW_S = 30
 # RFC 7518: an HS256 key is at least as long as the hash (256 bits).
@@ -170,6 +172,27 @@ class JwksKeys:
                 raise Unauthorized("the token is signed with an unknown key") from None
             LOGGER.warning("JWKS %s is unusable: %s", self.url, exc)
             raise KeysUnavailable("the identity provider's keys are unusable") from None
+
+
+@dataclass(frozen=True)
+class Verifier:
+    """A stage's policy and keys: who an ``Authorization`` header speaks for."""
+
+    policy: Policy
+    keys: KeySource
+
+    def caller(self, authorization: str | None) -> Caller:
+        return verify(bearer_token(authorization), self.policy, self.keys)
+
+
+def verifier(settings: Settings) -> Verifier | None:
+    """The stage's verifier; None when its API needs no token (``auth_mode`` ``none``)."""
+    if not settings.auth_on:
+        return None
+    policy = Policy(settings.auth_issuer, settings.auth_audience, settings.auth_max_ttl_s)
+    if settings.auth_jwks_url:
+        return Verifier(policy, JwksKeys(settings.auth_jwks_url))
+    return Verifier(policy, SharedSecret(settings.auth_secret))
 
 
 def bearer_token(authorization: str | None) -> str:

@@ -8,10 +8,12 @@ and varies on ``Origin``, so a cache never hands one origin's answer to another.
 from __future__ import annotations
 
 PREFLIGHT_MAX_AGE_S = 600
-# The only request header the API reads; browsers add the CORS-safelisted ones themselves.
-ALLOWED_HEADERS = ("Content-Type",)
-# Headers a page may read from a response: Retry-After tells it when to try a 503 again.
-EXPOSED_HEADERS = ("Retry-After",)
+# The request headers the API reads (Authorization: the bearer token on a stage with auth);
+# browsers add the CORS-safelisted ones themselves.
+ALLOWED_HEADERS = ("Authorization", "Content-Type")
+# Headers a page may read from a response: Retry-After tells it when to try a 503 again,
+# WWW-Authenticate why its token was refused.
+EXPOSED_HEADERS = ("Retry-After", "WWW-Authenticate")
 
 
 def is_allowed(origin: str | None, allowed_origins: tuple[str, ...]) -> bool:

@@ -3,6 +3,13 @@
 Routes only parse the request, call one ``UploadService`` method and turn its result or its
 ``errors.ApiError`` into a JSON response; anything unexpected becomes a logged 500 in the same format,
 never a traceback or Chalice's own error body.
+
+On a stage with auth (``IMAGEPIPE_AUTH_MODE=jwt``) every route but the public ones (the demo
+page, ``GET /limits``, ``GET /openapi.json``, CORS preflights) first turns the request's
+``Authorization: Bearer`` header into an ``auth.Caller`` (or a 401) and hands it to the service,
+which answers only the upload's owner. The check runs in the app rather than as a Chalice
+authorizer, so ``chalice local`` (which reads only ``Authorization`` for built-in authorizers)
+and the tests run exactly what Lambda runs.
 """
 
 import functools
@@ -13,7 +20,7 @@ from urllib.parse import unquote_plus
 
 from chalice import Chalice, Response
 
-from imagepipe import aws, cors, keys, logs, openapi, settings as settings_edge
+from imagepipe import auth, aws, cors, keys, logs, openapi, settings as settings_edge
 from imagepipe.broker import JobPublisher
 from imagepipe.errors import INTERNAL, ORIGIN_NOT_ALLOWED, ApiError
 from imagepipe.status import StatusStore
@@ -40,35 +47,49 @@ JSON_HEADERS = {"Content-Type": "application/json"}
 OPENAPI_PATH = Path(__file__).resolve().parent / "chalicelib" / "openapi.json"
 
 _service = None
+_verifier: auth.Verifier | None = None
+# How long a client should wait when the identity provider's keys cannot be fetched.
+KEYS_RETRY_AFTER_S = 5
 # The demo page ships in chalicelib/, which Chalice packages with the function.
 _page = WebPage(Path(__file__).parent / "chalicelib" / "web")
 
 
 def service() -> UploadService:
     # Settings and clients are made on the first request and kept while the Lambda is warm (the
-    # broker connection too: reconnecting per request would cost more than the request).
-    global _service
+    # broker connection too: reconnecting per request would cost more than the request; the
+    # JWKS cache too).
+    global _service, _verifier
     if _service is None:
         settings = settings_edge.load()  # the broker's credentials come from its secret
         s3 = aws.s3_client(settings)
+        _verifier = auth.verifier(settings)
         _service = UploadService(
             settings, s3, JobPublisher(settings), StatusStore(s3, settings.bucket)
         )
     return _service
 
 
+def _caller() -> auth.Caller | None:
+    """Who the request's bearer token speaks for; None on a stage without auth."""
+    service()
+    if _verifier is None:
+        return None
+    return _verifier.caller((app.current_request.headers or {}).get("authorization"))
+
+
 def _json(status: int, body: dict, headers: dict | None = None) -> Response:
     return Response(body=body, status_code=status, headers={**JSON_HEADERS, **(headers or {})})
 
 
-def api(success_status: int):
+def api(success_status: int, *, public: bool = False):
     """Wrap a view returning a dict: that dict with ``success_status``, or the error as JSON;
-    either way with the CORS headers the request's origin may see."""
+    either way with the CORS headers the request's origin may see. Unless ``public``, the view
+    gets the verified ``caller`` (None on a stage without auth) as a keyword argument."""
     def decorate(view):
         @functools.wraps(view)
         def respond(**path_params):
             with logs.context(**{logs.UPLOAD_ID: path_params.get("upload_id")}):
-                response = _respond(view, success_status, path_params)
+                response = _respond(view, success_status, path_params, public)
             origin = _origin()
             if origin:  # the settings are read for a cross-origin call only
                 response.headers.update(cors.response_headers(origin, _allowed_origins()))
@@ -77,9 +98,19 @@ def api(success_status: int):
     return decorate
 
 
-def _respond(view, success_status: int, path_params: dict) -> Response:
+def _respond(view, success_status: int, path_params: dict, public: bool) -> Response:
     try:
+        if not public:
+            path_params = {**path_params, "caller": _caller()}
         return _json(success_status, view(**path_params))
+    except auth.Unauthorized as exc:
+        return _json(401, ApiError(401, auth.UNAUTHORIZED, exc.message).to_body(),
+                     {"WWW-Authenticate": exc.challenge, "Cache-Control": "no-store"})
+    except auth.QuotaExceeded as exc:
+        return _json(403, ApiError(403, auth.QUOTA_EXCEEDED, exc.message).to_body())
+    except auth.KeysUnavailable as exc:
+        return _json(503, ApiError(503, auth.AUTH_UNAVAILABLE, exc.message).to_body(),
+                     {"Retry-After": str(KEYS_RETRY_AFTER_S)})
     except ApiError as exc:
         headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
         return _json(exc.status, exc.to_body(), headers)
@@ -137,9 +168,10 @@ def demo_page_style():
 
 @app.route("/uploads", methods=["POST"], content_types=ANY_CONTENT_TYPE)
 @api(201)
-def create_upload():
+def create_upload(caller):
     request = app.current_request
-    return service().create_upload(parse_json_object(request.raw_body), _collection_path(request))
+    return service().create_upload(parse_json_object(request.raw_body), _collection_path(request),
+                                   caller)
 
 
 def _optional_json_object() -> dict:
@@ -149,7 +181,7 @@ def _optional_json_object() -> dict:
 
 
 @app.route("/openapi.json", methods=["GET"], content_types=ANY_CONTENT_TYPE)
-@api(200)
+@api(200, public=True)
 def get_openapi():
     return openapi.stage_document(_openapi_template(), service().settings)
 
@@ -160,27 +192,27 @@ def _openapi_template() -> dict:
 
 
 @app.route("/limits", methods=["GET"], content_types=ANY_CONTENT_TYPE)
-@api(200)
+@api(200, public=True)
 def get_limits():
     return service().limits()
 
 
 @app.route("/uploads/{upload_id}/parts", methods=["POST"], content_types=ANY_CONTENT_TYPE)
 @api(200)
-def list_parts(upload_id):
-    return service().parts(upload_id, _optional_json_object())
+def list_parts(upload_id, caller):
+    return service().parts(upload_id, _optional_json_object(), caller)
 
 
 @app.route("/uploads/{upload_id}/complete", methods=["POST"], content_types=ANY_CONTENT_TYPE)
 @api(202)
-def complete_upload(upload_id):
-    return service().complete(upload_id, _optional_json_object())
+def complete_upload(upload_id, caller):
+    return service().complete(upload_id, _optional_json_object(), caller)
 
 
 @app.route("/uploads/{upload_id}", methods=["GET"], content_types=ANY_CONTENT_TYPE)
 @api(200)
-def get_upload(upload_id):
-    return service().get_status(upload_id, _api_url(f"/uploads/{upload_id}"))
+def get_upload(upload_id, caller):
+    return service().get_status(upload_id, _api_url(f"/uploads/{upload_id}"), caller)
 
 
 def _api_url(route_path: str) -> str:
@@ -212,8 +244,8 @@ def variant_redirect(upload_id, filename):
 
 @app.route("/uploads/{upload_id}", methods=["DELETE"], content_types=ANY_CONTENT_TYPE)
 @api(200)
-def cancel_upload(upload_id):
-    return service().cancel(upload_id)
+def cancel_upload(upload_id, caller):
+    return service().cancel(upload_id, caller)
 
 
 @app.lambda_function(name="on_object_created")

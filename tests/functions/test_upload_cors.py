@@ -39,7 +39,7 @@ def test_preflight_from_an_allowed_origin(cors_api):
         assert response.status_code == 204, path
         assert response.headers["Access-Control-Allow-Origin"] == ALLOWED
         assert response.headers["Access-Control-Allow-Methods"] == methods
-        assert response.headers["Access-Control-Allow-Headers"] == "Content-Type"
+        assert response.headers["Access-Control-Allow-Headers"] == "Authorization, Content-Type"
         assert int(response.headers["Access-Control-Max-Age"]) > 0
         assert response.headers["Vary"] == "Origin"
 
