@@ -80,7 +80,8 @@ def decide(settings: Settings, invocation: Invocation, result: InvocationResult)
 
 def _event(invocation: Invocation, result: InvocationResult) -> ResultEvent:
     # The job's callback travels on its event to the callback dispatcher (bridge.callbacks).
-    return ResultEvent.from_result(result, callback_url=invocation.job.callback_url)
+    return ResultEvent.from_result(result, callback_url=invocation.job.callback_url,
+                                   owner=invocation.job.owner)
 
 
 def retry_result(invocation: Invocation, error: JobError, duration_ms: int) -> InvocationResult:

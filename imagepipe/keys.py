@@ -8,8 +8,12 @@ Layout of the bucket (one prefix per kind, so IAM policies and S3 notifications 
                                              done, failed); only ever added, so writers never race
     manifests/{upload_id}.json               what the resize made; written last, the completion marker
     variants/{upload_id}/{name}.{ext}        the resized images
+    tokens/{token_id}/uploads/{n}            the n-th upload (1-based, zero-padded) made with one
+                                             bearer token; written once each (``quotas``)
 
-``upload_id`` is 32 lowercase hex characters made by the server (never the client's filename).
+``upload_id`` is 32 lowercase hex characters made by the server (never the client's filename);
+``token_id`` is 32 lowercase hex characters too, a hash of the token's issuer, subject and jti
+(``auth.Caller.token_id``), never the client's text.
 Keys are deterministic: a redelivered job rewrites exactly the same keys.
 """
 
@@ -27,6 +31,7 @@ ORIGINALS_PREFIX = "originals/"
 STATUS_PREFIX = "status/"
 MANIFESTS_PREFIX = "manifests/"
 VARIANTS_PREFIX = "variants/"
+TOKENS_PREFIX = "tokens/"
 
 FORMAT_EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp", "avif": "avif"}
 
@@ -103,3 +108,16 @@ def upload_id_from_original_key(key: str) -> str:
     if not key.startswith(ORIGINALS_PREFIX):
         raise InvalidKey(f"not an original's key: {key!r}")
     return _checked(key[len(ORIGINALS_PREFIX):])
+
+
+def token_uploads_prefix(token_id: str) -> str:
+    if not is_upload_id(token_id):  # the same shape: 32 hex characters
+        raise InvalidKey(f"not a token id: {token_id!r}")
+    return f"{TOKENS_PREFIX}{token_id}/uploads/"
+
+
+def token_upload_key(token_id: str, number: int) -> str:
+    """The key of the ``number``-th upload made with a token; sorts by number."""
+    if not isinstance(number, int) or number < 1:
+        raise InvalidKey(f"not an upload number: {number!r}")
+    return f"{token_uploads_prefix(token_id)}{number:010d}"

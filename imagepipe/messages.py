@@ -16,8 +16,9 @@ and the status document. ``State`` spells an upload's status for all of them, fo
 document and for the API client.
 
 Bodies are UTF-8 JSON with sorted keys; every body carries ``"v": 1``. Optional fields added
-within v1 (``callback_url``, a job's ``filename``, a variant's ``url``) are left out when
-unset, so a body without them is unchanged.
+within v1 (``callback_url``, a job's ``filename``, a variant's ``url``; ``owner``, the ``sub``
+of the token that made the upload on a stage with auth) are left out when unset, so a body
+without them is unchanged.
 Decoding a body that is not JSON, not an object, of another version or missing a field raises
 a ``PermanentError`` (``bad_message`` or ``unknown_schema_version``): such a message can never succeed.
 """
@@ -119,12 +120,14 @@ class ResizeJob:
     callback_url: str | None = None
     # The client's name of the original (sanitised): the variants' download names start with it.
     filename: str | None = None
+    # Who made the upload (the token's ``sub``), carried into the result event and callback.
+    owner: str | None = None
 
     @classmethod
     def for_upload(cls, upload_id: str, bucket: str, content_type: str,
                    source_etag: str | None = None,
                    callback_url: str | None = None,
-                   filename: str | None = None) -> "ResizeJob":
+                   filename: str | None = None, owner: str | None = None) -> "ResizeJob":
         # One job per upload: the id is the upload's, so a duplicate publish is recognisable.
         return cls(
             job_id=upload_id,
@@ -136,6 +139,7 @@ class ResizeJob:
             source_etag=source_etag,
             callback_url=callback_url,
             filename=filename,
+            owner=owner,
         )
 
     def to_dict(self) -> dict:
@@ -150,6 +154,7 @@ class ResizeJob:
             "source_etag": self.source_etag,
             **_callback_to_dict(self.callback_url),
             **({} if self.filename is None else {"filename": self.filename}),
+            **_owner_to_dict(self.owner),
         }
 
     @classmethod
@@ -161,7 +166,8 @@ class ResizeJob:
                   submitted_at=_require(obj, "submitted_at"),
                   source_etag=_optional_str(obj, "source_etag"),
                   callback_url=_optional_str(obj, "callback_url"),
-                  filename=_optional_str(obj, "filename"))
+                  filename=_optional_str(obj, "filename"),
+                  owner=_optional_str(obj, "owner"))
         if not keys.is_upload_id(job.upload_id):
             raise PermanentError(BAD_MESSAGE, "upload_id is malformed")
         if job.job_id != job.upload_id:  # one job per upload (see for_upload)
@@ -342,6 +348,7 @@ class ResultEvent:
     duration_ms: int = 0
     finished_at: str = field(default_factory=utc_now)
     callback_url: str | None = None  # the job's, for the callback dispatcher
+    owner: str | None = None  # the job's: whose upload this was (stages with auth)
 
     @property
     def routing_key(self) -> str:
@@ -352,8 +359,8 @@ class ResultEvent:
         return f"imagepipe.job.{self.status}"
 
     @classmethod
-    def from_result(cls, result: InvocationResult,
-                    callback_url: str | None = None) -> "ResultEvent":
+    def from_result(cls, result: InvocationResult, callback_url: str | None = None,
+                    owner: str | None = None) -> "ResultEvent":
         if result.status not in (DONE, FAILED):
             raise ValueError(f"a {result.status!r} result is not a finished job")
         return cls(
@@ -366,6 +373,7 @@ class ResultEvent:
             error=public(result.error),
             duration_ms=result.duration_ms,
             callback_url=callback_url,
+            owner=owner,
         )
 
     def to_dict(self) -> dict:
@@ -375,13 +383,15 @@ class ResultEvent:
             **_outcome_to_dict(self),
             "finished_at": self.finished_at,
             **_callback_to_dict(self.callback_url),
+            **_owner_to_dict(self.owner),
         }
 
     @classmethod
     def from_dict(cls, obj: dict) -> "ResultEvent":
         return cls(**_outcome_from_dict(obj, (DONE, FAILED)),
                    finished_at=_require(obj, "finished_at"),
-                   callback_url=_optional_str(obj, "callback_url"))
+                   callback_url=_optional_str(obj, "callback_url"),
+                   owner=_optional_str(obj, "owner"))
 
     def encode(self) -> bytes:
         return encode(self.to_dict())
@@ -389,6 +399,10 @@ class ResultEvent:
 
 def _callback_to_dict(callback_url: str | None) -> dict:
     return {} if callback_url is None else {"callback_url": callback_url}
+
+
+def _owner_to_dict(owner: str | None) -> dict:
+    return {} if owner is None else {"owner": owner}
 
 
 def _optional_str(obj: dict, name: str) -> str | None:

@@ -62,6 +62,8 @@ class UploadRecord:
     multipart: MultipartRecord | None = None
     # When the job was last published again because it looked lost in the queue.
     requeued_at: str | None = None
+    # The ``sub`` of the bearer token that made it, on a stage with auth: only it may reach it.
+    owner: str | None = None
 
     def requeued(self) -> "UploadRecord":
         return replace(self, requeued_at=utc_now())
@@ -81,6 +83,8 @@ class UploadRecord:
             obj["multipart"] = self.multipart.to_dict()
         if self.requeued_at is not None:
             obj["requeued_at"] = self.requeued_at
+        if self.owner is not None:
+            obj["owner"] = self.owner
         return obj
 
     @classmethod
@@ -96,6 +100,7 @@ class UploadRecord:
             callback_url=obj.get("callback_url"),
             multipart=MultipartRecord.from_dict(multipart) if multipart else None,
             requeued_at=obj.get("requeued_at"),
+            owner=obj.get("owner"),
         )
 
 

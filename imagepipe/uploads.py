@@ -17,9 +17,11 @@ import unicodedata
 from datetime import datetime, timezone
 
 from imagepipe import callbacks, delivery, errors, formats, keys, logs, status
+from imagepipe.auth import Caller, QuotaExceeded
 from imagepipe.errors import ApiError, TransientError
 from imagepipe.messages import TIME_FORMAT, ResizeJob, State, VariantInfo
 from imagepipe.multipart import MultipartGone, MultipartUploads, PartPlan, PartsRejected
+from imagepipe.quotas import TokenUploads
 from imagepipe.settings import Settings
 from imagepipe.status import MultipartRecord, UploadRecord
 
@@ -71,15 +73,41 @@ class UploadService:
         self.status = status_store
         delivery.check(settings, needs_api_url=False)
         self.multipart = MultipartUploads(s3, settings.bucket, settings.presign_expires)
+        self.token_uploads = TokenUploads(s3, settings.bucket)
 
     # --- GET /limits --------------------------------------------------------------------------
     def limits(self) -> dict:
         return limits_of(self.settings)
 
     # --- POST /uploads ------------------------------------------------------------------------
-    def create_upload(self, payload: dict, collection_path: str = "/uploads") -> dict:
+    def create_upload(self, payload: dict, collection_path: str = "/uploads",
+                      caller: Caller | None = None) -> dict:
+        """A presigned upload; with a ``caller`` (a stage with auth), owned by its ``sub`` and
+        within its token's bounds."""
         request = self._validated_request(payload)
         upload_id = keys.new_upload_id()
+        slot = self._within_token_bounds(caller, request["size"], upload_id)
+        try:
+            return self._create(upload_id, request, collection_path, caller)
+        except BaseException:
+            if slot:  # nothing was made: the token may use its slot again
+                self.token_uploads.release(slot)
+            raise
+
+    def _within_token_bounds(self, caller: Caller | None, size: int, upload_id: str) -> str | None:
+        """Check the token's bounds; the key of the upload slot it claimed, if it counts them."""
+        if caller is None:
+            return None
+        caller.check_size(size)
+        if caller.max_uploads is None or caller.token_id is None:
+            return None
+        slot = self.token_uploads.claim(caller.token_id, caller.max_uploads, upload_id)
+        if slot is None:
+            raise QuotaExceeded(f"this token allows at most {caller.max_uploads} uploads")
+        return slot
+
+    def _create(self, upload_id: str, request: dict, collection_path: str,
+                caller: Caller | None) -> dict:
         multipart = None
         if request["method"] == PUT:
             upload = self._presigned_put(upload_id, request)
@@ -97,6 +125,7 @@ class UploadService:
             method=request["method"],
             callback_url=request["callback_url"],
             multipart=multipart,
+            owner=caller.sub if caller is not None else None,
         ))
         LOGGER.info("upload %s created (%s, %d bytes, %s)", upload_id,
                     request["content_type"], request["size"], request["method"],
@@ -198,10 +227,11 @@ class UploadService:
                 for n in numbers]
 
     # --- POST /uploads/{id}/parts -------------------------------------------------------------
-    def parts(self, upload_id: str, payload: dict | None = None) -> dict:
+    def parts(self, upload_id: str, payload: dict | None = None,
+              caller: Caller | None = None) -> dict:
         """What S3 holds of a pending multipart upload, and fresh URLs for the parts asked for
         (by default every part S3 does not have yet): resume after a dropped connection."""
-        record, multipart = self._pending_multipart(upload_id)
+        record, multipart = self._pending_multipart(upload_id, caller)
         plan = PartPlan(record.size, multipart.part_bytes)
         wanted = (payload or {}).get("part_numbers")
         if wanted is not None:
@@ -218,8 +248,9 @@ class UploadService:
         return {"upload_id": upload_id, "uploaded": uploaded,
                 "parts": self._part_urls(key, multipart.s3_upload_id, plan, wanted)}
 
-    def _pending_multipart(self, upload_id: str) -> tuple[UploadRecord, MultipartRecord]:
-        record = self._upload_record(upload_id)
+    def _pending_multipart(self, upload_id: str,
+                           caller: Caller | None) -> tuple[UploadRecord, MultipartRecord]:
+        record = self._upload_record(upload_id, caller)
         multipart = record.multipart
         if multipart is None:
             raise ApiError(409, errors.NOT_MULTIPART, f"upload {upload_id} is not a multipart upload")
@@ -230,8 +261,9 @@ class UploadService:
         return record, multipart
 
     # --- POST /uploads/{id}/complete and S3 ObjectCreated --------------------------------------
-    def complete(self, upload_id: str, payload: dict | None = None) -> dict:
-        record = self._upload_record(upload_id)
+    def complete(self, upload_id: str, payload: dict | None = None,
+                 caller: Caller | None = None) -> dict:
+        record = self._upload_record(upload_id, caller)
         current = self.status.state_of(upload_id)
         if record.multipart is not None and current.state == State.PENDING:
             self._complete_multipart(upload_id, record.size, record.multipart,
@@ -295,7 +327,8 @@ class UploadService:
     def _job(self, upload_id: str, record: UploadRecord, etag: str) -> ResizeJob:
         """The resize job for an upload, from its record (the first publish and any later one)."""
         return ResizeJob.for_upload(upload_id, self.settings.bucket, record.content_type, etag,
-                                    callback_url=record.callback_url, filename=record.filename)
+                                    callback_url=record.callback_url, filename=record.filename,
+                                    owner=record.owner)
 
     def _lost_in_queue(self, upload_id: str, record: UploadRecord) -> bool:
         """Queued (or last published again) long ago and never started: the caller that marked
@@ -375,9 +408,9 @@ class UploadService:
         raise ApiError(422, code, message)
 
     # --- DELETE /uploads/{id} -----------------------------------------------------------------
-    def cancel(self, upload_id: str) -> dict:
+    def cancel(self, upload_id: str, caller: Caller | None = None) -> dict:
         """Cancel a pending upload: status ``failed`` (``cancelled``), its multipart aborted."""
-        record = self._upload_record(upload_id)
+        record = self._upload_record(upload_id, caller)
         current = self.status.state_of(upload_id)
         if current.state == State.PENDING:
             error = {"code": errors.CANCELLED, "message": "the upload was cancelled by its client"}
@@ -397,10 +430,13 @@ class UploadService:
                 "error": current.error}
 
     # --- GET /uploads/{id} --------------------------------------------------------------------
-    def get_status(self, upload_id: str, api_url: str | None = None) -> dict:
+    def get_status(self, upload_id: str, api_url: str | None = None,
+                   caller: Caller | None = None) -> dict:
         """The upload's state and, once done, its variants with their URLs and a ``srcset`` of
         the width-based ones. ``api_url`` is where the request reached the API (the stable URLs
         point there when the stage does not name its public URL)."""
+        if caller is not None:  # only its owner may know the upload exists
+            self._upload_record(upload_id, caller)
         current = self.status.current(upload_id) if keys.is_upload_id(upload_id) else None
         if current is None:
             raise _not_found(upload_id)
@@ -440,9 +476,12 @@ class UploadService:
         location, headers = delivery.redirect(self.settings, self.s3, key)
         return {"location": location, "headers": headers}
 
-    def _upload_record(self, upload_id: str) -> UploadRecord:
+    def _upload_record(self, upload_id: str, caller: Caller | None = None) -> UploadRecord:
+        """The upload's record; to a ``caller`` who does not own it, the same 404 as for an
+        upload that does not exist (nobody learns which ids are taken). An upload made while
+        the stage had no auth has no owner, so nobody may reach it once auth is on."""
         record = self.status.get_upload_record(upload_id) if keys.is_upload_id(upload_id) else None
-        if record is None:
+        if record is None or (caller is not None and record.owner != caller.sub):
             raise _not_found(upload_id)
         return record
 
