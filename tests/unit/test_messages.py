@@ -185,3 +185,25 @@ def test_job_with_the_originals_filename_matches_golden_and_older_jobs_still_rea
     assert ResizeJob.decode(golden("resize_job.v1.json")).filename is None
     with pytest.raises(PermanentError, match="filename"):
         ResizeJob.from_dict({**json.loads(job.encode()), "filename": ["x"]})
+
+
+# --- owner: optional within v1 (stages with auth) ------------------------------------------------
+
+def test_job_with_an_owner_matches_golden_and_older_jobs_still_read():
+    job = ResizeJob(**{**JOB.__dict__, "callback_url": CALLBACK, "owner": "alice"})
+    assert job.encode() == golden("resize_job_owner.v1.json")
+    assert ResizeJob.decode(golden("resize_job_owner.v1.json")) == job
+    assert "owner" not in json.loads(JOB.encode())
+    assert ResizeJob.decode(golden("resize_job_callback.v1.json")).owner is None
+    with pytest.raises(PermanentError, match="owner"):
+        ResizeJob.from_dict({**json.loads(job.encode()), "owner": ["alice"]})
+
+
+def test_done_event_carries_the_jobs_owner_and_matches_golden():
+    done = InvocationResult(job_id=UID, upload_id=UID, status="done", variants=(THUMB,),
+                            duration_ms=812)
+    event = ResultEvent.from_result(done, callback_url=CALLBACK, owner="alice")
+    event = ResultEvent(**{**event.__dict__, "finished_at": "2026-11-28T05:00:01.000000Z"})
+    assert event.encode() == golden("result_event_done_owner.v1.json")
+    assert ResultEvent.from_dict(json.loads(event.encode())) == event
+    assert ResultEvent.from_dict(json.loads(golden("result_event_done_callback.v1.json"))).owner is None

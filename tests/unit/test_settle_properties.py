@@ -24,3 +24,18 @@ def test_dead_letter_and_replay_keep_the_same_properties():
         assert copy.delivery_mode == 2
         assert copy.user_id is None and copy.expiration is None
     assert dead.headers["trace-id"] == replayed.headers["trace-id"] == "t"
+
+
+def test_a_finished_jobs_event_carries_its_owner_and_callback():
+    from bridge.settle import decide
+    from imagepipe.messages import Invocation, InvocationResult, ResizeJob
+    from imagepipe.settings import Settings
+
+    uid = "0123456789abcdef0123456789abcdef"
+    job = ResizeJob.for_upload(uid, "photos", "image/jpeg", callback_url="https://h.example/x",
+                               owner="alice")
+    done = InvocationResult(job_id=uid, upload_id=uid, status="done")
+
+    event = decide(Settings(bucket="photos"), Invocation(job), done).event
+
+    assert (event.owner, event.callback_url) == ("alice", "https://h.example/x")
