@@ -112,6 +112,7 @@ def package(root: Path, stage: str, out_dir: Path | None = None, environ=None,
     out_dir = Path(out_dir or default_out_dir(root, stage)).resolve()
     manifest = chalicefile.load(root / chalicefile.FILENAME)
     chalicefile.require_cloud_stage(manifest, stage)
+    chalicefile.require_decided_auth(manifest, stage)
     settings = chalicefile.stage_settings(manifest, stage, environ=environ)
     names = names_module.Names.of(manifest, settings)
     wheel_cache = wheel_cache or root / ".run" / "wheels"

@@ -13,7 +13,9 @@ from imagepipe.settings import Settings
 ROOT = Path(__file__).resolve().parents[2]
 PROD_ENV = {"IMAGEPIPE_BUCKET": "photos-prod", "AWS_REGION": "eu-west-1",
             "AMQP_URL": "amqps://u:p@mq.example:5671/%2F",
-            "IMAGEPIPE_ALLOWED_ORIGIN": "https://photos.example"}
+            "IMAGEPIPE_ALLOWED_ORIGIN": "https://photos.example",
+            "IMAGEPIPE_AUTH_ISSUER": "https://idp.example/",
+            "IMAGEPIPE_AUTH_JWKS_URL": "https://idp.example/.well-known/jwks.json"}
 
 
 def test_repo_manifest_is_valid_and_has_the_required_stages():
@@ -100,7 +102,8 @@ def test_placeholders_let_a_stage_render_without_its_variables_and_name_them():
     environ = chalicefile.Placeholders({"AWS_REGION": "eu-west-1"})
     prod = chalicefile.stage_settings(manifest, "prod", environ=environ)
     assert prod.bucket == "unset-imagepipe-bucket" and prod.region == "eu-west-1"
-    assert environ.unset == {"IMAGEPIPE_BUCKET", "IMAGEPIPE_ALLOWED_ORIGIN"}
+    assert environ.unset == {"IMAGEPIPE_BUCKET", "IMAGEPIPE_ALLOWED_ORIGIN",
+                             "IMAGEPIPE_AUTH_ISSUER", "IMAGEPIPE_AUTH_JWKS_URL"}
 
 
 def test_a_rich_variant_spec_is_validated_and_reaches_the_function_environment():
@@ -135,3 +138,71 @@ def test_allowed_origins_in_the_environment_add_to_the_local_stage(tmp_path):
     config = json.loads((tmp_path / "functions/upload/.chalice/config.json").read_text())
     rendered = config["stages"]["local"]["environment_variables"]["IMAGEPIPE_ALLOWED_ORIGINS"]
     assert rendered.split(",") == list(added.allowed_origins)
+
+
+# --- auth: who may call a stage's API ------------------------------------------------------------
+
+def test_the_stages_auth_becomes_its_settings():
+    manifest = chalicefile.load(ROOT / "chalicefile.json")
+    prod = chalicefile.stage_settings(manifest, "prod", environ=PROD_ENV)
+    assert (prod.auth_mode, prod.auth_issuer, prod.auth_audience, prod.auth_jwks_url) == (
+        "jwt", "https://idp.example/", "imagepipe", "https://idp.example/.well-known/jwks.json")
+    assert Settings.from_env(prod.to_env()) == prod
+    local = chalicefile.stage_settings(manifest, "local", environ={})
+    assert local.auth_mode == "none"
+    local = chalicefile.stage_settings(manifest, "local", environ={"IMAGEPIPE_AUTH_MODE": "jwt"})
+    assert local.auth_on and local.auth_secret and local.auth_audience == "imagepipe"
+
+
+def _manifest_with_prod_auth(auth):
+    manifest = chalicefile.load(ROOT / "chalicefile.json")
+    if auth is None:
+        manifest["stages"]["prod"].pop("auth")
+    else:
+        manifest["stages"]["prod"]["auth"] = auth
+    chalicefile.validate(manifest)
+    return manifest
+
+
+@pytest.mark.parametrize("auth", [None, {"mode": "none"}, {}])
+def test_a_cloud_stage_without_auth_is_refused_and_told_why(auth):
+    manifest = _manifest_with_prod_auth(auth)
+    with pytest.raises(ConfigError, match="open to anyone on the internet") as refused:
+        chalicefile.require_decided_auth(manifest, "prod")
+    assert '"public": true' in str(refused.value)
+
+
+def test_a_cloud_stage_may_be_public_on_purpose():
+    chalicefile.require_decided_auth(_manifest_with_prod_auth({"mode": "none", "public": True}),
+                                     "prod")
+    chalicefile.require_decided_auth(chalicefile.load(ROOT / "chalicefile.json"), "prod")
+
+
+def test_a_cloud_stage_keeps_its_shared_secret_in_secrets_manager():
+    manifest = _manifest_with_prod_auth({"mode": "jwt", "issuer": "i", "audience": "a",
+                                         "secret": "x" * 40})
+    with pytest.raises(ConfigError, match="secret_arn"):
+        chalicefile.require_decided_auth(manifest, "prod")
+    manifest = _manifest_with_prod_auth({"mode": "jwt", "issuer": "i", "audience": "a",
+                                         "secret_arn": "arn:aws:secretsmanager:eu-west-1:1:secret:a"})
+    chalicefile.require_decided_auth(manifest, "prod")
+    prod = chalicefile.stage_settings(manifest, "prod", environ=PROD_ENV)
+    assert prod.auth_secret_arn.startswith("arn:") and not prod.auth_secret
+
+
+@pytest.mark.parametrize("auth, says", [
+    ("jwt", "must be an object"),
+    ({"mode": "jwt", "kid": "x"}, "unknown field"),
+    ({"mode": "jwt", "public": True}, "only for mode none"),
+    ({"mode": "none", "public": "yes"}, "true or false"),
+])
+def test_a_malformed_auth_is_refused(auth, says):
+    with pytest.raises(ConfigError, match=says):
+        _manifest_with_prod_auth(auth)
+
+
+def test_auth_settings_go_only_through_the_auth_object():
+    manifest = chalicefile.load(ROOT / "chalicefile.json")
+    manifest["stages"]["prod"]["auth_mode"] = "none"
+    with pytest.raises(ConfigError, match="auth_mode"):
+        chalicefile.validate(manifest)

@@ -129,3 +129,28 @@ def test_submit_file_returns_what_complete_answered(tmp_path):
 
     assert client.submit_file(path) == {"upload_id": "u1", "status": "processing"}
     assert client.upload_file(path) == "u1"
+
+
+class _Recording(_Api):
+    def __init__(self, completed):
+        super().__init__(completed)
+        self.sent = []
+
+    def request(self, method, url, timeout=None, **kwargs):
+        self.sent.append((method, url, dict(kwargs.get("headers") or {})))
+        return super().request(method, url, timeout=timeout, **kwargs)
+
+
+def test_the_token_goes_to_the_api_and_never_to_s3(tmp_path):
+    path = tmp_path / "cat.jpg"
+    path.write_bytes(images.make_jpeg(8, 8))
+    session = _Recording({"upload_id": "u1", "status": "queued"})
+
+    UploadClient("http://api.test", session=session, token="t0k3n").submit_file(path)
+
+    for method, url, headers in session.sent:
+        if url.startswith("http://api.test/"):
+            assert headers.get("Authorization") == "Bearer t0k3n", (method, url)
+        else:
+            assert "Authorization" not in headers, (method, url)
+    assert any(not url.startswith("http://api.test/") for _, url, _ in session.sent)

@@ -73,3 +73,44 @@ def test_missing_secret_is_a_config_error(secrets):
            ENV_AMQP_SECRET_ARN: "arn:aws:secretsmanager:us-east-1:123456789012:secret:gone"}
     with pytest.raises(ConfigError, match="cannot be read"):
         settings_edge.load(env, lambda s: secrets)
+
+
+# --- the HS256 auth secret ------------------------------------------------------------------------
+
+AUTH_ENV = {ENV_BUCKET: "b", "IMAGEPIPE_AUTH_MODE": "jwt", "IMAGEPIPE_AUTH_ISSUER": "https://app",
+            "IMAGEPIPE_AUTH_AUDIENCE": "imagepipe"}
+
+
+@pytest.mark.parametrize("stored", ["h" * 40, {"secret": "h" * 40}])
+def test_the_auth_secret_is_read_from_its_arn_at_load(secrets, stored):
+    arn = _secret(secrets, stored)
+
+    loaded = settings_edge.load({**AUTH_ENV, "IMAGEPIPE_AUTH_SECRET_ARN": arn},
+                                lambda settings: secrets)
+
+    assert loaded.auth_secret == "h" * 40
+    assert "h" * 40 not in repr(loaded)
+    assert "IMAGEPIPE_AUTH_SECRET" not in Settings.from_env(
+        {**AUTH_ENV, "IMAGEPIPE_AUTH_SECRET_ARN": arn}).to_env()
+
+
+@pytest.mark.parametrize("stored", ["short", {"key": "h" * 40}])
+def test_an_unusable_auth_secret_fails_at_load(secrets, stored):
+    arn = _secret(secrets, stored)
+    with pytest.raises(ConfigError, match="at least 32 bytes"):
+        settings_edge.load({**AUTH_ENV, "IMAGEPIPE_AUTH_SECRET_ARN": arn}, lambda s: secrets)
+
+
+@pytest.mark.parametrize("env, says", [
+    ({"IMAGEPIPE_AUTH_MODE": "oauth"}, "IMAGEPIPE_AUTH_MODE"),
+    ({**AUTH_ENV}, "not neither"),
+    ({**AUTH_ENV, "IMAGEPIPE_AUTH_SECRET": "s" * 40, "IMAGEPIPE_AUTH_JWKS_URL": "https://x"},
+     "not both"),
+    ({**AUTH_ENV, "IMAGEPIPE_AUTH_SECRET": "short"}, "32 bytes"),
+    ({**AUTH_ENV, "IMAGEPIPE_AUTH_ISSUER": "", "IMAGEPIPE_AUTH_SECRET": "s" * 40},
+     "IMAGEPIPE_AUTH_ISSUER"),
+    ({"IMAGEPIPE_AUTH_MAX_TTL_S": "0"}, "IMAGEPIPE_AUTH_MAX_TTL_S"),
+])
+def test_auth_settings_are_checked_at_load(env, says):
+    with pytest.raises(ConfigError, match=says):
+        Settings.from_env({ENV_BUCKET: "b", **env})

@@ -11,6 +11,13 @@ back, through ``Settings.from_env``, the settings the manifest describes.
 A cloud stage also has a ``deploy`` section (``stage_deploy``): ``parameters`` of the infra
 stack (``infra/stack.yaml``) such as the VPC, broker size and bridge scaling. A function may name
 a ``merge_template`` that ``make package`` merges into its ``chalice package`` output.
+
+A stage's ``auth`` says who may call its API (``imagepipe.auth``): ``{"mode": "none"}`` (the
+default, for the local stage) or ``{"mode": "jwt", "issuer", "audience"}`` with either a
+``jwks_url`` (RS256/ES256 from an identity provider) or an HS256 ``secret`` (``secret_arn`` in
+the cloud, a Secrets Manager secret read at start), and optionally ``max_ttl_s``. A cloud stage
+is packaged only with auth on, or with ``{"mode": "none", "public": true}`` saying that its API
+is open on purpose (``require_decided_auth``).
 """
 
 from __future__ import annotations
@@ -37,6 +44,12 @@ _FUNCTION_FIELDS = {"project_dir", "memory_mb", "timeout_s"}
 _OPTIONAL_FUNCTION_FIELDS = {"merge_template"}
 DEPLOY = "deploy"
 _DEPLOY_FIELDS = {"parameters"}
+AUTH = "auth"
+# The stage's ``auth`` object → the ``Settings`` fields it sets.
+_AUTH_FIELDS = {"mode": "auth_mode", "issuer": "auth_issuer", "audience": "auth_audience",
+                "jwks_url": "auth_jwks_url", "secret": "auth_secret",
+                "secret_arn": "auth_secret_arn", "max_ttl_s": "auth_max_ttl_s"}
+PUBLIC = "public"
 
 
 def load(path: str | Path) -> dict:
@@ -70,11 +83,43 @@ def validate(manifest: dict) -> None:
             if not isinstance(function[field], int) or function[field] < 1:
                 raise ConfigError(f"chalicefile.functions.{name}.{field}: must be a positive integer")
     for stage, values in manifest["stages"].items():
-        unknown = set(values) - _SETTINGS_FIELDS - {DEPLOY}
+        unknown = set(values) - (_SETTINGS_FIELDS - set(_AUTH_FIELDS.values())) - {DEPLOY, AUTH}
         if unknown:
             raise ConfigError(f"chalicefile.stages.{stage}: unknown field(s) {', '.join(sorted(unknown))}")
         if DEPLOY in values:
             _validate_deploy(values[DEPLOY], f"stages.{stage}.{DEPLOY}")
+        if AUTH in values:
+            _validate_auth(values[AUTH], f"stages.{stage}.{AUTH}")
+
+
+def _validate_auth(auth, where: str) -> None:
+    if not isinstance(auth, dict):
+        raise ConfigError(f"chalicefile.{where}: must be an object")
+    unknown = set(auth) - set(_AUTH_FIELDS) - {PUBLIC}
+    if unknown:
+        raise ConfigError(f"chalicefile.{where}: unknown field(s) {', '.join(sorted(unknown))}")
+    if PUBLIC in auth and not isinstance(auth[PUBLIC], bool):
+        raise ConfigError(f"chalicefile.{where}.{PUBLIC}: must be true or false")
+    if auth.get(PUBLIC) and auth.get("mode", "none") != "none":
+        raise ConfigError(f"chalicefile.{where}: {PUBLIC!r} is only for mode none")
+
+
+def require_decided_auth(manifest: dict, stage: str) -> None:
+    """A cloud stage's API is on the internet: refuse to package one that does not say who may
+    call it (auth on), or that it is open on purpose (``"public": true``); refuse a shared
+    secret written into the manifest, which would land in the template."""
+    auth = _stage(manifest, stage).get(AUTH) or {}
+    where = f"chalicefile.stages.{stage}"
+    if auth.get("mode", "none") == "none" and not auth.get(PUBLIC):
+        raise ConfigError(
+            f"{where}: its API would be open to anyone on the internet (anyone could upload, "
+            "and read, complete or cancel any upload whose id they learn). Give it "
+            '"auth": {"mode": "jwt", "issuer": ..., "audience": ..., "jwks_url": ...} '
+            '(or an HS256 "secret_arn"; see docs/auth.md), or say '
+            '"auth": {"mode": "none", "public": true} to deploy it open on purpose')
+    if auth.get("secret"):
+        raise ConfigError(f"{where}.{AUTH}.secret: a cloud stage reads its HS256 secret from "
+                          'Secrets Manager: give its ARN as "secret_arn" instead')
 
 
 def _validate_deploy(deploy, where: str) -> None:
@@ -159,7 +204,10 @@ def stage_settings(
     values = _stage(manifest, stage)
     environ = os.environ if environ is None else environ
     resolved = {k: _expand(v, f"stages.{stage}.{k}", environ)
-                for k, v in values.items() if k != DEPLOY}
+                for k, v in values.items() if k not in (DEPLOY, AUTH)}
+    for name, value in (values.get(AUTH) or {}).items():
+        if name in _AUTH_FIELDS:
+            resolved[_AUTH_FIELDS[name]] = _expand(value, f"stages.{stage}.{AUTH}.{name}", environ)
     limits = manifest["limits"]
     kwargs = {
         "stage": stage,

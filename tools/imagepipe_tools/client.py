@@ -148,8 +148,11 @@ def content_type_of(path: Path, head: bytes) -> str:
 class UploadClient:
     def __init__(self, api_url: str, session: requests.Session | None = None,
                  timeout: float = 30, part_workers: int = 4, part_attempts: int = 3,
-                 resume_rounds: int = 3, retry_delay: float = 0.5, api_attempts: int = 3):
+                 resume_rounds: int = 3, retry_delay: float = 0.5, api_attempts: int = 3,
+                 token: str | None = None):
         self.api_url = api_url.rstrip("/")
+        # A bearer token for a stage with auth: sent to the API only, never to S3.
+        self._auth = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = session or _session(pool=4 * part_workers)
         self.timeout = timeout
         self.part_workers = part_workers
@@ -394,6 +397,8 @@ class UploadClient:
         at most once), so those are retried on no answer, a 5xx or 429, after the server's
         ``Retry-After`` when it gives one; the last answer is returned as it is."""
         url = f"{self.api_url}{path}"
+        if self._auth:
+            kwargs["headers"] = {**kwargs.get("headers", {}), **self._auth}
         attempts = 1 if (method, path) == ("POST", "/uploads") else self.api_attempts
         for attempt in range(1, attempts + 1):
             try:

@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "imagepipe_tools.cli.resize",
     "imagepipe_tools.cli.upload",
     "imagepipe_tools.cli.dlq",
+    "imagepipe_tools.cli.token",
 )
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
@@ -44,6 +45,8 @@ from imagepipe.errors import INTERNAL, TIMEOUT
 from imagepipe.messages import State
 
 LOGGER = logging.getLogger(__name__)
+# The bearer token for a stage with auth, when --token is not given.
+ENV_TOKEN = "IMAGEPIPE_TOKEN"
 
 DEFAULT_TIMEOUT_S = 300.0
 
@@ -58,6 +61,9 @@ def register(commands) -> None:
     upload.add_argument("files", nargs="+", metavar="FILE")
     upload.add_argument("--api", required=True, metavar="URL",
                         help="the upload API, e.g. http://127.0.0.1:8000")
+    upload.add_argument("--token", default=os.environ.get(ENV_TOKEN) or None, metavar="JWT",
+                        help=f"bearer token for a stage with auth (default: ${ENV_TOKEN}); "
+                             "`imagepipe token` mints one from the stage's secret")
     upload.add_argument("--wait", action="store_true",
                         help="wait until each upload is done or failed")
     upload.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S",
@@ -87,7 +93,7 @@ def run_upload(args: argparse.Namespace) -> int:
             args.out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             args.parser.error(f"--out {args.out}: {exc.strerror or exc}")  # exits 2
-    client = UploadClient(args.api, part_workers=args.part_workers)
+    client = UploadClient(args.api, part_workers=args.part_workers, token=args.token)
     used: set[str] = set()
     stems = [unique_stem(name, used) for name in args.files]
     bars = _progress(args)

@@ -25,6 +25,28 @@
   const apiUrl = (path) => new URL(path, document.baseURI).href;
   const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+  // On a stage with auth the page gets its bearer token in the URL fragment (#token=...), which
+  // a browser never sends to a server: it is kept for this tab only and taken out of the
+  // address bar, then sent to the API (never to S3) as the Authorization header.
+  const TOKEN_KEY = "imagepipe.token";
+  function readToken() {
+    const fromFragment = new URLSearchParams(location.hash.slice(1)).get("token");
+    if (fromFragment) {
+      try {
+        sessionStorage.setItem(TOKEN_KEY, fromFragment);
+      } catch (err) { /* storage off: the token lives as long as the page */ }
+      history.replaceState(null, "", location.pathname + location.search);
+      return fromFragment;
+    }
+    try {
+      return sessionStorage.getItem(TOKEN_KEY);
+    } catch (err) {
+      return null;
+    }
+  }
+  const token = readToken();
+  const authHeader = token ? { Authorization: `Bearer ${token}` } : {};
+
   // --- errors: every failure the user sees has a code and a message -----------------------------
   class UploadError extends Error {
     constructor(code, message, { status = 0, retryable = false, retryAfter = 0 } = {}) {
@@ -53,8 +75,8 @@
     try {
       response = await fetch(apiUrl(path), {
         method,
-        headers: body === undefined ? { Accept: "application/json" }
-          : { Accept: "application/json", "Content-Type": "application/json" },
+        headers: body === undefined ? { Accept: "application/json", ...authHeader }
+          : { Accept: "application/json", "Content-Type": "application/json", ...authHeader },
         body: body === undefined ? undefined : JSON.stringify(body),
       });
     } catch (err) {
