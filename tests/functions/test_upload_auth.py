@@ -292,3 +292,35 @@ def test_racing_claims_never_exceed_the_bound(s3_mock):
     assert len(won) == 3
     assert sorted(won) == [keys.token_upload_key(token_id, n) for n in (1, 2, 3)]
     assert uploads.taken(token_id) == 3
+
+
+# --- a stage whose tokens come from an identity provider's JWKS -----------------------------------
+
+def test_a_jwks_stage_takes_the_providers_tokens(make_api, settings):
+    from ..jwks_server import AUDIENCE as IDP_AUDIENCE, ISSUER as IDP_ISSUER, JwksServer, SigningKey
+
+    key = SigningKey("idp-1", "ES256")
+    with JwksServer() as idp:
+        idp.keys = [key]
+        api = make_api(dataclasses.replace(settings, auth_mode="jwt", auth_issuer=IDP_ISSUER,
+                                           auth_audience=IDP_AUDIENCE, auth_jwks_url=idp.url))
+        upload_id = create(api, key.token(sub="carol"))
+        assert request(api, "GET", f"/uploads/{upload_id}", key.token(sub="carol")).status_code == 200
+        assert_error(request(api, "GET", f"/uploads/{upload_id}", key.token(sub="dave")),
+                     404, "not_found")
+        assert_error(request(api, "GET", f"/uploads/{upload_id}", token(sub="carol")),
+                     401, "unauthorized")  # an HS256 token is no good here
+        # A kid the set just fetched does not have: refused without asking the provider again
+        # (the refetch cooldown), so made-up kids cannot turn requests into fetches.
+        fetches = idp.fetches
+        stranger = SigningKey("idp-2", "ES256")
+        assert_error(request(api, "GET", f"/uploads/{upload_id}", stranger.token(sub="carol")),
+                     401, "unauthorized")
+        assert idp.fetches == fetches
+        # The provider down before its keys were ever fetched: 503 with Retry-After, not a 500.
+        idp.up = False
+        cold = make_api(dataclasses.replace(settings, auth_mode="jwt", auth_issuer=IDP_ISSUER,
+                                            auth_audience=IDP_AUDIENCE, auth_jwks_url=idp.url))
+        response = request(cold, "GET", f"/uploads/{upload_id}", key.token(sub="carol"))
+        assert_error(response, 503, "auth_unavailable")
+        assert int(response.headers["Retry-After"]) > 0
