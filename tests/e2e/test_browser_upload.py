@@ -521,3 +521,95 @@ def test_uppy_6_uploads_through_the_put_mode_with_sign_request(stack, page, file
                                    Key=uploaded["badge.png"]["key"])
     assert stored["ContentType"] == "image/png"
     assert stored["Body"].read() == files["badge.png"].read_bytes()
+
+
+# --- a stage with auth: the page's token from its URL fragment, Uppy's from its caller ---------
+
+@pytest.fixture(scope="module")
+def auth_stack(tmp_path_factory, app_port):
+    api_port = free_port()
+    allowed = (page_origins(api_port)[0], f"http://127.0.0.1:{app_port}")
+    # The local stage's HS256 issuer, audience and secret (chalicefile.json), switched on.
+    with running_stack(tmp_path_factory, api_port=api_port, allowed_origins=allowed,
+                       auth_mode="jwt") as local:
+        yield local
+
+
+def _token(stack, sub: str) -> str:
+    from imagepipe import auth
+
+    settings = stack.settings
+    return auth.mint(settings.auth_secret, sub=sub, issuer=settings.auth_issuer,
+                     audience=settings.auth_audience, ttl_s=600)
+
+
+def _owner(stack, upload_id: str) -> str | None:
+    from imagepipe import keys
+
+    record = _s3(stack).get_object(Bucket=stack.settings.bucket,
+                                   Key=keys.upload_record_key(upload_id))
+    return json.loads(record["Body"].read()).get("owner")
+
+
+def test_with_auth_the_page_uses_the_token_from_its_fragment(auth_stack, page, files):
+    # What `make dev` prints with auth on: the demo page with #token=...
+    page.goto(auth_stack.demo_link())
+    page.get_by_text("images up to").wait_for()
+    # The token left the address bar (and so the history) as soon as the page read it.
+    assert "token" not in page.url
+    page.get_by_label("Choose images to upload").set_input_files([files["landscape.jpg"]])
+
+    assert _wait_final(page, "landscape.jpg") == "done"
+    assert {i["name"] for i in _wait_images_loaded(page, "landscape.jpg")} == VARIANTS
+    upload_id = _item(page, "landscape.jpg").get_attribute("data-upload-id")
+    assert _owner(auth_stack, upload_id) == "demo"
+
+    # A reload keeps the tab's token; another user's token does not see the upload.
+    page.reload()
+    page.get_by_label("Choose images to upload").set_input_files([files["badge.png"]])
+    assert _wait_final(page, "badge.png") == "done"
+    other = UploadClient(auth_stack.api_url, token=_token(auth_stack, "someone-else"))
+    with pytest.raises(Exception) as hidden:
+        other.status(upload_id)
+    assert getattr(hidden.value, "code", None) == "not_found"
+
+
+def test_with_auth_the_page_without_a_token_says_why_it_cannot_upload(auth_stack, page, files):
+    page.goto(f"{auth_stack.api_url}/")
+    page.get_by_text("images up to").wait_for()  # GET /limits stays public
+    page.get_by_label("Choose images to upload").set_input_files([files["badge.png"]])
+
+    assert _wait_final(page, "badge.png") == "rejected"  # refused before any byte was sent
+    item = _item(page, "badge.png")
+    assert item.get_attribute("data-error-code") == "unauthorized"
+    assert "Bearer" in item.locator(".error").inner_text()
+
+
+def test_with_auth_uppy_sends_the_token(auth_stack, page, files, uppy_app):
+    page.goto(f"{uppy_app}/index.html")
+    page.locator("#files").set_input_files([files["landscape.jpg"]])
+    script = """async ([api, token]) => {
+        const uppy = imagepipeUppy(api, token)
+        for (const file of document.getElementById('files').files) {
+            uppy.addFile({ name: file.name, type: file.type, data: file })
+        }
+        const result = await uppy.upload()
+        return {
+            successful: result.successful.map(f => f.meta.imagepipeUploadId),
+            failed: result.failed.map(f => String(f.error)),
+        }
+    }"""
+
+    refused = page.evaluate(script, [auth_stack.api_url, None])
+    assert refused["successful"] == [] and "unauthorized" in refused["failed"][0]
+
+    page.reload()
+    page.locator("#files").set_input_files([files["landscape.jpg"]])
+    token = _token(auth_stack, "carol")
+    result = page.evaluate(script, [auth_stack.api_url, token])
+
+    assert result["failed"] == []
+    [upload_id] = result["successful"]
+    final = UploadClient(auth_stack.api_url, token=token).wait(upload_id, timeout=90)
+    assert final["status"] == "done" and {v["name"] for v in final["variants"]} == VARIANTS
+    assert _owner(auth_stack, upload_id) == "carol"

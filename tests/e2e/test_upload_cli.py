@@ -51,10 +51,12 @@ def noise_png(width: int, height: int) -> bytes:
     return out.getvalue()
 
 
-def run_cli(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+def run_cli(*args: str, cwd: Path, timeout: float = 120,
+            env: dict | None = None) -> subprocess.CompletedProcess:
     # PYTHONPATH (this checkout's code): tests/conftest.py
     result = subprocess.run([sys.executable, "-m", "imagepipe", "upload", *args], cwd=cwd,
-                            capture_output=True, text=True, timeout=timeout)
+                            capture_output=True, text=True, timeout=timeout,
+                            env={**os.environ, **(env or {})})
     assert "Traceback" not in result.stdout + result.stderr, result.stderr
     return result
 
@@ -296,3 +298,55 @@ def test_a_multipart_upload_given_up_is_cancelled_and_aborted(stack, tmp_path, c
     pending = s3.list_multipart_uploads(Bucket=stack.settings.bucket,
                                         Prefix=keys.original_key(failure.upload_id))
     assert pending.get("Uploads", []) == []  # no orphan parts kept
+
+
+# --- a stage with auth ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def auth_stack(tmp_path_factory):
+    # The local stage's HS256 issuer, audience and secret (chalicefile.json), switched on.
+    with running_stack(tmp_path_factory, auth_mode="jwt", **LIMITS) as local:
+        yield local
+
+
+def mint(sub: str, *extra: str) -> str:
+    """A token from `imagepipe token`, as a developer gets one for the local stage."""
+    result = subprocess.run([sys.executable, "-m", "imagepipe", "token", "--sub", sub, *extra],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_upload_with_a_token_on_a_stage_with_auth(auth_stack, tmp_path):
+    (tmp_path / "cat.jpg").write_bytes(images.make_jpeg(640, 480))
+    (tmp_path / "dog.jpg").write_bytes(images.make_jpeg(480, 640))
+    api = ["--api", auth_stack.api_url, "--json", "--wait", "--timeout", "90"]
+
+    refused = run_cli("cat.jpg", *api, cwd=tmp_path, env={"IMAGEPIPE_TOKEN": ""})
+
+    assert refused.returncode == 1
+    [line] = [json.loads(text) for text in refused.stdout.splitlines()]
+    assert (line["status"], line["upload_id"], line["error"]["code"]) == (
+        "failed", None, "unauthorized")
+
+    alice = mint("alice", "--max-uploads", "1")
+    done = run_cli("cat.jpg", *api, cwd=tmp_path, env={"IMAGEPIPE_TOKEN": alice})
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    [line] = [json.loads(text) for text in done.stdout.splitlines()]
+    assert line["status"] == "done", line
+    assert [v["name"] for v in line["variants"]] == VARIANTS
+    assert upload_record(auth_stack, line["upload_id"])["owner"] == "alice"
+
+    # --token wins over the environment; the token's one upload is spent.
+    over = run_cli("dog.jpg", *api, "--token", alice, cwd=tmp_path)
+    assert over.returncode == 1
+    assert json.loads(over.stdout)["error"]["code"] == "quota_exceeded"
+
+    # Another user's token cannot see alice's upload: the same 404 as an unknown id.
+    bob = UploadClient(auth_stack.api_url, token=mint("bob"))
+    with pytest.raises(UploadFailed) as hidden:
+        bob.status(line["upload_id"])
+    assert (hidden.value.status, hidden.value.code) == (404, "not_found")
+    assert UploadClient(auth_stack.api_url, token=alice).status(line["upload_id"])[
+        "status"] == "done"

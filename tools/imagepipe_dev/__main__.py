@@ -55,7 +55,7 @@ def dev(args) -> int:
         local.start()
         print(f"imagepipe is up: API {local.api_url}  S3 {local.settings.s3_endpoint_url}  "
               f"queue {local.settings.resize_queue}\nlogs and pids in {RUN_DIR}/; Ctrl-C stops all")
-        link = demo_link(local.api_url, local.settings)
+        link = local.demo_link()
         if link:
             print(f"auth is on: open the demo page as user 'demo' (the token lasts "
                   f"{local.settings.auth_max_ttl_s // 60} min; `python -m imagepipe token "
@@ -67,18 +67,6 @@ def dev(args) -> int:
         print("stopping ...")
         local.stop()
     return 0
-
-
-def demo_link(api_url: str, settings) -> str | None:
-    """The demo page's URL with a token in its fragment, on a stage with HS256 auth: the
-    fragment never reaches a server (nor its logs); the page reads it and sends the header."""
-    if not (settings.auth_on and settings.auth_secret):
-        return None
-    from imagepipe import auth
-
-    token = auth.mint(settings.auth_secret, sub="demo", issuer=settings.auth_issuer,
-                      audience=settings.auth_audience, ttl_s=settings.auth_max_ttl_s)
-    return f"{api_url}/#token={token}"
 
 
 def bridge(args) -> int:

@@ -154,6 +154,20 @@ class LocalStack:
             # uploads (and refuses other origins), as S3 does.
             s3.put_bucket_cors(Bucket=self.settings.bucket, CORSConfiguration=configuration)
 
+    def demo_link(self, sub: str = "demo") -> str | None:
+        """The demo page's URL with a token for ``sub`` in its fragment, when the stack runs
+        with HS256 auth: a fragment never reaches a server (nor its logs); the page reads it
+        and sends the Authorization header."""
+        if not (self.settings and self.settings.auth_on and self.settings.auth_secret):
+            return None
+        return f"{self.api_url}/#token={self._token(sub, self.settings.auth_max_ttl_s)}"
+
+    def _token(self, sub: str, ttl_s: int) -> str:
+        from imagepipe import auth
+
+        return auth.mint(self.settings.auth_secret, sub=sub, ttl_s=ttl_s,
+                         issuer=self.settings.auth_issuer, audience=self.settings.auth_audience)
+
     def _start_api(self, manifest: dict) -> None:
         project = self._project_dir(manifest, "upload")
         chalice = Path(sys.executable).with_name("chalice")
@@ -161,7 +175,11 @@ class LocalStack:
                    "local", "--no-autoreload", "--host", "127.0.0.1",
                    "--port", str(self.api_port), "--stage", self.stage]
         self._spawn("api", command, env=self.environment())
-        _wait_until(lambda: _http_status(f"{self.api_url}/uploads/{'0' * 32}") == 404,
+        # An unknown upload's 404 proves the API reads S3; with auth on, only with a token.
+        headers = {}
+        if self.settings.auth_on and self.settings.auth_secret:
+            headers["Authorization"] = f"Bearer {self._token('stack-check', 120)}"
+        _wait_until(lambda: _http_status(f"{self.api_url}/uploads/{'0' * 32}", headers) == 404,
                     "the upload API", 60, self.check_alive)
 
     def start_bridge(self) -> str:
@@ -264,12 +282,13 @@ def _terminate(name: str, process: subprocess.Popen, grace: float = 15.0) -> Non
         process.wait(timeout=5)
 
 
-def _http_status(url: str) -> int:
+def _http_status(url: str, headers: dict | None = None) -> int:
     import urllib.error
     import urllib.request
 
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:
+        request = urllib.request.Request(url, headers=headers or {})
+        with urllib.request.urlopen(request, timeout=2) as response:
             return response.status
     except urllib.error.HTTPError as exc:
         return exc.code
