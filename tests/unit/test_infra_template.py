@@ -142,6 +142,16 @@ def test_lifecycle_aborts_incomplete_multipart_and_can_expire_originals(template
     assert expire["Prefix"] == keys.ORIGINALS_PREFIX
     assert expire["ExpirationInDays"] == {"Ref": "ExpireOriginalsDays"}
     assert otherwise == {"Ref": "AWS::NoValue"}
+    [slots] = [r for r in rules[2:] if r.get("Prefix") == keys.TOKENS_PREFIX]
+    assert slots["Status"] == "Enabled" and 1 <= slots["ExpirationInDays"] <= 7
+
+
+def test_the_upload_role_may_take_and_give_back_token_upload_slots(template):
+    role = template["Resources"]["UploadFunctionRole"]["Properties"]["Policies"][0]
+    statements = {s["Sid"]: s for s in role["PolicyDocument"]["Statement"]}
+    slots = {"Fn::Sub": "${Bucket.Arn}/" + keys.TOKENS_PREFIX + "*"}
+    assert slots in statements["WriteUploads"]["Resource"]
+    assert slots in statements["RetractStatus"]["Resource"]
 
 
 def test_object_created_on_originals_only_invokes_the_enqueue_function(template):
