@@ -36,6 +36,11 @@ def stage_document(template: dict, settings: Settings) -> dict:
     created["upload"]["headers"]["Content-Type"] = asked["content_type"]
     for part in _example(document, "/uploads/{upload_id}/parts", "post", "200")["uploaded"]:
         part["size"] = settings.multipart_part_bytes
+    if settings.auth_on:  # the bearer token is no longer optional on this stage
+        for item in document["paths"].values():
+            for operation in item.values():
+                if isinstance(operation, dict) and "security" in operation:
+                    operation["security"] = [{"bearer": []}]
     return document
 
 

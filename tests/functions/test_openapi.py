@@ -220,3 +220,30 @@ def test_stable_variant_urls_answer_as_documented(make_api, offline_settings):
     assert refused.status_code == 404
     _schema_validator(operation["responses"]["404"]["content"]["application/json"]["schema"]) \
         .validate(refused.json_body)
+
+
+def test_every_private_route_documents_the_bearer_scheme_and_its_401():
+    # The stable variant URLs are signed instead (an <img> sends no header).
+    public = {("/limits", "get"), ("/openapi.json", "get"), ("/v/{upload_id}/{filename}", "get")}
+    assert DOCUMENT["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    for path, item in DOCUMENT["paths"].items():
+        for method, operation in item.items():
+            if method not in HTTP_METHODS:
+                continue
+            if (path, method) in public:
+                assert "security" not in operation and "401" not in operation["responses"]
+                continue
+            # Optional: a stage without auth takes no token.
+            assert operation["security"] == [{"bearer": []}, {}], (path, method)
+            assert "401" in operation["responses"] and "503" in operation["responses"]
+    assert "403" in DOCUMENT["paths"]["/uploads"]["post"]["responses"]
+
+
+def test_a_stage_with_auth_serves_a_document_that_requires_the_token(make_api, offline_settings):
+    settings = dataclasses.replace(offline_settings, auth_mode="jwt", auth_issuer="i",
+                                   auth_audience="a", auth_secret="s" * 40)
+    served = make_api(settings).http.get("/openapi.json").json_body  # public: no token
+
+    validate(served)
+    assert served["paths"]["/uploads"]["post"]["security"] == [{"bearer": []}]
+    assert "security" not in served["paths"]["/limits"]["get"]
