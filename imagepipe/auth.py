@@ -126,7 +126,7 @@ class KeySource(Protocol):
 class SharedSecret:
     """HS256 with one shared secret (an app backend, or ``python -m imagepipe token``)."""
 
-    algorithms = HMAC_ALGORITHMS
+    algorithms: tuple[str, ...] = HMAC_ALGORITHMS
 
     def __init__(self, secret: str):
         if len(secret.encode()) < MIN_SECRET_BYTES:
@@ -149,7 +149,7 @@ class JwksKeys:
     request a fetch. A fetch waits at most ``timeout_s``.
     """
 
-    algorithms = PUBLIC_KEY_ALGORITHMS
+    algorithms: tuple[str, ...] = PUBLIC_KEY_ALGORITHMS
 
     def __init__(self, url: str, *, lifespan_s: float = 300, cooldown_s: float = 30,
                  timeout_s: float = 5):
