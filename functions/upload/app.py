@@ -104,6 +104,7 @@ def _respond(view, success_status: int, path_params: dict, public: bool) -> Resp
             path_params = {**path_params, "caller": _caller()}
         return _json(success_status, view(**path_params))
     except auth.Unauthorized as exc:
+        app.log.info("%s refused: %s", view.__name__, exc.message)  # never the token itself
         return _json(401, ApiError(401, auth.UNAUTHORIZED, exc.message).to_body(),
                      {"WWW-Authenticate": exc.challenge, "Cache-Control": "no-store"})
     except auth.QuotaExceeded as exc:
