@@ -20,6 +20,8 @@ STAGE_ENV = {
     "IMAGEPIPE_BUCKET": "imagepipe-photos-test",
     "AWS_REGION": "eu-west-1",
     "IMAGEPIPE_ALLOWED_ORIGIN": "https://photos.example",
+    "IMAGEPIPE_AUTH_ISSUER": "https://idp.example/",
+    "IMAGEPIPE_AUTH_JWKS_URL": "https://idp.example/.well-known/jwks.json",
 }
 _built: dict[str, tuple[Package, subprocess.CompletedProcess]] = {}
 

@@ -91,6 +91,10 @@ def test_upload_bundle_has_no_pillow(packaged):
         names = archive.namelist()
     assert not [n for n in names if n.startswith(("PIL/", "pillow"))]
     assert "pika/__init__.py" in names and "imagepipe/uploads.py" in names and "app.py" in names
+    # Bearer tokens: PyJWT, and cryptography's compiled core for the Lambda platform.
+    assert "jwt/__init__.py" in names and "imagepipe/auth.py" in names
+    assert any(n.startswith("cryptography/hazmat/bindings/_rust") and n.endswith(".so")
+               for n in names)
     assert_only_the_core(names)
 
 
