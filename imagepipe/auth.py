@@ -26,6 +26,7 @@ from typing import Protocol
 
 import jwt
 
+from imagepipe import errors
 from imagepipe.settings import AUTH_JWT, AUTH_MODES, AUTH_NONE, DEFAULT_AUTH_MAX_TTL_S, Settings
 
 LOGGER = logging.getLogger(__name__)
@@ -46,10 +47,10 @@ PUBLIC_KEY_ALGORITHMS = ("RS256", "ES256")
 REQUIRED_CLAIMS = ("exp", "sub", "aud", "iss")
 CLAIM = "imagepipe"  # the optional bounds claim
 
-# API error codes
-UNAUTHORIZED = "unauthorized"
-QUOTA_EXCEEDED = "quota_exceeded"
-AUTH_UNAVAILABLE = "auth_unavailable"
+# The API error codes of each refusal (spelled in ``errors`` with every other code).
+UNAUTHORIZED = errors.UNAUTHORIZED
+QUOTA_EXCEEDED = errors.QUOTA_EXCEEDED
+AUTH_UNAVAILABLE = errors.AUTH_UNAVAILABLE
 
 
 class Unauthorized(Exception):

@@ -58,6 +58,11 @@ INVALID_PARTS = "invalid_parts"
 BAD_CALLBACK_URL = "bad_callback_url"
 NOT_CANCELLABLE = "not_cancellable"
 ORIGIN_NOT_ALLOWED = "origin_not_allowed"  # a refused CORS preflight
+# Bearer tokens (imagepipe.auth), on a stage with auth: no usable token (401), over the token's
+# bounds (403), the identity provider's keys out of reach (503).
+UNAUTHORIZED = "unauthorized"
+QUOTA_EXCEEDED = "quota_exceeded"
+AUTH_UNAVAILABLE = "auth_unavailable"
 # The reason code in the status of an upload its client cancelled (and of a client stopped
 # by its user).
 CANCELLED = "cancelled"
