@@ -65,9 +65,9 @@ TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # UTC, every timestamp in messages and st
 MAX_BODY_BYTES = 256 * 1024
 # The longest value each string field of a job may hold (S3 allows 63-character bucket names,
 # RFC 6838 127+127-character media types; callback URLs are checked to 2,048 at create, file
-# names to 255).
+# names to 255; an owner is a token's sub, checked to 255 by imagepipe.auth).
 MAX_FIELD_CHARS = {"bucket": 63, "content_type": 255, "submitted_at": 32, "source_etag": 130,
-                   "callback_url": 2048, "source_key": 64, "filename": 255}
+                   "callback_url": 2048, "source_key": 64, "filename": 255, "owner": 255}
 
 
 def utc_now() -> str:

@@ -133,6 +133,7 @@ def test_done_event_carries_the_jobs_callback_and_matches_golden():
     ({"bucket": "b" * 64}, "bucket"),
     ({"callback_url": "https://x.example/" + "a" * 2048}, "callback_url"),
     ({"filename": "a" * 256}, "filename"),
+    ({"owner": "o" * 256}, "owner"),
 ])
 def test_a_forged_job_is_refused_before_anything_reads_it(change, reason):
     body = json.dumps({**json.loads(golden("resize_job.v1.json")), **change})
