@@ -186,14 +186,31 @@ class Verifier:
         return verify(bearer_token(authorization), self.policy, self.keys)
 
 
+class EitherKeys:
+    """Both sources on one stage (users' tokens from an identity provider, a backend's own
+    HS256 ones): the token's ``alg`` picks the source, so an HS256 token is only ever checked
+    with the shared secret and an RS256/ES256 one only with the provider's keys."""
+
+    algorithms: tuple[str, ...] = HMAC_ALGORITHMS + PUBLIC_KEY_ALGORITHMS
+
+    def __init__(self, shared: SharedSecret, provider: JwksKeys):
+        self._shared, self._provider = shared, provider
+
+    def key_for(self, token: str, header: dict):
+        source = self._shared if header.get("alg") in HMAC_ALGORITHMS else self._provider
+        return source.key_for(token, header)
+
+
 def verifier(settings: Settings) -> Verifier | None:
     """The stage's verifier; None when its API needs no token (``auth_mode`` ``none``)."""
     if not settings.auth_on:
         return None
     policy = Policy(settings.auth_issuer, settings.auth_audience, settings.auth_max_ttl_s)
-    if settings.auth_jwks_url:
-        return Verifier(policy, JwksKeys(settings.auth_jwks_url))
-    return Verifier(policy, SharedSecret(settings.auth_secret))
+    provider = JwksKeys(settings.auth_jwks_url) if settings.auth_jwks_url else None
+    shared = SharedSecret(settings.auth_secret) if settings.auth_secret else None
+    if provider and shared:
+        return Verifier(policy, EitherKeys(shared, provider))
+    return Verifier(policy, provider or shared)  # type: ignore[arg-type]
 
 
 def bearer_token(authorization: str | None) -> str:

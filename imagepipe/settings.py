@@ -400,13 +400,11 @@ class Settings:
             if not getattr(self, name):
                 raise ConfigError(f"{env_name(name)} is required with "
                                   f"{env_name('auth_mode')}=jwt")
-        keys = [name for name in ("auth_jwks_url", "auth_secret")
-                if getattr(self, name) or (name == "auth_secret" and self.auth_secret_arn)]
-        if len(keys) != 1:
-            raise ConfigError(f"{env_name('auth_mode')}=jwt needs either "
-                              f"{env_name('auth_jwks_url')} (RS256/ES256 from a JWKS) or "
-                              f"{env_name('auth_secret')} (HS256), not "
-                              f"{'both' if keys else 'neither'}")
+        # Either or both: users' tokens from an identity provider, a backend's own HS256 ones.
+        if not (self.auth_jwks_url or self.auth_secret or self.auth_secret_arn):
+            raise ConfigError(f"{env_name('auth_mode')}=jwt needs {env_name('auth_jwks_url')} "
+                              f"(RS256/ES256 from a JWKS), {env_name('auth_secret')} (HS256) "
+                              f"or {env_name('auth_secret_arn')}, or both kinds")
         if self.auth_secret and len(self.auth_secret.encode()) < MIN_AUTH_SECRET_BYTES:
             raise ConfigError(f"{env_name('auth_secret')} must be at least "
                               f"{MIN_AUTH_SECRET_BYTES} bytes (HS256)")

@@ -155,3 +155,13 @@ def test_an_hs256_token_is_refused_where_public_keys_sign():
     # The algorithm-confusion attack: an HMAC keyed with the public key's bytes.
     with pytest.raises(auth.Unauthorized, match="RS256 or ES256"):
         verify(hs256(headers={"kid": "k1"}), FixedKeys(k1="whatever"))
+
+
+def test_a_stage_with_both_sources_checks_each_token_with_its_own_kind_of_key():
+    private = ec.generate_private_key(ec.SECP256R1())
+    both = auth.EitherKeys(auth.SharedSecret(SECRET), FixedKeys(k1=private.public_key()))
+    assert verify(hs256(), both).sub == "alice"
+    es256 = jwt.encode(claims(sub="bob"), private, algorithm="ES256", headers={"kid": "k1"})
+    assert verify(es256, both).sub == "bob"
+    with pytest.raises(auth.Unauthorized, match="signature"):
+        verify(hs256(secret=OTHER_SECRET), both)

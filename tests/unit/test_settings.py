@@ -162,7 +162,10 @@ def test_every_field_has_one_variable_that_round_trips():
                        callback_backoff_s=0.1, callback_timeout_s=3, health_port=9464,
                        health_host="0.0.0.0", delivery="cdn", delivery_keys=("k1", "k0"),
                        delivery_url_lifetime_s=86400, redirect_expires_s=60,
-                       public_api_url="https://api.example.com", cdn_domain="d.example.net")
+                       public_api_url="https://api.example.com", cdn_domain="d.example.net",
+                       auth_mode="jwt", auth_issuer="https://idp",
+                       auth_audience="imagepipe", auth_jwks_url="https://idp/jwks.json",
+                       auth_secret="h" * 32, auth_secret_arn="arn:auth", auth_max_ttl_s=600)
     default = Settings(bucket="b")
     for name in s.Settings.__dataclass_fields__:
         if name != "bucket":

@@ -13,9 +13,9 @@ stack (``infra/stack.yaml``) such as the VPC, broker size and bridge scaling. A 
 a ``merge_template`` that ``make package`` merges into its ``chalice package`` output.
 
 A stage's ``auth`` says who may call its API (``imagepipe.auth``): ``{"mode": "none"}`` (the
-default, for the local stage) or ``{"mode": "jwt", "issuer", "audience"}`` with either a
-``jwks_url`` (RS256/ES256 from an identity provider) or an HS256 ``secret`` (``secret_arn`` in
-the cloud, a Secrets Manager secret read at start), and optionally ``max_ttl_s``. A cloud stage
+default, for the local stage) or ``{"mode": "jwt", "issuer", "audience"}`` with a
+``jwks_url`` (RS256/ES256 from an identity provider), an HS256 ``secret`` (``secret_arn`` in
+the cloud, a Secrets Manager secret read at start) or both, and optionally ``max_ttl_s``. A cloud stage
 is packaged only with auth on, or with ``{"mode": "none", "public": true}`` saying that its API
 is open on purpose (``require_decided_auth``).
 """

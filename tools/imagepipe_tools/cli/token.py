@@ -5,8 +5,8 @@ stage's ``auth`` in ``chalicefile.json`` (``--chalicefile``, default ``./chalice
 the issuer, the audience and the secret (or the ARN of the Secrets Manager secret holding it,
 read with the AWS credentials of the environment). The token goes to stdout alone, so
 ``IMAGEPIPE_TOKEN=$(imagepipe token --sub alice)`` works. For development, tests and backends
-without a JWT library; a stage whose tokens come from an identity provider (``jwks_url``) is
-refused: mint them there.
+without a JWT library; a stage whose tokens come only from an identity provider (``jwks_url``,
+no secret) is refused: mint them there.
 
 Exit status: 0 with a token on stdout, 2 for a usage or configuration error.
 """
@@ -79,11 +79,11 @@ def stage_auth(chalicefile_path: Path, stage: str) -> settings_module.Settings:
     from imagepipe_tools import chalicefile
 
     settings = chalicefile.stage_settings(chalicefile.load(chalicefile_path), stage)
-    if settings.auth_jwks_url:
-        raise ConfigError(f"stage {stage!r} takes tokens from an identity provider "
-                          f"({settings.auth_jwks_url}); mint them there")
     if not settings.auth_secret and settings.auth_secret_arn:
         settings = settings_module.load_auth_secret(settings)
+    if settings.auth_jwks_url and not settings.auth_secret:
+        raise ConfigError(f"stage {stage!r} takes tokens from an identity provider "
+                          f"({settings.auth_jwks_url}) only; mint them there")
     if not (settings.auth_secret and settings.auth_issuer and settings.auth_audience):
         raise ConfigError(f"stage {stage!r} has no HS256 auth (issuer, audience and secret) "
                           f"in {chalicefile_path}")
