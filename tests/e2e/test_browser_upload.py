@@ -560,7 +560,9 @@ def test_with_auth_the_page_uses_the_token_from_its_fragment(auth_stack, page, f
     page.get_by_label("Choose images to upload").set_input_files([files["landscape.jpg"]])
 
     assert _wait_final(page, "landscape.jpg") == "done"
-    assert {i["name"] for i in _wait_images_loaded(page, "landscape.jpg")} == VARIANTS
+    assert _wait_result_loaded(page, "landscape.jpg")["naturalWidth"] > 0
+    links = _variant_links(page, "landscape.jpg")
+    assert {link["name"] for link in links} == VARIANTS and all(link["ok"] for link in links)
     upload_id = _item(page, "landscape.jpg").get_attribute("data-upload-id")
     assert _owner(auth_stack, upload_id) == "demo"
 
