@@ -29,6 +29,9 @@ MAX_DOWNLOAD_EXPIRES = 7 * 24 * 3600
 S3_MIN_PART_BYTES = 5 * 1024 * 1024
 S3_MAX_PARTS = 10_000
 INVOKERS = ("local", "lambda")
+# A `lambda` bridge's threads only wait on Invoke (about 1 s for a 12 MP photo), so its default
+# concurrency is sized for throughput (~64 jobs/s per bridge), not for cores.
+DEFAULT_LAMBDA_WORKERS = 64
 # pillow: the default and the Lambda package's; vips: optional (pyvips), faster on JPEG photos.
 IMAGING_ENGINES = ("pillow", "vips")
 # How variant URLs are made (see ``imagepipe.delivery``).
@@ -257,10 +260,19 @@ class Settings:
         "runtime at start", choices=IMAGING_ENGINES)
     workers: int = setting("IMAGEPIPE_WORKERS", 0,
                            "concurrent jobs per bridge; for `lambda`, your share of the "
-                           "function's concurrency", kind=INT, minimum=0,
-                           default_doc="one per core (`0`)")
+                           "function's concurrency (a `lambda` bridge only waits on Invoke, so "
+                           "its default does not follow cores)", kind=INT, minimum=0,
+                           default_doc=f"`local`: one per core; `lambda`: "
+                                       f"{DEFAULT_LAMBDA_WORKERS}, at most the reserved "
+                                       "concurrency (`0`)")
     prefetch: int = setting("IMAGEPIPE_PREFETCH", 0, "unacked messages per bridge", kind=INT,
                             minimum=0, default_doc="2 × workers (`0`)")
+    resize_reserved_concurrency: int = setting(
+        "IMAGEPIPE_RESIZE_RESERVED_CONCURRENCY", 0,
+        "the resize function's reserved concurrency, where one is set: a `lambda` bridge runs "
+        "at most this many invocations at once (more would be throttled and retried); with "
+        "several bridge tasks set `IMAGEPIPE_WORKERS` to their share; 0: none reserved",
+        kind=INT, minimum=0, default_doc="none (`0`)")
     retry_backoff_s: float = setting("IMAGEPIPE_RETRY_BACKOFF_S", 0.5,
                                      "first retry delay (doubles per attempt, capped)",
                                      kind=NUMBER, minimum=0, unit="s")
@@ -381,6 +393,12 @@ class Settings:
         if self.invoker == "lambda" and not self.resize_function:
             raise ConfigError(f"{env_name('resize_function')} is required with the lambda "
                               "invoker")
+        if (self.invoker == "lambda" and self.resize_reserved_concurrency
+                and self.workers > self.resize_reserved_concurrency):
+            raise ConfigError(f"{env_name('workers')} ({self.workers}) is more than the resize "
+                              f"function's reserved concurrency "
+                              f"({env_name('resize_reserved_concurrency')}="
+                              f"{self.resize_reserved_concurrency}): the rest would be throttled")
         if not self.allowed_types:
             raise ConfigError(f"{env_name('allowed_types')} must name at least one type")
         if -(-self.max_upload_bytes // self.multipart_part_bytes) > S3_MAX_PARTS:
@@ -426,7 +444,13 @@ class Settings:
 
     @property
     def worker_count(self) -> int:
-        return self.workers or (os.cpu_count() or 1)
+        """Jobs one bridge runs at once: ``workers``, or the invoker's default."""
+        if self.workers:
+            return self.workers
+        if self.invoker == "lambda":
+            reserved = self.resize_reserved_concurrency
+            return min(DEFAULT_LAMBDA_WORKERS, reserved) if reserved else DEFAULT_LAMBDA_WORKERS
+        return os.cpu_count() or 1
 
     @property
     def prefetch_count(self) -> int:

@@ -85,6 +85,27 @@ def test_worker_and_prefetch_defaults_follow_cores(monkeypatch):
     assert Settings(bucket="b", workers=1, prefetch=3).prefetch_count == 3
 
 
+def test_lambda_invoker_concurrency_does_not_follow_cores(monkeypatch):
+    # A lambda bridge only waits on Invoke: one core drives many invocations at once.
+    monkeypatch.setattr(s.os, "cpu_count", lambda: 1)
+    settings = Settings(bucket="b", invoker="lambda", resize_function="f")
+    assert settings.worker_count == s.DEFAULT_LAMBDA_WORKERS == 64
+    assert settings.prefetch_count == 128
+    assert Settings(bucket="b", invoker="local").worker_count == 1
+
+
+def test_lambda_default_concurrency_stays_within_the_reserved_concurrency():
+    lambda_ = {"bucket": "b", "invoker": "lambda", "resize_function": "f"}
+    assert Settings(**lambda_, resize_reserved_concurrency=10).worker_count == 10
+    assert Settings(**lambda_, resize_reserved_concurrency=500).worker_count == 64
+    assert Settings(**lambda_, resize_reserved_concurrency=500, workers=200).worker_count == 200
+    env = {"IMAGEPIPE_BUCKET": "b", "IMAGEPIPE_INVOKER": "lambda",
+           "IMAGEPIPE_RESIZE_FUNCTION": "f", "IMAGEPIPE_RESIZE_RESERVED_CONCURRENCY": "8",
+           "IMAGEPIPE_WORKERS": "9"}
+    with pytest.raises(ConfigError, match="IMAGEPIPE_WORKERS .*IMAGEPIPE_RESIZE_RESERVED"):
+        Settings.from_env(env)
+
+
 def test_multipart_defaults_and_round_trip():
     settings = Settings(bucket="b")
     assert settings.multipart_threshold_bytes == 16 * 1024 * 1024
@@ -154,6 +175,7 @@ def test_every_field_has_one_variable_that_round_trips():
                        presign_expires=60, download_expires=120,
                        allowed_origins=("https://x.example",), invoker="lambda",
                        resize_function="fn", imaging_engine="vips", workers=3, prefetch=7,
+                       resize_reserved_concurrency=5,
                        retry_backoff_s=1.5, drain_timeout_s=7.5, requeue_stuck_after_s=60,
                        multipart_threshold_bytes=1, multipart_part_bytes=6 * 2**20,
                        callback_secret=CALLBACK_SECRET, callback_allow_private=True,
