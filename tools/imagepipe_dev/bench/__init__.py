@@ -6,6 +6,8 @@ measures its own baseline in the same process and run, and reports the ratio. Se
 - ``imaging``: the resize engine against naive Pillow.
 - ``bridge``: messages per second through RabbitMQ, pipeline throughput on 1 and N cores.
 - ``api``: the upload API's own latency through Chalice's test client.
+- ``lambda``: one bridge on one core driving a fake Lambda Invoke (1 s per job), against the
+  concurrency it had when it followed the CPU count.
 
 A section is a module in this package with ``run(ctx: BenchContext) -> dict``. It prints its
 own human-readable lines through ``ctx.say`` and returns ``{"summary": {metric: number},
@@ -23,6 +25,7 @@ SECTIONS = {
     "imaging": "imagepipe_dev.bench.imaging",
     "bridge": "imagepipe_dev.bench.bridge",
     "api": "imagepipe_dev.bench.api",
+    "lambda": "imagepipe_dev.bench.lambda_invoker",
 }
 
 
