@@ -6,6 +6,8 @@ measures its own baseline in the same process and run, and reports the ratio. Se
 - ``imaging``: the resize engine against naive Pillow.
 - ``bridge``: messages per second through RabbitMQ, pipeline throughput on 1 and N cores.
 - ``api``: the upload API's own latency through Chalice's test client.
+- ``pipeline``: the local stack end to end (complete→done, a burst of 12 MP photos) against
+  naive Pillow on all cores, and the CPU that moto and ``chalice local`` take.
 - ``lambda``: one bridge on one core driving a fake Lambda Invoke (1 s per job), against the
   concurrency it had when it followed the CPU count.
 
@@ -25,6 +27,7 @@ SECTIONS = {
     "imaging": "imagepipe_dev.bench.imaging",
     "bridge": "imagepipe_dev.bench.bridge",
     "api": "imagepipe_dev.bench.api",
+    "pipeline": "imagepipe_dev.bench.pipeline",
     "lambda": "imagepipe_dev.bench.lambda_invoker",
 }
 
