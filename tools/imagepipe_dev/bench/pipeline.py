@@ -96,6 +96,11 @@ def run(ctx) -> dict:
     ctx.say("CPU during the burst (" + f"{seconds:.1f} s x {cores} cores = {capacity:.1f} "
             "core-s): " + ", ".join(f"{role} {cpu[role]:.1f} s ({share[role]:.0%})"
                                      for role in cpu))
+    stack_cpu = sum(cpu[role] for role in ("moto", "chalice", "bridge")) or 1.0
+    of_stack = {role: round(cpu[role] / stack_cpu, 3) for role in ("moto", "chalice", "bridge")}
+    ctx.say("of the stack's own CPU: " + ", ".join(f"{role} {value:.0%}"
+                                                    for role, value in of_stack.items())
+            + f"; {cpu['bridge'] / burst:.2f} s of resize CPU per photo (bridge and workers)")
     return {
         "summary": {
             "complete_to_done_p50_ms": round(p50 * 1000),
@@ -103,6 +108,7 @@ def run(ctx) -> dict:
             "burst_vs_naive_all_cores": round(rate / naive_rate, 3),
             "moto_cpu_share": share["moto"],
             "chalice_cpu_share": share["chalice"],
+            "moto_share_of_stack_cpu": of_stack["moto"],
         },
         "details": {
             "engine": engine,
@@ -114,6 +120,7 @@ def run(ctx) -> dict:
             "complete_to_done_ms": [round(x * 1000) for x in latencies],
             "burst_cpu_s": cpu,
             "burst_cpu_share": share,
+            "share_of_stack_cpu": of_stack,
         },
     }
 
