@@ -232,10 +232,12 @@ class _Results:
 
 
 def _stack_pids(stack: LocalStack) -> dict[str, list[int]]:
-    """The stack's processes by role; the bridge with its worker processes."""
-    by_name = {name: process.pid for name, process in stack._processes}
-    return {"moto": [by_name["s3"]], "chalice": [by_name["api"]],
-            "bridge": [by_name["bridge"], *_descendants(by_name["bridge"])]}
+    """The stack's processes by role (its ``NAME.pid`` files); the bridge with its workers."""
+    def pid(name: str) -> int:
+        return int((stack.run_dir / f"{name}.pid").read_text())
+
+    return {"moto": [pid("s3")], "chalice": [pid("api")],
+            "bridge": [pid("bridge"), *_descendants(pid("bridge"))]}
 
 
 def _descendants(pid: int) -> list[int]:
