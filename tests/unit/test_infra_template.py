@@ -96,6 +96,18 @@ def test_the_bucket_is_private_owner_enforced_encrypted_and_kept(template):
     assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
 
 
+def test_the_artifacts_bucket_is_private_and_refuses_plain_http_too(template):
+    props = template["Resources"]["ArtifactsBucket"]["Properties"]
+    assert all(props["PublicAccessBlockConfiguration"].values())
+    policy = template["Resources"]["ArtifactsBucketPolicy"]["Properties"]
+    assert policy["Bucket"] == {"Ref": "ArtifactsBucket"}
+    (deny,) = policy["PolicyDocument"]["Statement"]
+    assert (deny["Effect"], deny["Principal"], deny["Action"]) == ("Deny", "*", "s3:*")
+    assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert deny["Resource"] == [{"Fn::GetAtt": ["ArtifactsBucket", "Arn"]},
+                                {"Fn::Sub": "${ArtifactsBucket.Arn}/*"}]
+
+
 def test_cors_comes_from_the_stages_allowed_origins(template):
     cors = template["Resources"]["Bucket"]["Properties"]["CorsConfiguration"]
     condition, rules, otherwise = cors["Fn::If"]
