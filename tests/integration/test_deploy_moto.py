@@ -32,7 +32,7 @@ REGION = STAGE_ENV["AWS_REGION"]
 ACCOUNT = "123456789012"
 WAIT = {"Delay": 0, "MaxAttempts": 3}
 STAGE_PARAMETERS = {"VpcId": "vpc-0a1b2c3d", "SubnetIds": ["subnet-0a1b2c3d", "subnet-4e5f6a7b"],
-                    "BridgeMinCount": 1, "BridgeMaxCount": 3}
+                    "RouteTableIds": ["rtb-0a1b2c3d"], "BridgeMinCount": 1, "BridgeMaxCount": 3}
 API_URL = "https://abc123.execute-api.eu-west-1.amazonaws.com/api/"
 # moto names each resource type it skips (the broker, autoscaling, alarms); the docstring says which.
 pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse:UserWarning")
@@ -65,6 +65,17 @@ def aws(monkeypatch, moto_change_sets):
         monkeypatch.setenv(name, value)
     with mock_aws():
         yield
+
+
+def private_network() -> dict:
+    """A VPC in moto with two private subnets and their route table, as stage parameters."""
+    ec2 = boto3.client("ec2", region_name=REGION)
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{n}.0/24",
+                                 AvailabilityZone=f"{REGION}{zone}")["Subnet"]["SubnetId"]
+               for n, zone in ((1, "a"), (2, "b"))]
+    table = ec2.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"]
+    return {**STAGE_PARAMETERS, "VpcId": vpc, "SubnetIds": subnets, "RouteTableIds": [table]}
 
 
 class MotoCloudFormation:
@@ -268,12 +279,13 @@ def test_deploy_twice_then_destroy(aws, packaged, settings):
                              s3=boto3.client("s3", region_name=REGION), ecr=ecr, ecs=ecs)
     upload_outputs = {"EndpointURL": API_URL, "RestAPIId": "abc123"}
     cluster, service = f"imagepipe-{STAGE}", "bridge"
+    stage_parameters = private_network()
 
     # --- first deploy: everything is created ------------------------------------------------
     stub_upload_stack_created(upload_stub, upload_stack, upload_outputs)
     stub_bridge_roll(ecs_stub, cluster, service)
     with upload_stub, ecs_stub:
-        first = deploy.deploy(packaged, settings, STAGE_PARAMETERS, clients, ROOT, run=docker,
+        first = deploy.deploy(packaged, settings, stage_parameters, clients, ROOT, run=docker,
                               waiter=WAIT, service_waiter=WAIT)
         upload_stub.assert_no_pending_responses()
         ecs_stub.assert_no_pending_responses()
@@ -291,7 +303,7 @@ def test_deploy_twice_then_destroy(aws, packaged, settings):
     assert parameters["BridgeImage"] == first.bridge_image
     assert first.bridge_image.startswith(outputs["BridgeRepositoryUri"] + ":")
     assert parameters["EnableObjectCreatedNotification"] == "true"
-    assert parameters["BucketName"] == settings.bucket and parameters["VpcId"] == "vpc-0a1b2c3d"
+    assert parameters["BucketName"] == settings.bucket and parameters["VpcId"] == stage_parameters["VpcId"]
     assert settings.bucket in [b["Name"] for b in clients.s3.list_buckets()["Buckets"]]
 
     # The resize function exists, on the runtime, as the infra stack's role, code by hash.
@@ -314,6 +326,9 @@ def test_deploy_twice_then_destroy(aws, packaged, settings):
         "UploadApiFunctionName": names.upload_api_function,
         "ObjectCreatedFunctionName": names.object_created_function,
         "CdnDomain": "",  # the stage delivers by redirect: no distribution
+        # The upload functions run in the broker's VPC, in the infra stack's security group.
+        "UploadFunctionSecurityGroupId": outputs["UploadFunctionSecurityGroupId"],
+        "PrivateSubnetIds": ",".join(stage_parameters["SubnetIds"]),
     }
     # The resize stack went after the upload stack: its stable variant URLs point at the API.
     assert env["IMAGEPIPE_PUBLIC_API_URL"] == API_URL and env["IMAGEPIPE_CDN_DOMAIN"] == ""
@@ -327,7 +342,7 @@ def test_deploy_twice_then_destroy(aws, packaged, settings):
     stub_upload_stack_unchanged(upload_stub, upload_stack, upload_outputs)
     stub_bridge_roll(ecs_stub, cluster, service)
     with upload_stub, ecs_stub:
-        second = deploy.deploy(packaged, settings, STAGE_PARAMETERS, clients, ROOT, run=docker,
+        second = deploy.deploy(packaged, settings, stage_parameters, clients, ROOT, run=docker,
                                waiter=WAIT, service_waiter=WAIT)
         upload_stub.assert_no_pending_responses()
     assert docker.commands == []

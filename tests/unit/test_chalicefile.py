@@ -74,9 +74,11 @@ def test_invalid_manifest_is_refused_with_the_field(tmp_path, mutate, message):
 
 def test_cloud_stage_deploy_parameters_expand_the_environment():
     manifest = chalicefile.load(ROOT / "chalicefile.json")
-    env = {"IMAGEPIPE_VPC_ID": "vpc-1", "IMAGEPIPE_SUBNET_IDS": "subnet-1,subnet-2"}
+    env = {"IMAGEPIPE_VPC_ID": "vpc-1", "IMAGEPIPE_SUBNET_IDS": "subnet-1,subnet-2",
+           "IMAGEPIPE_ROUTE_TABLE_IDS": "rtb-1"}
     parameters = chalicefile.stage_deploy(manifest, "prod", env)["parameters"]
     assert parameters["VpcId"] == "vpc-1" and parameters["SubnetIds"] == "subnet-1,subnet-2"
+    assert parameters["RouteTableIds"] == "rtb-1"
     with pytest.raises(ConfigError, match="IMAGEPIPE_VPC_ID"):
         chalicefile.stage_deploy(manifest, "prod", {})
     with pytest.raises(ConfigError, match="not a cloud stage"):

@@ -33,6 +33,9 @@ VALUES = {
 }
 RESIZE_ARN = f"arn:aws:lambda:eu-west-1:{ACCOUNT}:function:imagepipe-resize-prod-resize"
 UPLOAD_ID = "0123456789abcdef0123456789abcdef"
+VPC_ACTIONS = {"ec2:CreateNetworkInterface", "ec2:DescribeNetworkInterfaces",
+               "ec2:DeleteNetworkInterface", "ec2:AssignPrivateIpAddresses",
+               "ec2:UnassignPrivateIpAddresses"}
 
 
 @pytest.fixture(scope="module")
@@ -193,6 +196,72 @@ def test_broker_credentials_live_only_in_secrets_manager(template):
     assert env["IMAGEPIPE_AMQP_SECRET_ARN"] == {"Ref": "BrokerSecret"}
 
 
+def ingress(template, group):
+    """(port, source security group) of every ingress rule of ``group``, inline or separate."""
+    rules = list(template["Resources"][group]["Properties"].get("SecurityGroupIngress", []))
+    rules += [r["Properties"] for r in resources(template, "AWS::EC2::SecurityGroupIngress").values()
+              if r["Properties"]["GroupId"] == {"Ref": group}]
+    for rule in rules:
+        assert "CidrIp" not in rule and "CidrIpv6" not in rule, (group, rule)
+        assert rule["FromPort"] == rule["ToPort"], (group, rule)
+    return {(r["FromPort"], r["SourceSecurityGroupId"]["Ref"]) for r in rules}
+
+
+def test_the_broker_is_private_and_only_the_upload_function_and_bridge_reach_it(template):
+    broker = template["Resources"]["Broker"]["Properties"]
+    assert broker["PubliclyAccessible"] is False
+    assert broker["SecurityGroups"] == [{"Ref": "BrokerSecurityGroup"}]
+    condition, multi_az, single = broker["SubnetIds"]["Fn::If"]
+    assert template["Conditions"][condition] == {
+        "Fn::Equals": [{"Ref": "BrokerDeploymentMode"}, "CLUSTER_MULTI_AZ"]}
+    assert multi_az == {"Ref": "SubnetIds"}
+    assert single == [{"Fn::Select": [0, {"Ref": "SubnetIds"}]}]
+    assert ingress(template, "BrokerSecurityGroup") == {
+        (5671, "UploadFunctionSecurityGroup"), (5671, "BridgeSecurityGroup")}
+    # The broker opens no connection of its own.
+    (egress,) = template["Resources"]["BrokerSecurityGroup"]["Properties"]["SecurityGroupEgress"]
+    assert egress["CidrIp"] == "127.0.0.1/32"
+    # The only way to 5671 from the bridge and the function is the broker's group.
+    for group in ("BridgeSecurityGroup", "UploadFunctionSecurityGroup"):
+        rules = template["Resources"][group]["Properties"]["SecurityGroupEgress"]
+        amqps = [r for r in rules if r["FromPort"] == 5671]
+        assert amqps and all(r == {**r, "DestinationSecurityGroupId": {"Ref": "BrokerSecurityGroup"}}
+                             and "CidrIp" not in r for r in amqps), group
+        assert {r["FromPort"] for r in rules} == {443, 5671}, group
+
+
+def test_the_vpc_reaches_s3_through_a_gateway_and_secrets_manager_through_an_endpoint(template):
+    s3 = template["Resources"]["S3GatewayEndpoint"]["Properties"]
+    assert s3["VpcEndpointType"] == "Gateway"
+    assert resolve(s3["ServiceName"]) == "com.amazonaws.eu-west-1.s3"
+    assert s3["RouteTableIds"] == {"Ref": "RouteTableIds"}
+    endpoint = template["Resources"]["SecretsManagerEndpoint"]
+    assert endpoint["Condition"] == "CreatesSecretsManagerEndpoint"
+    props = endpoint["Properties"]
+    assert (props["VpcEndpointType"], props["PrivateDnsEnabled"]) == ("Interface", True)
+    assert resolve(props["ServiceName"]) == "com.amazonaws.eu-west-1.secretsmanager"
+    assert template["Parameters"]["CreateSecretsManagerEndpoint"]["Default"] == "true"
+    assert ingress(template, "SecretsManagerEndpointSecurityGroup") == {
+        (443, "UploadFunctionSecurityGroup"), (443, "BridgeSecurityGroup")}
+    assert template["Parameters"]["BridgeAssignPublicIp"]["Default"] == "DISABLED"
+    # The upload functions' VpcConfig reads these outputs (infra/upload-functions.yaml).
+    outputs = template["Outputs"]
+    assert outputs["UploadFunctionSecurityGroupId"]["Value"] == {"Ref": "UploadFunctionSecurityGroup"}
+    assert outputs["PrivateSubnetIds"]["Value"] == {"Fn::Join": [",", {"Ref": "SubnetIds"}]}
+
+
+def test_upload_functions_run_in_the_vpc_and_the_resize_function_does_not():
+    upload = templates.load(ROOT / "infra" / "upload-functions.yaml")
+    for function in ("APIHandler", "OnObjectCreated"):
+        assert upload["Resources"][function]["Properties"]["VpcConfig"] == {
+            "SecurityGroupIds": [{"Ref": "UploadFunctionSecurityGroupId"}],
+            "SubnetIds": {"Ref": "PrivateSubnetIds"}}
+    assert upload["Parameters"]["PrivateSubnetIds"]["Type"] == "List<AWS::EC2::Subnet::Id>"
+    # The resize function publishes nothing and talks only to S3: no VPC, no NAT to pay for.
+    resize = templates.load(ROOT / "infra" / "resize-function.yaml")
+    assert "VpcConfig" not in resize["Resources"]["Resize"]["Properties"]
+
+
 def test_no_role_has_wildcard_actions_or_unscoped_resources(template):
     roles = resources(template, "AWS::IAM::Role")
     assert set(roles) == {"UploadFunctionRole", "ResizeFunctionRole", "BridgeTaskRole",
@@ -203,8 +272,11 @@ def test_no_role_has_wildcard_actions_or_unscoped_resources(template):
             for action in listed(statement["Action"]):
                 assert "*" not in action, (name, action)
             if "*" in listed(statement["Resource"]):
-                # The one ECR call that has no resource-level permission.
-                assert listed(statement["Action"]) == ["ecr:GetAuthorizationToken"], name
+                # The ECR call and the VPC network-interface calls Lambda makes for a function
+                # in a VPC have no resource-level permission.
+                assert (listed(statement["Action"]) == ["ecr:GetAuthorizationToken"]
+                        or set(listed(statement["Action"])) == VPC_ACTIONS), name
+                assert name in ("BridgeExecutionRole", "UploadFunctionRole"), name
 
 
 def test_bridge_may_invoke_only_the_resize_function(template):
