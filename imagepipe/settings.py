@@ -300,8 +300,9 @@ class Settings:
         "IMAGEPIPE_CALLBACK_SECRET", "",
         "signs completion callbacks ([Standard Webhooks](webhooks.md)); set it to turn them on: "
         "one or more `whsec_<base64 of 24-64 random bytes>` secrets, space-separated (each "
-        "signs, for rotation)", secret=True, validate=_webhook_secrets,
-        default_doc="none (callbacks off)")
+        "signs, for rotation). In the cloud `IMAGEPIPE_CALLBACK_SECRET_ARN` names the Secrets "
+        "Manager secret that holds it instead ([network.md](network.md#secrets))",
+        secret=True, validate=_webhook_secrets, default_doc="none (callbacks off)")
     callback_allow_private: bool = setting(
         "IMAGEPIPE_CALLBACK_ALLOW_PRIVATE", False,
         "allow callback targets on private/loopback networks and plain `http` (local stages "
@@ -525,24 +526,69 @@ ENV_HEALTH_PORT = env_name("health_port")
 ENV_DELIVERY_KEYS = env_name("delivery_keys")
 ENV_PUBLIC_API_URL = env_name("public_api_url")
 ENV_CDN_DOMAIN = env_name("cdn_domain")
+ENV_CALLBACK_SECRET = env_name("callback_secret")
+SECRET_ARN_SUFFIX = "_ARN"
+
+
+def secret_arn_env(name: str) -> str:
+    """The variable naming the Secrets Manager secret that holds the secret setting ``name``."""
+    return name + SECRET_ARN_SUFFIX
+
+
+# The settings whose values are secrets (``secret=True``). In the cloud none sits in an
+# environment variable: for each, ``<NAME>_ARN`` names a Secrets Manager secret whose
+# SecretString ``load`` reads in its place at start (the bridge's ECS task gets the value
+# itself, through ``secrets``/``valueFrom``).
+# A setting with its own ``*_ARN`` field (the auth secret: ``with_auth_secret``) is read there.
+SECRET_ENV = tuple(var.name for var in _ENV_VARS.values()
+                   if var.secret and secret_arn_env(var.name) not in env_names())
 
 
 def load(environ: Mapping[str, str] | None = None, secrets_client_factory=None) -> Settings:
-    """The settings of a deployed component: ``Settings.from_env`` plus the broker credentials.
+    """The settings of a deployed component: ``Settings.from_env`` plus its secrets.
 
-    An edge (a handler's first call, the bridge's main) calls this once and keeps the result,
-    so the secret is read once per cold start. Without ``IMAGEPIPE_AMQP_SECRET_ARN`` nothing
-    but the environment is read.
+    Each secret setting (``SECRET_ENV``) whose ``<NAME>_ARN`` is set is read from that Secrets
+    Manager secret (its SecretString is the value); the broker's user and password come from
+    ``IMAGEPIPE_AMQP_SECRET_ARN``. An edge (a handler's first call, the bridge's main) calls
+    this once and keeps the result, so secrets are read once per cold start, with one client.
+    With no ``*_ARN`` set nothing but the environment is read.
     """
-    settings = Settings.from_env(environ)
-    if not (settings.amqp_secret_arn or settings.auth_secret_arn):
+    env = os.environ if environ is None else environ
+    settings = Settings.from_env(env)
+    arns = {name: env[secret_arn_env(name)] for name in SECRET_ENV
+            if env.get(secret_arn_env(name))}
+    if not (settings.amqp_secret_arn or settings.auth_secret_arn or arns):
         return settings
     client = (secrets_client_factory or _secrets_manager)(settings)
+    if arns:
+        settings = Settings.from_env({**env, **read_secrets(client, arns, env)})
     if settings.amqp_secret_arn:
         settings = with_broker_credentials(settings, client)
     if settings.auth_secret_arn:
         settings = with_auth_secret(settings, client)
     return settings
+
+
+def read_secrets(secrets_client, arns: Mapping[str, str], environ: Mapping[str, str]) -> dict:
+    """``{NAME: value}`` of each secret setting ``NAME`` from the secret ``arns[NAME]``.
+
+    A setting given both ways is refused rather than one silently winning: the plain variable
+    is the leak this exists to prevent. Messages name the variable and the secret, never a value.
+    """
+    values = {}
+    for name, arn in arns.items():
+        where = f"{secret_arn_env(name)}: secret {arn}"
+        if environ.get(name):
+            raise ConfigError(f"{name} and {secret_arn_env(name)} are both set: keep the value "
+                              "in Secrets Manager only")
+        try:
+            text = secrets_client.get_secret_value(SecretId=arn).get("SecretString")
+        except Exception as exc:
+            raise ConfigError(f"{where} cannot be read: {exc}") from None
+        if not isinstance(text, str) or not text.strip():
+            raise ConfigError(f"{where} must hold the value as its SecretString")
+        values[name] = text.strip()
+    return values
 
 
 def load_auth_secret(settings: Settings, secrets_client_factory=None) -> Settings:

@@ -8,7 +8,8 @@ from moto import mock_aws
 
 from imagepipe import settings as settings_edge
 from imagepipe.errors import ConfigError
-from imagepipe.settings import ENV_AMQP_SECRET_ARN, ENV_AMQP_URL, ENV_BUCKET, Settings
+from imagepipe.settings import (ENV_AMQP_SECRET_ARN, ENV_AMQP_URL, ENV_BUCKET, ENV_CALLBACK_SECRET,
+                                Settings)
 
 ENDPOINT = "amqps://b-1234.mq.us-east-1.amazonaws.com:5671"
 
@@ -112,3 +113,60 @@ def test_an_unusable_auth_secret_fails_at_load(secrets, stored):
 def test_auth_settings_are_checked_at_load(env, says):
     with pytest.raises(ConfigError, match=says):
         Settings.from_env({ENV_BUCKET: "b", **env})
+# --- every secret setting: <NAME>_ARN names the Secrets Manager secret that holds it ----------
+
+CALLBACK_SECRET = "whsec_" + __import__("base64").b64encode(b"k" * 32).decode()
+
+
+def test_a_secret_setting_is_read_from_the_secret_its_arn_names(secrets):
+    arn = secrets.create_secret(Name="imagepipe-test-callback", SecretString=CALLBACK_SECRET)["ARN"]
+    broker = _secret(secrets, {"username": "imagepipe", "password": "hunter22"})
+    env = {ENV_BUCKET: "b", ENV_AMQP_URL: ENDPOINT, ENV_AMQP_SECRET_ARN: broker,
+           settings_edge.secret_arn_env(ENV_CALLBACK_SECRET): arn}
+    made = []
+
+    loaded = settings_edge.load(env, lambda s: made.append(s) or secrets)
+
+    assert loaded.callback_secret == CALLBACK_SECRET
+    assert loaded.amqp_url.startswith("amqps://imagepipe:hunter22@")
+    assert len(made) == 1  # one client for every secret
+    # Nothing secret in the repr: no callback secret, no broker password.
+    shown = repr(loaded)
+    assert CALLBACK_SECRET not in shown and "hunter22" not in shown and "imagepipe:" not in shown
+    assert "amqps://***@b-1234.mq.us-east-1.amazonaws.com:5671" in shown
+
+
+def test_every_secret_setting_has_an_arn_variable_and_none_is_in_the_repr():
+    assert ENV_CALLBACK_SECRET in settings_edge.SECRET_ENV
+    settings = Settings.from_env({ENV_BUCKET: "b", ENV_CALLBACK_SECRET: CALLBACK_SECRET,
+                                  ENV_AMQP_URL: "amqp://user:pa55word@host:5672/%2F"})
+    assert CALLBACK_SECRET not in repr(settings) and "pa55word" not in repr(settings)
+    assert "amqp://***@host:5672/%2F" in repr(settings)
+    assert settings_edge.secret_arn_env(ENV_CALLBACK_SECRET) == "IMAGEPIPE_CALLBACK_SECRET_ARN"
+
+
+def test_a_secret_given_both_in_plain_and_by_arn_is_refused_without_its_value(secrets):
+    arn = secrets.create_secret(Name="imagepipe-test-both", SecretString=CALLBACK_SECRET)["ARN"]
+    env = {ENV_BUCKET: "b", ENV_CALLBACK_SECRET: CALLBACK_SECRET,
+           settings_edge.secret_arn_env(ENV_CALLBACK_SECRET): arn}
+    with pytest.raises(ConfigError, match="both set") as caught:
+        settings_edge.load(env, lambda s: secrets)
+    assert CALLBACK_SECRET not in str(caught.value)
+
+
+@pytest.mark.parametrize("value", ["   ", "whsec_not-base64!", "plain-password"])
+def test_a_bad_secret_value_fails_at_load_without_showing_it(secrets, value):
+    arn = secrets.create_secret(Name="imagepipe-test-bad", SecretString=value)["ARN"]
+    env = {ENV_BUCKET: "b", settings_edge.secret_arn_env(ENV_CALLBACK_SECRET): arn}
+    with pytest.raises(ConfigError) as caught:
+        settings_edge.load(env, lambda s: secrets)
+    assert ENV_CALLBACK_SECRET in str(caught.value)
+    if value.strip():
+        assert value not in str(caught.value)
+
+
+def test_an_unreadable_secret_names_the_variable(secrets):
+    env = {ENV_BUCKET: "b", settings_edge.secret_arn_env(ENV_CALLBACK_SECRET):
+           "arn:aws:secretsmanager:us-east-1:123456789012:secret:gone"}
+    with pytest.raises(ConfigError, match="IMAGEPIPE_CALLBACK_SECRET_ARN: .*cannot be read"):
+        settings_edge.load(env, lambda s: secrets)
