@@ -123,6 +123,15 @@ def _webhook_secrets(value: str) -> None:
                          "whsec_<base64 of 24-64 random bytes>)") from None
 
 
+def _callback_prefixes(prefixes) -> None:
+    for prefix in prefixes:
+        parts = urlsplit(prefix)
+        if parts.scheme not in ("https", "http") or not parts.hostname or \
+                not parts.path.startswith("/") or parts.query or parts.fragment:
+            raise ValueError(f"{prefix!r} must be https://host[:port]/path... (at least the / "
+                             "after the host)")
+
+
 def _without_credentials(url: str) -> str:
     parts = urlsplit(url)
     if not (parts.username or parts.password):
@@ -307,6 +316,12 @@ class Settings:
         "IMAGEPIPE_CALLBACK_ALLOW_PRIVATE", False,
         "allow callback targets on private/loopback networks and plain `http` (local stages "
         "only)", kind=BOOL)
+    callback_allowed_prefixes: tuple[str, ...] = setting(
+        "IMAGEPIPE_CALLBACK_ALLOWED_PREFIXES", (),
+        "when set, a `callback_url` must start with one of these comma-separated "
+        "`https://host[:port]/path...` prefixes, the stage's own receivers (each ends its host "
+        "with `/`, so `https://hooks.example/` admits no other host)", kind=LIST,
+        validate=_callback_prefixes, default_doc="none (any public https URL)")
     callback_queue: str = setting("IMAGEPIPE_CALLBACK_QUEUE", "imagepipe.callbacks",
                                   "the callback dispatcher's queue")
     callback_dead_letter_queue: str = setting("IMAGEPIPE_CALLBACK_DEAD_LETTER_QUEUE",
@@ -400,6 +415,9 @@ class Settings:
                               f"function's reserved concurrency "
                               f"({env_name('resize_reserved_concurrency')}="
                               f"{self.resize_reserved_concurrency}): the rest would be throttled")
+        # A stage in chalicefile.json lists them; frozen settings compare as tuples.
+        object.__setattr__(self, "callback_allowed_prefixes",
+                           tuple(self.callback_allowed_prefixes))
         if not self.allowed_types:
             raise ConfigError(f"{env_name('allowed_types')} must name at least one type")
         if -(-self.max_upload_bytes // self.multipart_part_bytes) > S3_MAX_PARTS:

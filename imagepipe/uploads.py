@@ -169,6 +169,12 @@ class UploadService:
         if not self.settings.callback_secret:
             raise ApiError(400, errors.BAD_CALLBACK_URL, "completion callbacks are not enabled on "
                            "this stage")
+        prefixes = self.settings.callback_allowed_prefixes
+        # Before the SSRF check, so a target outside the list costs no DNS lookup. A prefix
+        # ends its host with "/", so "https://hooks.example/" cannot match another host.
+        if prefixes and isinstance(url, str) and not url.startswith(prefixes):
+            raise ApiError(400, errors.BAD_CALLBACK_URL, "callback_url is not one of this "
+                           "stage's callback targets (callback_allowed_prefixes)")
         try:
             return callbacks.check_url(url, self.settings.callback_allow_private)
         except callbacks.CallbackUrlError as exc:

@@ -72,3 +72,21 @@ def test_a_stage_that_allows_private_targets_takes_loopback(make_api, offline_se
                                          callback_allow_private=True))
 
     assert _create(local, "http://127.0.0.1:8123/hook").status_code == 201
+
+
+def test_a_stage_with_callback_prefixes_takes_only_targets_under_them(make_api, settings, s3_mock):
+    prefixes = ("https://93.184.216.34/hooks/", "https://93.184.216.35/other/")
+    api = make_api(dataclasses.replace(settings, callback_secret=CALLBACK_SECRET,
+                                       callback_allowed_prefixes=prefixes))
+
+    assert _create(api, PUBLIC).status_code == 201
+    assert _create(api, "https://93.184.216.35/other/x").status_code == 201
+    for url in ("https://93.184.216.34/elsewhere", "https://93.184.216.34/hooks",
+                "https://93.184.216.34.nip.io/hooks/x", "http://93.184.216.34/hooks/x",
+                "https://93.184.216.36/hooks/x"):
+        error = assert_error(_create(api, url), 400, "bad_callback_url")
+        assert "callback_allowed_prefixes" in error["message"], url
+    # The SSRF check still applies under an allowed prefix.
+    private = make_api(dataclasses.replace(settings, callback_secret=CALLBACK_SECRET,
+                                           callback_allowed_prefixes=("https://10.0.0.1/",)))
+    assert_error(_create(private, "https://10.0.0.1/hook"), 400, "bad_callback_url")

@@ -179,7 +179,7 @@ def test_every_field_has_one_variable_that_round_trips():
                        retry_backoff_s=1.5, drain_timeout_s=7.5, requeue_stuck_after_s=60,
                        multipart_threshold_bytes=1, multipart_part_bytes=6 * 2**20,
                        callback_secret=CALLBACK_SECRET, callback_allow_private=True,
-                       callback_queue="cq",
+                       callback_allowed_prefixes=("https://hooks.example/",), callback_queue="cq",
                        callback_dead_letter_queue="cdq", callback_attempts=2,
                        callback_backoff_s=0.1, callback_timeout_s=3, health_port=9464,
                        health_host="0.0.0.0", delivery="cdn", delivery_keys=("k1", "k0"),
@@ -222,3 +222,18 @@ def test_defaults_are_readable_by_field_name():
     assert s.default("resize_queue") == "imagepipe.resize" == Settings(bucket="b").resize_queue
     with pytest.raises(KeyError):
         s.default("no_such_setting")
+
+
+def test_callback_allowed_prefixes_are_read_and_must_end_their_host():
+    name = s.env_name("callback_allowed_prefixes")
+    env = {"IMAGEPIPE_BUCKET": "b",
+           name: "https://hooks.example.com/imagepipe/, https://a.example/"}
+    settings = Settings.from_env(env)
+    assert settings.callback_allowed_prefixes == ("https://hooks.example.com/imagepipe/",
+                                                  "https://a.example/")
+    assert Settings.from_env(settings.to_env()) == settings
+    assert Settings(bucket="b").callback_allowed_prefixes == ()
+    for bad in ("https://hooks.example.com", "hooks.example.com/x", "ftp://h/x", "https:///x",
+                "https://h/x?q=1"):
+        with pytest.raises(ConfigError, match=name):
+            Settings(bucket="b", callback_allowed_prefixes=(bad,))
