@@ -150,11 +150,13 @@ def deploy(package: Package, settings: Settings, stage_parameters: dict, clients
         if public_api_url:
             values[PUBLIC_API_URL_PARAMETER] = public_api_url
         wanted = template.get("Parameters", {})
-        missing = set(wanted) - set(values)
+        # A parameter with a default may have no value: an optional secret's ARN is an infra
+        # output only when the stage sets one.
+        missing = {k for k in wanted if k not in values and "Default" not in wanted[k]}
         if missing:
             raise DeployError(f"{stack_name}: no value for parameter(s) {', '.join(sorted(missing))}")
         result = stacks.deploy_stack(cfn, stack_name, template,
-                                     {k: values[k] for k in wanted},
+                                     {k: values[k] for k in wanted if k in values},
                                      capabilities=FUNCTION_CAPABILITIES, waiter=waiter)
         changed += [result.name] if result.changed else []
         function_outputs.update(result.outputs)

@@ -34,7 +34,7 @@ from infra.deploy import vendoring
 from infra.deploy import names as names_module
 from infra.deploy import artifacts, platform, templates, wheels
 from imagepipe.errors import ConfigError
-from imagepipe.settings import Settings
+from imagepipe.settings import SECRET_ENV, Settings, secret_arn_env
 
 LOGGER = logging.getLogger(__name__)
 
@@ -114,6 +114,7 @@ def package(root: Path, stage: str, out_dir: Path | None = None, environ=None,
     chalicefile.require_cloud_stage(manifest, stage)
     chalicefile.require_decided_auth(manifest, stage)
     settings = chalicefile.stage_settings(manifest, stage, environ=environ)
+    refuse_plain_secrets(settings)
     names = names_module.Names.of(manifest, settings)
     wheel_cache = wheel_cache or root / ".run" / "wheels"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -127,6 +128,18 @@ def package(root: Path, stage: str, out_dir: Path | None = None, environ=None,
     result = Package(stage, out_dir, infra, function_templates, names, settings.region)
     result.write()
     return result
+
+
+def refuse_plain_secrets(settings: Settings) -> None:
+    """A cloud stage's secret settings would be written into its templates (the functions' and
+    the bridge's environments) in plain text: it names their Secrets Manager secrets instead."""
+    env = settings.to_env()
+    plain = [name for name in SECRET_ENV if env.get(name)]
+    if plain:
+        arns = ", ".join(secret_arn_env(name) for name in plain)
+        raise ConfigError(f"chalicefile.stages.{settings.stage}: {', '.join(plain)} would sit in "
+                          "the templates in plain text; keep it in Secrets Manager and pass the "
+                          f"secret's ARN ({arns}; see docs/network.md#secrets)")
 
 
 def render_infra(root: Path, settings: Settings) -> dict:

@@ -10,7 +10,8 @@ import pytest
 from imagepipe_tools import chalicefile
 from infra.deploy import package as package_module
 from infra.deploy import platform, templates, wheels
-from imagepipe.settings import ENV_AMQP_SECRET_ARN, ENV_AMQP_URL, ENV_BUCKET, Settings
+from imagepipe.settings import (ENV_AMQP_SECRET_ARN, ENV_AMQP_URL, ENV_BUCKET, SECRET_ENV, Settings,
+                                secret_arn_env)
 from tests.integration.packaged import ROOT, STAGE, STAGE_ENV, package_once
 
 ELF_MACHINE_X86_64 = 0x3E
@@ -137,7 +138,8 @@ def test_upload_stack_lets_s3_invoke_the_enqueue_function_only_from_the_bucket(p
 
 def test_every_piece_reads_back_the_stage_settings(packaged, stage_settings):
     deploy_time = {"BucketName": stage_settings.bucket, "AmqpEndpoint": "amqps://b-1.mq:5671",
-                   "BrokerSecretArn": "arn:aws:secretsmanager:eu-west-1:1:secret:broker"}
+                   "BrokerSecretArn": "arn:aws:secretsmanager:eu-west-1:1:secret:broker",
+                   "CallbackSecretArn": ""}
 
     def resolved(env):
         return {k: deploy_time[v["Ref"]] if isinstance(v, dict) else v for k, v in env.items()}
@@ -167,3 +169,17 @@ def test_a_new_setting_reaches_the_bridge_without_a_template_edit(stage_settings
         f: getattr(stage_settings, f) for f in stage_settings.__dataclass_fields__}))
     env = {e["Name"]: e["Value"] for e in package_module.bridge_container(infra)["Environment"]}
     assert env["IMAGEPIPE_SOMETHING_NEW"] == "42"
+
+
+def test_no_secret_sits_in_any_environment_only_the_arns_naming_them(packaged):
+    for path in packaged.function_templates.values():
+        for name, props in functions_of(templates.load(path)).items():
+            env = props["Environment"]["Variables"]
+            assert not set(env) & set(SECRET_ENV), name
+            if name in ("APIHandler", "OnObjectCreated"):
+                assert env[secret_arn_env("IMAGEPIPE_CALLBACK_SECRET")] == {
+                    "Ref": "CallbackSecretArn"}, name
+    container = package_module.bridge_container(templates.load(packaged.infra_template))
+    assert not {e["Name"] for e in container["Environment"]} & set(SECRET_ENV)
+    _condition, secrets, _ = container["Secrets"]["Fn::If"]
+    assert {s["Name"] for s in secrets} <= set(SECRET_ENV)

@@ -5,7 +5,9 @@ resolved (``!Sub``/``!GetAtt``/``!Ref`` with example values) and matched like IA
 test asks "may the resize role write originals/x?" rather than comparing YAML.
 """
 
+import base64
 import fnmatch
+import json
 import re
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import pytest
 
 from imagepipe import bucket_cors, keys
 from imagepipe.errors import ConfigError
+from imagepipe import settings as settings_module
 from imagepipe.settings import Settings
 from infra.deploy import package, templates
 
@@ -30,6 +33,7 @@ VALUES = {
     "BridgeRepository.Arn": f"arn:aws:ecr:eu-west-1:{ACCOUNT}:repository/imagepipe-prod-bridge",
     "Stage": "prod",
     "Broker": "b-1234a5b6-78cd-901e-2fgh-3i45j6k178l9",  # Ref of a broker: its id
+    "CallbackSecretArn": f"arn:aws:secretsmanager:eu-west-1:{ACCOUNT}:secret:imagepipe-prod/callback-XyZ",
 }
 RESIZE_ARN = f"arn:aws:lambda:eu-west-1:{ACCOUNT}:function:imagepipe-resize-prod-resize"
 UPLOAD_ID = "0123456789abcdef0123456789abcdef"
@@ -64,8 +68,14 @@ def resolve(value):
 
 
 def statements(role):
+    """The role's statements, a conditional one (``!If [cond, statement, NoValue]``) as on a
+    stage that sets the condition."""
     for policy in role["Properties"].get("Policies", []):
-        yield from policy["PolicyDocument"]["Statement"]
+        for statement in policy["PolicyDocument"]["Statement"]:
+            if "Fn::If" in statement:
+                _condition, statement, otherwise = statement["Fn::If"]
+                assert otherwise == {"Ref": "AWS::NoValue"}
+            yield statement
 
 
 def listed(value):
@@ -260,6 +270,45 @@ def test_upload_functions_run_in_the_vpc_and_the_resize_function_does_not():
     # The resize function publishes nothing and talks only to S3: no VPC, no NAT to pay for.
     resize = templates.load(ROOT / "infra" / "resize-function.yaml")
     assert "VpcConfig" not in resize["Resources"]["Resize"]["Properties"]
+
+
+def test_the_callback_secret_reaches_the_bridge_and_upload_function_only_by_arn(template):
+    assert template["Parameters"]["CallbackSecretArn"]["Default"] == ""
+    assert template["Conditions"]["HasCallbackSecret"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "CallbackSecretArn"}, ""]}]}
+    container = package.bridge_container(template)
+    condition, secrets, otherwise = container["Secrets"]["Fn::If"]
+    assert (condition, otherwise) == ("HasCallbackSecret", {"Ref": "AWS::NoValue"})
+    assert secrets == [{"Name": "IMAGEPIPE_CALLBACK_SECRET",
+                        "ValueFrom": {"Ref": "CallbackSecretArn"}}]
+    assert "IMAGEPIPE_CALLBACK_SECRET" in settings_module.SECRET_ENV
+    # ECS reads `secrets` with the execution role; the upload function reads it itself.
+    arn = VALUES["CallbackSecretArn"]
+    for role in ("BridgeExecutionRole", "UploadFunctionRole"):
+        assert allows(template["Resources"][role], "secretsmanager:GetSecretValue", arn), role
+    for role in ("BridgeTaskRole", "ResizeFunctionRole"):
+        assert not allows(template["Resources"][role], "secretsmanager:GetSecretValue", arn), role
+    assert not allows(template["Resources"]["BridgeExecutionRole"],
+                      "secretsmanager:GetSecretValue", VALUES["BrokerSecret"])
+    upload = templates.load(ROOT / "infra" / "upload-functions.yaml")
+    for function in ("APIHandler", "OnObjectCreated"):
+        env = upload["Resources"][function]["Properties"]["Environment"]["Variables"]
+        assert env["IMAGEPIPE_CALLBACK_SECRET_ARN"] == {"Ref": "CallbackSecretArn"}
+    assert upload["Parameters"]["CallbackSecretArn"]["Default"] == ""
+
+
+def test_a_stage_that_writes_a_secret_in_plain_is_not_packaged(tmp_path):
+    manifest = json.loads((ROOT / "chalicefile.json").read_text())
+    manifest["stages"]["prod"]["callback_secret"] = "${IMAGEPIPE_CALLBACK_SECRET}"
+    (tmp_path / "chalicefile.json").write_text(json.dumps(manifest))
+    secret = "whsec_" + base64.b64encode(b"s" * 32).decode()
+    env = {"IMAGEPIPE_BUCKET": "b-photos", "IMAGEPIPE_ALLOWED_ORIGIN": "https://a.example",
+           "IMAGEPIPE_CALLBACK_SECRET": secret}
+
+    with pytest.raises(ConfigError, match="IMAGEPIPE_CALLBACK_SECRET_ARN") as caught:
+        package.package(tmp_path, "prod", tmp_path / "out", environ=env)
+    assert secret not in str(caught.value)
+    assert not (tmp_path / "out" / "infra.json").exists()
 
 
 def test_no_role_has_wildcard_actions_or_unscoped_resources(template):
