@@ -41,6 +41,7 @@ LOGGER = logging.getLogger(__name__)
 INFRA_TEMPLATE = Path("infra/stack.yaml")
 BRIDGE_CONTAINER = "bridge"
 BUCKET_RESOURCE = "Bucket"
+API_TYPE = "AWS::Serverless::Api"
 ALLOWED_ORIGINS_PARAMETER = "AllowedOrigins"
 # The role is the infra stack's (the merge template sets it); Chalice must not make one.
 ROLE_PLACEHOLDER = "arn:aws:iam::000000000000:role/set-by-the-merge-template"
@@ -118,16 +119,35 @@ def package(root: Path, stage: str, out_dir: Path | None = None, environ=None,
     names = names_module.Names.of(manifest, settings)
     wheel_cache = wheel_cache or root / ".run" / "wheels"
     out_dir.mkdir(parents=True, exist_ok=True)
+    limits = chalicefile.stage_limits(manifest, stage)
     function_templates = {}
     for function, spec in manifest["functions"].items():
         project = _stage_project(root, manifest, function, spec, settings, out_dir / "build",
                                  wheel_cache, download)
-        function_templates[function] = _chalice_package(root, project, spec, settings,
-                                                        out_dir / function)
+        path = _chalice_package(root, project, spec, settings, out_dir / function)
+        template = with_limits(templates.load(path), limits["api_throttle"],
+                               limits["reserved_concurrency"][function])
+        function_templates[function] = templates.dump(template, path)
     infra = templates.dump(render_infra(root, settings), out_dir / "infra.json")
     result = Package(stage, out_dir, infra, function_templates, names, settings.region)
     result.write()
     return result
+
+
+def with_limits(template: dict, api_throttle: dict, reserved: int | None) -> dict:
+    """``template`` with API Gateway stage throttling on every route of its API (if it has one)
+    and ``reserved`` concurrency for each of its functions (``None``: unreserved)."""
+    for resource in template["Resources"].values():
+        props = resource.setdefault("Properties", {})
+        if resource["Type"] == API_TYPE:
+            props["MethodSettings"] = [{
+                "ResourcePath": "/*", "HttpMethod": "*",
+                "ThrottlingRateLimit": api_throttle["rate_per_s"],
+                "ThrottlingBurstLimit": api_throttle["burst"],
+            }]
+        elif resource["Type"] in artifacts.FUNCTION_TYPES and reserved is not None:
+            props["ReservedConcurrentExecutions"] = reserved
+    return template
 
 
 def refuse_plain_secrets(settings: Settings) -> None:

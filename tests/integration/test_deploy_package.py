@@ -183,3 +183,19 @@ def test_no_secret_sits_in_any_environment_only_the_arns_naming_them(packaged):
     assert not {e["Name"] for e in container["Environment"]} & set(SECRET_ENV)
     _condition, secrets, _ = container["Secrets"]["Fn::If"]
     assert {s["Name"] for s in secrets} <= set(SECRET_ENV)
+
+
+def test_the_api_is_throttled_and_each_function_has_its_reserved_concurrency(packaged):
+    manifest = chalicefile.load(ROOT / chalicefile.FILENAME)
+    limits = chalicefile.stage_limits(manifest, STAGE)
+    upload = templates.load(packaged.function_templates["upload"])
+    (api,) = [r["Properties"] for r in upload["Resources"].values()
+              if r["Type"] == "AWS::Serverless::Api"]
+    (setting,) = api["MethodSettings"]
+    assert (setting["ResourcePath"], setting["HttpMethod"]) == ("/*", "*")
+    assert setting["ThrottlingRateLimit"] == limits["api_throttle"]["rate_per_s"]
+    assert setting["ThrottlingBurstLimit"] == limits["api_throttle"]["burst"]
+    for function, path in packaged.function_templates.items():
+        for name, props in functions_of(templates.load(path)).items():
+            reserved = limits["reserved_concurrency"][function]
+            assert reserved and props["ReservedConcurrentExecutions"] == reserved, name

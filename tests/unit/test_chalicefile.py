@@ -208,3 +208,37 @@ def test_auth_settings_go_only_through_the_auth_object():
     manifest["stages"]["prod"]["auth_mode"] = "none"
     with pytest.raises(ConfigError, match="auth_mode"):
         chalicefile.validate(manifest)
+
+
+def test_cloud_stage_limits_come_from_its_deploy_section_over_the_defaults():
+    manifest = chalicefile.load(ROOT / "chalicefile.json")
+    limits = chalicefile.stage_limits(manifest, "prod")
+    prod = manifest["stages"]["prod"]["deploy"]
+    assert limits["api_throttle"] == prod["api_throttle"]
+    assert limits["reserved_concurrency"] == prod["reserved_concurrency"]
+    del prod["api_throttle"], prod["reserved_concurrency"]
+    assert chalicefile.stage_limits(manifest, "prod") == {
+        "api_throttle": chalicefile.DEFAULT_API_THROTTLE,
+        "reserved_concurrency": chalicefile.DEFAULT_RESERVED_CONCURRENCY}
+    prod["reserved_concurrency"] = {"resize": None}
+    assert chalicefile.stage_limits(manifest, "prod")["reserved_concurrency"] == {
+        "upload": chalicefile.DEFAULT_RESERVED_CONCURRENCY["upload"], "resize": None}
+    prod["reserved_concurrency"] = {"thumbnailer": 3}
+    with pytest.raises(ConfigError, match="no function.*thumbnailer"):
+        chalicefile.stage_limits(manifest, "prod")
+
+
+@pytest.mark.parametrize("deploy, message", [
+    ({"api_throttle": {"rate_per_s": 0}}, "api_throttle"),
+    ({"api_throttle": {"burst": 1.5}}, "api_throttle"),
+    ({"api_throttle": {"rps": 5}}, "api_throttle"),
+    ({"reserved_concurrency": {"resize": 0}}, "reserved_concurrency.resize"),
+    ({"reserved_concurrency": {"resize": True}}, "reserved_concurrency.resize"),
+    ({"reserved_concurrency": [1]}, "reserved_concurrency"),
+])
+def test_bad_stage_limits_are_refused_at_load(tmp_path, deploy, message):
+    manifest = json.loads((ROOT / "chalicefile.json").read_text())
+    manifest["stages"]["prod"]["deploy"].update(deploy)
+    (tmp_path / "chalicefile.json").write_text(json.dumps(manifest))
+    with pytest.raises(ConfigError, match=message):
+        chalicefile.load(tmp_path / "chalicefile.json")

@@ -18,6 +18,7 @@ from imagepipe.errors import ConfigError
 from imagepipe import settings as settings_module
 from imagepipe.settings import Settings
 from infra.deploy import package, templates
+from tests.integration.packaged import STAGE_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "photos-prod"
@@ -173,7 +174,7 @@ def test_lifecycle_aborts_incomplete_multipart_and_can_expire_originals(template
 
 def test_the_upload_role_may_take_and_give_back_token_upload_slots(template):
     role = template["Resources"]["UploadFunctionRole"]["Properties"]["Policies"][0]
-    statements = {s["Sid"]: s for s in role["PolicyDocument"]["Statement"]}
+    statements = {s["Sid"]: s for s in role["PolicyDocument"]["Statement"] if "Sid" in s}
     slots = {"Fn::Sub": "${Bucket.Arn}/" + keys.TOKENS_PREFIX + "*"}
     assert slots in statements["WriteUploads"]["Resource"]
     assert slots in statements["RetractStatus"]["Resource"]
@@ -302,8 +303,7 @@ def test_a_stage_that_writes_a_secret_in_plain_is_not_packaged(tmp_path):
     manifest["stages"]["prod"]["callback_secret"] = "${IMAGEPIPE_CALLBACK_SECRET}"
     (tmp_path / "chalicefile.json").write_text(json.dumps(manifest))
     secret = "whsec_" + base64.b64encode(b"s" * 32).decode()
-    env = {"IMAGEPIPE_BUCKET": "b-photos", "IMAGEPIPE_ALLOWED_ORIGIN": "https://a.example",
-           "IMAGEPIPE_CALLBACK_SECRET": secret}
+    env = {**STAGE_ENV, "IMAGEPIPE_CALLBACK_SECRET": secret}
 
     with pytest.raises(ConfigError, match="IMAGEPIPE_CALLBACK_SECRET_ARN") as caught:
         package.package(tmp_path, "prod", tmp_path / "out", environ=env)
@@ -508,3 +508,23 @@ def _names():
 
     fields = Names.__dataclass_fields__
     return Names(**{name: f"imagepipe-{name}" for name in fields})
+
+
+def test_packaging_throttles_the_api_and_reserves_each_functions_concurrency():
+    template = {"Resources": {
+        "RestAPI": {"Type": "AWS::Serverless::Api", "Properties": {"StageName": "api"}},
+        "APIHandler": {"Type": "AWS::Serverless::Function", "Properties": {}},
+        "OnObjectCreated": {"Type": "AWS::Serverless::Function", "Properties": {}},
+        "Permission": {"Type": "AWS::Lambda::Permission", "Properties": {}},
+    }}
+    limited = package.with_limits(template, {"rate_per_s": 7.5, "burst": 15}, 4)
+    assert limited["Resources"]["RestAPI"]["Properties"]["MethodSettings"] == [{
+        "ResourcePath": "/*", "HttpMethod": "*",
+        "ThrottlingRateLimit": 7.5, "ThrottlingBurstLimit": 15}]
+    for function in ("APIHandler", "OnObjectCreated"):
+        assert limited["Resources"][function]["Properties"]["ReservedConcurrentExecutions"] == 4
+    assert limited["Resources"]["Permission"]["Properties"] == {}
+    unreserved = package.with_limits(
+        {"Resources": {"Resize": {"Type": "AWS::Serverless::Function", "Properties": {}}}},
+        {"rate_per_s": 1, "burst": 1}, None)
+    assert "ReservedConcurrentExecutions" not in unreserved["Resources"]["Resize"]["Properties"]

@@ -43,13 +43,20 @@ _OPTIONAL_LIMITS = ("multipart_threshold_bytes", "multipart_part_bytes")
 _FUNCTION_FIELDS = {"project_dir", "memory_mb", "timeout_s"}
 _OPTIONAL_FUNCTION_FIELDS = {"merge_template"}
 DEPLOY = "deploy"
-_DEPLOY_FIELDS = {"parameters"}
 AUTH = "auth"
 # The stage's ``auth`` object → the ``Settings`` fields it sets.
 _AUTH_FIELDS = {"mode": "auth_mode", "issuer": "auth_issuer", "audience": "auth_audience",
                 "jwks_url": "auth_jwks_url", "secret": "auth_secret",
                 "secret_arn": "auth_secret_arn", "max_ttl_s": "auth_max_ttl_s"}
 PUBLIC = "public"
+_DEPLOY_FIELDS = {"parameters", "api_throttle", "reserved_concurrency"}
+# API Gateway stage throttling (every route) and each Lambda's reserved concurrency, unless the
+# stage's deploy section says otherwise. Reserved concurrency is both a floor and a ceiling: the
+# upload API cannot starve the account, and the resize function's must cover the bridges' total
+# (bridge tasks x IMAGEPIPE_WORKERS; see docs/network.md#limits). Lambda keeps 100 of the
+# account's concurrency unreserved, so an account at the default quota (1,000) fits these.
+DEFAULT_API_THROTTLE = {"rate_per_s": 50, "burst": 100}
+DEFAULT_RESERVED_CONCURRENCY = {"upload": 25, "resize": 20}
 
 
 def load(path: str | Path) -> dict:
@@ -128,6 +135,23 @@ def _validate_deploy(deploy, where: str) -> None:
     unknown = set(deploy) - _DEPLOY_FIELDS
     if unknown:
         raise ConfigError(f"chalicefile.{where}: unknown field(s) {', '.join(sorted(unknown))}")
+    throttle = deploy.get("api_throttle", {})
+    if not isinstance(throttle, dict) or set(throttle) - set(DEFAULT_API_THROTTLE):
+        raise ConfigError(f"chalicefile.{where}.api_throttle: an object with rate_per_s and burst")
+    rate, burst = throttle.get("rate_per_s", 1), throttle.get("burst", 1)
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate <= 0 or \
+            isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
+        raise ConfigError(f"chalicefile.{where}.api_throttle: rate_per_s must be a positive "
+                          "number and burst a positive whole number")
+    reserved = deploy.get("reserved_concurrency", {})
+    if not isinstance(reserved, dict):
+        raise ConfigError(f"chalicefile.{where}.reserved_concurrency: must be an object")
+    for function, count in reserved.items():
+        # null leaves the function unreserved; 0 would stop it, so it is refused.
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int)
+                                  or count < 1):
+            raise ConfigError(f"chalicefile.{where}.reserved_concurrency.{function}: a positive "
+                              "whole number, or null for none")
     parameters = deploy.get("parameters", {})
     if not isinstance(parameters, dict):
         raise ConfigError(f"chalicefile.{where}.parameters: must be an object")
@@ -148,6 +172,24 @@ def stage_deploy(manifest: dict, stage: str, environ: Mapping[str, str] | None =
             name: _expand(value, f"stages.{stage}.{DEPLOY}.parameters.{name}", environ)
             for name, value in deploy.get("parameters", {}).items()
         }
+    }
+
+
+def stage_limits(manifest: dict, stage: str) -> dict:
+    """``{"api_throttle": {"rate_per_s", "burst"}, "reserved_concurrency": {function: n|None}}``
+    of a cloud stage: its deploy section over the defaults."""
+    require_cloud_stage(manifest, stage)
+    deploy = manifest["stages"][stage][DEPLOY]
+    unknown = set(deploy.get("reserved_concurrency", {})) - set(manifest["functions"])
+    if unknown:
+        raise ConfigError(f"chalicefile.stages.{stage}.{DEPLOY}.reserved_concurrency: no "
+                          f"function(s) {', '.join(sorted(unknown))}")
+    return {
+        "api_throttle": {**DEFAULT_API_THROTTLE, **deploy.get("api_throttle", {})},
+        "reserved_concurrency": {
+            function: deploy.get("reserved_concurrency", {}).get(
+                function, DEFAULT_RESERVED_CONCURRENCY.get(function))
+            for function in manifest["functions"]},
     }
 
 
