@@ -24,7 +24,6 @@ from imagepipe.imaging.geometry import Plan
 # bigger variant), never closer: Pillow's own thumbnail() default, which it documents as
 # indistinguishable from resampling the full image.
 REDUCING_GAP = 2.0
-_EPSILON = 1e-9
 # Below this many output pixels strips cost more in overhead than they save. (Strips on one
 # thread were measured too: 5 MB less peak RSS at 24 MP, 4 % slower. Not taken.)
 _STRIP_MIN_PIXELS = 256 * 1024
@@ -40,8 +39,17 @@ class Base:
     sy: float
 
     def covers(self, plan: Plan) -> bool:
-        gap = REDUCING_GAP - _EPSILON
-        return self.sx >= gap * plan.scale[0] and self.sy >= gap * plan.scale[1]
+        """Whether this image shows the plan's region with REDUCING_GAP times its output
+        pixels on each axis, give or take the pixel that rounding a variant's size can cost:
+        a 2048x1365 variant of a 3:2 photo must stand in for its 1024x683 one (1365 < 2 x
+        683), or that one is made from the full-size source again (a second JPEG decode with
+        the vips engine, a full-size resample with Pillow's)."""
+        left, top, right, bottom = plan.box
+        width, height = plan.size
+        return (
+            (right - left) * self.sx >= REDUCING_GAP * width - 1
+            and (bottom - top) * self.sy >= REDUCING_GAP * height - 1
+        )
 
     def box(self, plan: Plan) -> tuple[float, float, float, float]:
         """The plan's region of the source, in this image's pixels."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import sys
 import time
 import warnings
 
@@ -115,6 +116,28 @@ def test_draft_is_skipped_when_a_variant_needs_most_of_the_pixels():
 
     assert load.decode(opened, 2048 / 4000, 2.0) == 1
     assert opened.image.size == (1200, 800)
+
+
+def test_a_variant_a_rounded_pixel_short_of_twice_the_next_is_still_its_base(monkeypatch, engine):
+    # As a 6000x4000 photo's 2048x1365 and 1024x683 variants (1365 < 2 x 683): the smaller must
+    # be made from the larger, not from the full-size source again (a second decode with vips).
+    spec = (Variant("big", "fit", 205, 205), Variant("small", "fit", 103, 103))  # 205x137, 103x69
+    bases = []
+    if engine == "vips":
+        made = vips._resample
+        monkeypatch.setattr(vips, "_resample",
+                            lambda base, plan: bases.append(base.image.width) or made(base, plan))
+    else:
+        resample = sys.modules["imagepipe.imaging.resample"]  # imaging.resample is a function
+
+        made = resample.resample
+        monkeypatch.setattr(resample, "resample",
+                            lambda base, plan, *a: bases.append(base.image.width) or made(base, plan, *a))
+
+    rendered = render(images.make_jpeg(600, 400), spec)
+
+    assert [(v.width, v.height) for v in rendered.variants] == [(205, 137), (103, 69)]
+    assert bases == [600, 205]
 
 
 # --- metadata ---------------------------------------------------------------------------------
