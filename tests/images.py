@@ -115,6 +115,18 @@ def make_png_16bit_grey(width: int, height: int, value: int) -> bytes:
     return data
 
 
+def make_png_16bit_grey_keyed(width: int, height: int, key: int) -> bytes:
+    """A 16-bit grey PNG with a tRNS key, like Pillow's Tests/images/i_trns.png: the left third
+    is ``key`` (transparent), the middle third ``key + 1`` (opaque, though it scales to the same
+    8-bit value) and the rest ``key + 40000``."""
+    image = Image.new("I", (width, height), key + 40000)  # paste() on I;16 mangles the value
+    image.paste(key + 1, (width // 3, 0, 2 * width // 3, height))
+    image.paste(key, (0, 0, width // 3, height))
+    data = save(image.convert("I;16"), "PNG", transparency=key)
+    assert data[24] == 16 and b"tRNS" in data, "expected a 16-bit PNG with a tRNS key"
+    return data
+
+
 def png_chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 

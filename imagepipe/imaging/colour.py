@@ -19,7 +19,7 @@ import io
 import logging
 from dataclasses import dataclass
 
-from PIL import Image, ImageCms
+from PIL import Image, ImageCms, ImageMath
 
 LOGGER = logging.getLogger(__name__)
 
@@ -96,17 +96,26 @@ def _to_srgb(image: Image.Image, icc: bytes) -> Image.Image:
 def normalise(image: Image.Image) -> Image.Image:
     """The decoded source in L, LA, RGB, RGBA or CMYK: what LANCZOS resamples."""
     if image.mode in _SIXTEEN_BIT_GREY:
-        # Scale 16 bits down to 8; convert("L") would clip everything above 255 to white. A tRNS
-        # grey key is 16-bit and no longer matches after scaling, so it is dropped.
-        scaled = image.convert("I").point(lambda v: v / 256).convert("L")
-        scaled.info.pop("transparency", None)
-        image = scaled
+        image = _eight_bit_grey(image)
     if image.mode == "CMYK":
         return image
     grey = image.mode in ("1", "L", "LA")
     if image.has_transparency_data:
         return _drop_opaque_alpha(_convert(image, "LA" if grey else "RGBA"))
     return _convert(image, "L" if grey else "RGB")
+
+
+def _eight_bit_grey(image: Image.Image) -> Image.Image:
+    """16-bit grey scaled to 8 bits (convert("L") would clip everything above 255 to white),
+    as LA where a tRNS key makes samples transparent. The key names one 16-bit value: it is
+    matched before scaling, which merges 256 values into each 8-bit one."""
+    wide = image.convert("I")
+    grey = wide.point(lambda v: v / 256).convert("L")
+    key = image.info.get("transparency")
+    if isinstance(key, int):
+        alpha = ImageMath.lambda_eval(lambda args: (args["wide"] != key) * 255, wide=wide)
+        grey.putalpha(alpha.convert("L"))
+    return grey
 
 
 def _convert(image: Image.Image, mode: str) -> Image.Image:

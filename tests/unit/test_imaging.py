@@ -279,6 +279,35 @@ def test_16_bit_grey_png_is_scaled_not_saturated(value, expected):
         assert abs(image.getpixel((5, 5)) - expected) <= 2, variant.name
 
 
+def test_16_bit_grey_png_keeps_the_transparency_of_its_trns_key():
+    # As Pillow's i_trns.png (16-bit grey, tRNS key 255): the key's pixels are transparent, and
+    # only they - key + 1 scales to the same 8-bit value but is opaque.
+    data = images.make_png_16bit_grey_keyed(66, 64, key=255)
+    spec = (Variant("same", "fit", 66, 66), Variant("half", "fit", 33, 33))
+
+    rendered = render(data, spec)
+
+    same, half = (decoded(v) for v in rendered.variants)
+    assert [v.format for v in rendered.variants] == ["png", "png"]
+    assert same.mode == half.mode == "LA"
+    assert "I;16->LA" in rendered.converted
+    alpha = same.getchannel("A")
+    assert alpha.histogram()[0] == 22 * 64 and alpha.histogram()[255] == 44 * 64
+    assert same.getpixel((5, 5))[1] == 0
+    assert same.getpixel((30, 5)) == (1, 255)  # key + 1 = 256 of 65535
+    assert same.getpixel((60, 5)) == ((255 + 40000) // 256, 255)
+    assert half.getpixel((3, 10))[1] == 0 and half.getpixel((16, 10))[1] == 255
+
+
+def test_16_bit_grey_png_whose_key_is_unused_is_opaque_grey():
+    data = images.make_png_16bit_grey_keyed(66, 64, key=255)
+    data = images.save(Image.open(io.BytesIO(data)).crop((22, 0, 66, 64)), "PNG", transparency=255)
+
+    rendered = render(data, (Variant("all", "fit", 44, 64),))
+
+    assert rendered.variants[0].format == "jpeg" and decoded(rendered.variants[0]).mode == "L"
+
+
 def test_rgba_keeps_alpha_in_png_and_is_flattened_on_white_for_jpeg():
     spec = (
         Variant("auto", "fit", 100, 100),
