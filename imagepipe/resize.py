@@ -46,7 +46,7 @@ class Runtime:
 
     def __init__(self, settings: Settings, s3=None):
         # At start, not as every job's failure (a ConfigError there would be retried per job).
-        imaging.check_engine(settings.imaging_engine)
+        self.engine = imaging.start_engine(settings.imaging_engine)
         imaging.check_variants(settings.variants)
         delivery.check(settings, needs_api_url=True)
         self.settings = settings
@@ -163,7 +163,7 @@ def _make_variants(job, runtime: Runtime) -> Manifest:
         )
     data = obj["Body"].read()
     rendered = imaging.render(data, settings.variants, max_pixels=settings.max_pixels,
-                             engine=settings.imaging_engine)
+                             engine=runtime.engine)
     # The URLs' lifetime (if the stage sets one) counts from the manifest's time.
     created_at = utc_now()
     infos = []

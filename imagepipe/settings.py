@@ -32,8 +32,10 @@ INVOKERS = ("local", "lambda")
 # A `lambda` bridge's threads only wait on Invoke (about 1 s for a 12 MP photo), so its default
 # concurrency is sized for throughput (~64 jobs/s per bridge), not for cores.
 DEFAULT_LAMBDA_WORKERS = 64
-# pillow: the default and the Lambda package's; vips: optional (pyvips), faster on JPEG photos.
-IMAGING_ENGINES = ("pillow", "vips")
+# vips: the default, in the Lambda package and requirements.txt (pyvips + pyvips-binary);
+# pillow: what runs where libvips cannot (``imaging.start_engine``), or when asked for.
+IMAGING_ENGINES = ("vips", "pillow")
+DEFAULT_IMAGING_ENGINE = "vips"
 # How variant URLs are made (see ``imagepipe.delivery``).
 DELIVERY_MODES = ("redirect", "cdn", "presigned")
 # Who may call the API (imagepipe.auth): nobody needs a token, or a JWT from the stage's issuer.
@@ -263,10 +265,11 @@ class Settings:
         "IMAGEPIPE_RESIZE_FUNCTION", None,
         "Lambda function name for the `lambda` invoker (required with it)", default_doc="—")
     imaging_engine: str = setting(
-        "IMAGEPIPE_IMAGING_ENGINE", "pillow",
-        "`pillow`, or `vips` where pyvips and libvips are installed (faster on JPEG photos); "
-        "the Lambda package has Pillow only, and an engine that cannot run stops the resize "
-        "runtime at start", choices=IMAGING_ENGINES)
+        "IMAGEPIPE_IMAGING_ENGINE", DEFAULT_IMAGING_ENGINE,
+        "`vips` (libvips: the resize Lambda package and `requirements.txt` carry it) or "
+        "`pillow`. Decided once at start: where libvips cannot run, the "
+        "resize runtime logs a warning with the reason and uses Pillow's engine (same variants, "
+        "slower); an unknown name stops it", choices=IMAGING_ENGINES)
     workers: int = setting("IMAGEPIPE_WORKERS", 0,
                            "concurrent jobs per bridge; for `lambda`, your share of the "
                            "function's concurrency (a `lambda` bridge only waits on Invoke, so "

@@ -46,7 +46,7 @@ LOGGER = logging.getLogger(__name__)
 
 __all__ = [
     "Rendered", "RenderedVariant", "Resampled", "SourceInfo", "render", "resample",
-    "allowed_decoders", "can_write_avif", "check_engine", "check_variants",
+    "allowed_decoders", "can_write_avif", "check_engine", "check_variants", "start_engine",
 ]
 
 RenderedVariant = Encoded
@@ -87,6 +87,21 @@ class Rendered:
 
 
 ENGINES = IMAGING_ENGINES
+
+
+def start_engine(requested: str) -> str:
+    """The engine a process uses, decided once at start and logged: ``requested``, but Pillow's
+    where libvips cannot run (the Lambda package and ``pip install -r requirements.txt`` carry
+    it, so that is a broken install or an unsupported platform: a warning, not a failed start,
+    since Pillow's engine makes the same variants, only slower)."""
+    if requested not in ENGINES:
+        raise ConfigError(f"imaging engine must be one of {', '.join(ENGINES)}, got {requested!r}")
+    if requested == "vips" and not vips.available():
+        LOGGER.warning("imaging engine: pillow, because libvips cannot run here (%s)",
+                       vips.unavailable_reason() or "unavailable")
+        return "pillow"
+    LOGGER.info("imaging engine: %s", requested)
+    return requested
 
 
 def check_engine(engine: str) -> None:

@@ -28,14 +28,25 @@ from imagepipe.imaging.resample import REDUCING_GAP, Base, pick_base
 _MODES = {1: "L", 3: "RGB"}
 
 
-@functools.lru_cache(maxsize=1)
 def available() -> bool:
+    return _load() is None
+
+
+def unavailable_reason() -> str | None:
+    """Why libvips cannot run here (None when it can)."""
+    return _load()
+
+
+@functools.lru_cache(maxsize=1)
+def _load() -> str | None:
     try:
         import pyvips
-    except (ImportError, OSError):  # no module, or no libvips for it to load
-        return False
+    # No module, no libvips for it to load (OSError), or libvips failed to start (pyvips raises
+    # a bare Exception): whatever it is, this engine cannot run and Pillow's must.
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
     pyvips.cache_set_max(0)  # no operation cache: it would pin decoded images in memory
-    return True
+    return None
 
 
 def can_take(opened: Opened, colours: ColourPlan) -> bool:

@@ -1,5 +1,6 @@
-"""The resize Lambda handler through chalice.test.Client, over moto S3."""
+"""The resize Lambda handler through chalice.test.Client, over moto S3, on each engine."""
 
+import dataclasses
 import io
 import json
 
@@ -26,17 +27,28 @@ def _jpeg(width, height, orientation=1):
     return out.getvalue()
 
 
+@pytest.fixture(params=IMAGING_ENGINES)
+def engine(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def chalice_client(chalice_client, engine):
+    """Every handler test runs on each engine: the settings given are run with that engine."""
+    return lambda module, settings: chalice_client(
+        module, dataclasses.replace(settings, imaging_engine=engine))
+
+
 def _invoke(client, upload_id, bucket, source_etag=None):
     job = ResizeJob.for_upload(upload_id, bucket, "image/jpeg", source_etag)
     response = client.lambda_.invoke("resize", Invocation(job, 1, 3).to_dict())
     return response.payload
 
 
-@pytest.mark.parametrize("engine", IMAGING_ENGINES)
 def test_resize_handler_makes_upright_variants(s3_mock, chalice_client, engine):
     s3, bucket = s3_mock
     module = load_app_module("resize")
-    client = chalice_client(module, Settings(bucket=bucket, imaging_engine=engine))
+    client = chalice_client(module, Settings(bucket=bucket))
     upload_id = keys.new_upload_id()
     # Stored 1200x800, orientation 6 (rotate 90° clockwise to view): upright it is 800x1200.
     s3.put_object(Bucket=bucket, Key=keys.original_key(upload_id), Body=_jpeg(1200, 800, 6))
@@ -44,6 +56,7 @@ def test_resize_handler_makes_upright_variants(s3_mock, chalice_client, engine):
     result = _invoke(client, upload_id, bucket)
 
     assert result["status"] == "done", result
+    assert module.runtime().engine == engine
     sizes = {v["name"]: (v["width"], v["height"]) for v in result["variants"]}
     assert sizes == {"xl": (800, 1200), "lg": (683, 1024), "md": (341, 512), "sm": (171, 256),
                      "thumb": (150, 150)}
@@ -59,10 +72,29 @@ def test_resize_handler_makes_upright_variants(s3_mock, chalice_client, engine):
     assert "exif" in manifest["stripped"]
 
 
-def test_an_engine_that_cannot_run_here_fails_at_start_not_per_job(monkeypatch):
-    monkeypatch.setattr(imaging.vips, "available", lambda: False)
-    with pytest.raises(ConfigError, match="pyvips"):
-        Runtime(Settings(bucket="b", imaging_engine="vips"))
+def test_the_default_engine_is_libvips_where_it_runs():
+    assert imaging.vips.available(), "requirements.txt and the Lambda package carry pyvips-binary"
+    assert Runtime(Settings(bucket="b")).engine == "vips"
+    assert Runtime(Settings(bucket="b", imaging_engine="pillow")).engine == "pillow"
+
+
+def test_where_libvips_cannot_run_the_start_falls_back_to_pillow_and_says_why(monkeypatch, caplog):
+    monkeypatch.setattr(imaging.vips, "_load", lambda: "OSError: libvips.so.42: cannot open")
+
+    with caplog.at_level("INFO", logger="imagepipe.imaging"):
+        runtime = Runtime(Settings(bucket="b", imaging_engine="vips"))
+
+    assert runtime.engine == "pillow"
+    [record] = [r for r in caplog.records if r.name == "imagepipe.imaging"]
+    assert record.levelname == "WARNING"
+    assert record.getMessage() == (
+        "imaging engine: pillow, because libvips cannot run here "
+        "(OSError: libvips.so.42: cannot open)")
+
+
+def test_an_unknown_engine_fails_at_start_not_per_job():
+    with pytest.raises(ConfigError, match="engine must be one of vips, pillow"):
+        imaging.start_engine("magick")
 
 
 def test_a_variant_format_this_pillow_cannot_write_fails_at_start_not_per_job(monkeypatch):

@@ -17,6 +17,7 @@ def test_defaults_are_the_documented_contract():
     assert settings.delivery_limit == 5
     assert settings.presign_expires <= 600
     assert settings.variants == DEFAULT_VARIANTS
+    assert settings.imaging_engine == "vips"
 
 
 def test_to_env_round_trips():
@@ -26,7 +27,7 @@ def test_to_env_round_trips():
                         invoker="lambda", resize_function="fn", workers=3, prefetch=7,
                         retry_backoff_s=1.5, allowed_origins=("https://x.example",),
                         health_port=9464, health_host="0.0.0.0", drain_timeout_s=7.5,
-                        requeue_stuck_after_s=60, imaging_engine="vips")
+                        requeue_stuck_after_s=60, imaging_engine="pillow")
     assert Settings.from_env(original.to_env()) == original
 
 
@@ -174,7 +175,7 @@ def test_every_field_has_one_variable_that_round_trips():
                        variants=(Variant("a", "cover", 10, 20, "webp", 70),),
                        presign_expires=60, download_expires=120,
                        allowed_origins=("https://x.example",), invoker="lambda",
-                       resize_function="fn", imaging_engine="vips", workers=3, prefetch=7,
+                       resize_function="fn", imaging_engine="pillow", workers=3, prefetch=7,
                        resize_reserved_concurrency=5,
                        retry_backoff_s=1.5, drain_timeout_s=7.5, requeue_stuck_after_s=60,
                        multipart_threshold_bytes=1, multipart_part_bytes=6 * 2**20,
