@@ -436,3 +436,25 @@ def test_jpeg_huffman_optimisation_by_default_only_where_it_pays():
     assert big.data == jpeg(pixels[0], False)
     assert small.data == jpeg(pixels[1], True)
     assert forced.data == jpeg(pixels[2], True)
+
+
+def test_webp_effort_by_default_lower_only_above_a_megapixel():
+    photo = images.upright_with_marker(1200, 900).effect_spread(5)
+    data = images.make_jpeg(1200, 900, image=photo)
+    variants = spec(
+        {"name": "big", "width": 1200, "format": "webp"},
+        {"name": "small", "width": 600, "format": "webp"},
+        {"name": "asked", "width": 1200, "format": "webp", "options": {"webp": {"method": 4}}},
+    )
+
+    rendered = render(data, variants)
+    resampled = imaging.resample(data, variants, max_pixels=LIMIT, engine=ENGINE["name"])
+    pixels = [image for _, image in sorted(resampled.images, key=lambda made: made[0])]
+
+    def webp(image, method):
+        return images.save(image, "WEBP", quality=82, method=method)
+
+    big, small, asked = rendered.variants
+    assert big.data == webp(pixels[0], 2)
+    assert small.data == webp(pixels[1], 4)
+    assert asked.data == webp(pixels[2], 4)
