@@ -196,9 +196,9 @@ def _render(data, variants, max_pixels, pool: Executor | None, threads: int,
         final_mode = final_mode or resized.mode
         variant = variants[index]
         if pool is None:
-            pending[index] = _finish(resized, variant, opened.orientation)
+            pending[index] = _finish(resized, variant, opened.orientation, engine)
         else:
-            pending[index] = pool.submit(_finish, resized, variant, opened.orientation)
+            pending[index] = pool.submit(_finish, resized, variant, opened.orientation, engine)
     encoded = [
         p.result() if isinstance(p, Future) else p for _, p in sorted(pending.items())
     ]
@@ -223,8 +223,8 @@ def _render(data, variants, max_pixels, pool: Executor | None, threads: int,
     )
 
 
-def _finish(image, variant: Variant, orientation: int) -> Encoded:
-    return encode.encode(geometry.turn_upright(image, orientation), variant)
+def _finish(image, variant: Variant, orientation: int, engine: str = "pillow") -> Encoded:
+    return encode.encode(geometry.turn_upright(image, orientation), variant, engine)
 
 
 def _source_info(opened, upright, stored_mode: str, profile: str | None) -> SourceInfo:

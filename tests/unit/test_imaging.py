@@ -8,7 +8,7 @@ import time
 import warnings
 
 import pytest
-from PIL import Image, ImageCms
+from PIL import Image, ImageCms, PngImagePlugin
 
 from imagepipe import imaging
 from imagepipe.imaging import load, vips
@@ -170,6 +170,36 @@ def test_png_text_chunks_are_stripped():
 
     assert "text" in rendered.stripped
     assert b"a secret prompt" not in rendered.variants[0].data
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "RGB", "RGBA"])
+def test_png_variants_hold_pixels_and_nothing_else(mode):
+    # Only the critical chunks: no pHYs (libvips writes one, 25.4 dpi, for pixels from memory),
+    # no text, time or profile, whichever engine wrote the file.
+    source = Image.new(mode, (90, 60), (40, 90, 200, 128)[:len(mode)])
+    info = PngImagePlugin.PngInfo()
+    info.add_text("comment", "secret")
+    data = images.save(source, "PNG", pnginfo=info, dpi=(300, 300), icc_profile=_srgb_profile())
+
+    rendered = render(data, (Variant("p", "fit", 60, 60, "png"),))
+
+    png = rendered.variants[0].data
+    assert _png_chunks(png)[0] == b"IHDR" and _png_chunks(png)[-1] == b"IEND"
+    assert set(_png_chunks(png)) == {b"IHDR", b"IDAT", b"IEND"}
+    image = decoded(rendered.variants[0])
+    assert image.mode == mode and image.size == (60, 40) and image.info == {}
+    got = image.convert("RGBA").getpixel((30, 20))
+    expected = source.convert("RGBA").getpixel((0, 0))
+    assert all(abs(a - b) <= 1 for a, b in zip(got, expected)), (got, expected)  # premultiplied
+
+
+def _png_chunks(png: bytes) -> list[bytes]:
+    kinds, offset = [], 8
+    while offset < len(png):
+        length = int.from_bytes(png[offset:offset + 4], "big")
+        kinds.append(png[offset + 4:offset + 8])
+        offset += 12 + length
+    return kinds
 
 
 def _srgb_profile() -> bytes:
