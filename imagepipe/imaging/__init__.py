@@ -21,8 +21,9 @@ Speed (see ``make bench BENCH_ARGS=imaging``): one decode for all variants, JPEG
 that is big enough, resampling on the stored axes so only small results are turned upright,
 colour conversion after the first resample, and — with ``threads`` > 1 — large resamples cut
 into strips and variants encoded while the next is made (Pillow releases the GIL for both).
-``engine="vips"`` (optional, where pyvips is installed) has libvips decode and resample JPEG
-photos instead; everything else is shared, so both engines pass the same tests.
+``engine="vips"`` (the pipeline's default, where pyvips and its libvips load) has libvips
+resample every image that needs no per-variant colour transform, decode JPEG photos itself
+(streaming) and write PNG; everything else is shared, so both engines pass the same tests.
 """
 
 from __future__ import annotations
@@ -130,7 +131,7 @@ def render(
 ) -> Rendered:
     """Every variant of ``data``. ``threads`` > 1 uses that many threads for one image: for a
     worker that has the cores to itself (the CLI, one Lambda invocation with several vCPUs).
-    ``engine="vips"`` lets libvips decode and resample JPEG photos, where pyvips is installed."""
+    ``engine="vips"`` has libvips do the resampling (see ``imaging.vips``), where it can run."""
     check_engine(engine)
     try:
         # Pillow warns (UserWarning) about broken EXIF in hostile files as it parses them; the
@@ -171,15 +172,20 @@ def resample(data: bytes, variants: Sequence[Variant], *, max_pixels: int,
     plans = [geometry.plan(v, upright, opened.orientation) for v in variants]
     icc = image.info.get("icc_profile")
     colours = colour.plan(icc, image.mode)
-    if engine == "vips" and vips.can_take(opened, colours):
-        made = vips.resample_all(data, opened, plans, threads)
+    if engine == "vips" and vips.decodes(opened, colours):
+        source = vips.jpeg_source(data, image.size, plans)
+        made = vips.resample_all(source, image.size, image.mode, plans, threads)
     else:
         largest = max((p.largest_scale for p in plans), default=1.0)
         reduction = decode(opened, largest, REDUCING_GAP)
         working = colour.normalise(image)
         working.info = {}  # nothing of the source's metadata may reach an encoder
-        source = Base(working, 1 / reduction, 1 / reduction)
-        made = resample_all(source, plans, image.size, colours.apply, pool, threads)
+        if engine == "vips" and vips.resamples(working, colours):
+            source = vips.memory_source(working, image.size)
+            made = vips.resample_all(source, image.size, working.mode, plans, threads)
+        else:
+            source = Base(working, 1 / reduction, 1 / reduction)
+            made = resample_all(source, plans, image.size, colours.apply, pool, threads)
     return Resampled(opened, upright, stored_mode, icc, colours, iter(made))
 
 

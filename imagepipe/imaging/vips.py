@@ -1,20 +1,23 @@
-"""An optional engine: libvips decodes and resamples JPEG photographs; all else is shared.
+"""The libvips engine: libvips resamples, and decodes JPEG photographs itself; all else is shared.
 
-Only where ``pyvips`` (with the ``pyvips-binary`` wheel's libvips) is installed — never in the
-Lambda package, whose engine is Pillow. The allow-list, limits, orientation, colour plans and
-encoding stay the Pillow engine's, so both give the same variants, bytes aside; what libvips
-does better is the work in between: a JPEG streams through its decoder into a SIMD lanczos3
-resampler without the full-size image ever being held (the peak RSS of a 24 MP JPEG is a
-fraction of Pillow's), several times faster than Pillow's resample.
+Where ``pyvips`` with the ``pyvips-binary`` wheel's libvips is installed: the resize Lambda
+package, ``requirements.txt``. The allow-list, limits, orientation, colour plans and encoding
+(but PNG's, see ``save_png``) stay the Pillow engine's, so both give the same variants, bytes
+aside. What libvips does better is the work in between:
 
-It takes JPEGs in RGB or grey without a profile to convert and not animated; other images go
-through Pillow (``can_take``).
+- a JPEG in RGB or grey without a profile to convert (``decodes``) streams through its decoder
+  into a SIMD lanczos3 resampler without the full-size image ever being held (the peak RSS of
+  a 24 MP JPEG is a fraction of Pillow's), several times faster than Pillow's resample;
+- whatever else Pillow decoded and made 8-bit L, LA, RGB or RGBA (``resamples``: PNG, WebP,
+  GIF, a JPEG that needed a transform) is handed over once and resampled the same way.
+
+CMYK and images whose profile converts per variant stay on Pillow's path.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Iterator
+from typing import Callable, Iterator
 
 from PIL import Image
 
@@ -25,7 +28,8 @@ from imagepipe.imaging.load import Opened, draft_target
 from imagepipe.imaging import resample
 from imagepipe.imaging.resample import REDUCING_GAP, Base, pick_base
 
-_MODES = {1: "L", 3: "RGB"}
+_PILLOW_MODES = ("L", "LA", "RGB", "RGBA")
+_PREMULTIPLIED = {"LA": "La", "RGBA": "RGBa"}  # Pillow's modes for alpha-premultiplied pixels
 
 
 def available() -> bool:
@@ -49,7 +53,8 @@ def _load() -> str | None:
     return None
 
 
-def can_take(opened: Opened, colours: ColourPlan) -> bool:
+def decodes(opened: Opened, colours: ColourPlan) -> bool:
+    """libvips decodes it itself: a JPEG in RGB or grey, without a profile to convert."""
     return (
         opened.is_jpeg
         and opened.image.mode in ("RGB", "L")
@@ -58,18 +63,19 @@ def can_take(opened: Opened, colours: ColourPlan) -> bool:
     )
 
 
-def resample_all(
-    data: bytes, opened: Opened, plans: list[Plan], threads: int = 1
-) -> Iterator[tuple[int, Image.Image]]:
-    """As ``resample.resample_all``: (plan index, Pillow image on the stored axes), largest
-    first, each from the smallest made image still REDUCING_GAP times its size, else from a
-    fresh sequential decode of the source."""
+def resamples(image: Image.Image, colours: ColourPlan) -> bool:
+    """libvips resamples what Pillow decoded (and ``colour.normalise`` made 8-bit): grey or RGB,
+    with or without alpha, with no colour conversion left to do."""
+    return image.mode in _PILLOW_MODES and not colours.converts
+
+
+def jpeg_source(data: bytes, stored_size: tuple[int, int], plans: list[Plan]) -> Callable[[], Base]:
+    """A fresh sequential decode of the JPEG each time it is called (a streamed image is read
+    once), at the DCT scaling the largest variant allows (``_jpeg_shrink``)."""
     import pyvips
 
-    pyvips.concurrency_set(max(1, threads))
-    width, height = opened.image.size
-    largest = max((p.largest_scale for p in plans), default=1.0)
-    shrink = _jpeg_shrink(opened.image.size, largest)
+    width, height = stored_size
+    shrink = _jpeg_shrink(stored_size, max((p.largest_scale for p in plans), default=1.0))
 
     def source() -> Base:
         image = pyvips.Image.new_from_buffer(
@@ -77,6 +83,35 @@ def resample_all(
         )
         return Base(image, image.width / width, image.height / height)
 
+    return source
+
+
+def memory_source(image: Image.Image, stored_size: tuple[int, int]) -> Callable[[], Base]:
+    """Pillow's decoded pixels, handed to libvips once. Alpha is premultiplied first, in 8 bits
+    as Pillow's own resize does it, so the colour of transparent pixels never bleeds into the
+    edges (libvips' premultiply works in float: 4x the time of the resample it protects)."""
+    import pyvips
+
+    if image.mode in _PREMULTIPLIED:
+        image = image.convert(_PREMULTIPLIED[image.mode])
+    made = pyvips.Image.new_from_memory(
+        image.tobytes(), image.width, image.height, len(image.getbands()), "uchar"
+    )
+    base = Base(made, image.width / stored_size[0], image.height / stored_size[1])
+    return lambda: base
+
+
+def resample_all(
+    source: Callable[[], Base], stored_size: tuple[int, int], mode: str, plans: list[Plan],
+    threads: int = 1,
+) -> Iterator[tuple[int, Image.Image]]:
+    """As ``resample.resample_all``: (plan index, Pillow image in ``mode`` on the stored axes),
+    largest first, each from the smallest made image still REDUCING_GAP times its size, else
+    from ``source()``."""
+    import pyvips
+
+    pyvips.concurrency_set(max(1, threads))
+    width, height = stored_size
     bases: list[Base] = []
     for index in sorted(range(len(plans)), key=lambda i: plans[i].largest_scale, reverse=True):
         plan = plans[index]
@@ -86,15 +121,15 @@ def resample_all(
                 # A crop that starts between pixels (a cover variant): libvips resizes whole
                 # pixels only, and half a pixel off shows (SSIM 0.90 on a grainy thumbnail).
                 # Pillow resamples exactly that box, from this base made into a Pillow image.
-                pillow_base = Base(_to_pillow(base.image.copy_memory()), base.sx, base.sy)
+                pillow_base = Base(_to_pillow(base.image.copy_memory(), mode), base.sx, base.sy)
                 yield index, resample.resample(pillow_base, plan)
                 continue
-            made = _resample(base, plan).copy_memory()  # the decode happens here
+            made = _resample(base, plan).copy_memory()  # a JPEG's decode happens here
         except pyvips.Error as exc:
             raise _bad_data(exc) from None
         if plan.variant.mode == "fit":
             bases.append(Base(made, made.width / width, made.height / height))
-        yield index, _to_pillow(made)
+        yield index, _to_pillow(made, mode)
 
 
 def _bad_data(exc) -> PermanentError:
@@ -134,10 +169,12 @@ def _resample(base: Base, plan: Plan):
     return resized
 
 
-def _to_pillow(image) -> Image.Image:
+def _to_pillow(image, mode: str) -> Image.Image:
     if image.format != "uchar":
         image = image.cast("uchar")
-    return Image.frombytes(_MODES[image.bands], (image.width, image.height), image.write_to_memory())
+    stored = _PREMULTIPLIED.get(mode, mode)
+    made = Image.frombytes(stored, (image.width, image.height), image.write_to_memory())
+    return made.convert(mode) if stored != mode else made
 
 
 def save_png(image: Image.Image, compress_level: int) -> bytes:

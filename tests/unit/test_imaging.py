@@ -360,6 +360,28 @@ def test_rgba_keeps_alpha_in_png_and_is_flattened_on_white_for_jpeg():
     assert "jpg: RGBA->RGB on #ffffff" in rendered.converted
 
 
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_the_colour_under_full_transparency_never_bleeds_into_the_edge(mode):
+    # Opaque green (grey 150) beside fully transparent red (grey 30): resampled with the alpha
+    # premultiplied, the edge pixels are green with partial alpha, never a red-brown blend.
+    opaque, hidden = ((0, 200, 0, 255), (255, 0, 0, 0)) if mode == "RGBA" else ((150, 255), (30, 0))
+    image = Image.new(mode, (301, 200), hidden)
+    image.paste(opaque, (0, 0, 150, 200))
+    spec = (Variant("p", "fit", 100, 100, "png"),)
+
+    edge = [decoded(v) for v in render(images.save(image, "PNG"), spec).variants][0]
+
+    assert edge.size == (100, 66)
+    # (Below alpha 32 an 8-bit premultiplied colour is too coarse to say anything.)
+    partial = [edge.getpixel((x, 33)) for x in range(100) if 32 <= edge.getpixel((x, 33))[-1] < 255]
+    assert partial, "the edge has pixels of partial alpha"
+    for pixel in partial:
+        if mode == "RGBA":
+            assert pixel[0] <= 2 and abs(pixel[1] - 200) <= 8, pixel
+        else:
+            assert abs(pixel[0] - 150) <= 8, pixel
+
+
 def test_fully_opaque_alpha_gives_jpeg():
     rendered = render(images.make_png(64, 64, mode="RGBA", color=(*images.BLUE, 255)))
 
