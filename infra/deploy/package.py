@@ -222,9 +222,11 @@ def _stage_project(root, manifest, function, spec, settings, build_dir, wheel_ca
                         ignore=vendoring.VENDOR_IGNORE)
     vendor = project / "vendor"
     vendoring.copy_core(root, vendor)
-    pins = wheels.pinned_requirements(source / "requirements.txt")
+    requirements = source / "requirements.txt"
+    pins = wheels.pinned_requirements(requirements)
     try:
-        for wheel in wheels.lambda_wheels(pins, wheel_cache, download):
+        for wheel in wheels.lambda_wheels(pins, wheel_cache, download,
+                                          wheels.built_from_source(requirements)):
             wheels.unpack(wheel, vendor)
     except wheels.WheelError as exc:
         raise PackageError(str(exc)) from None

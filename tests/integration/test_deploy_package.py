@@ -80,11 +80,26 @@ def test_resize_bundle_has_pillow_from_a_manylinux_wheel_for_the_runtime(package
         assert elf[:4] == b"\x7fELF" and int.from_bytes(elf[18:20], "little") == ELF_MACHINE_X86_64
         # The shared libraries the wheel brings (libjpeg, zlib...) come along.
         assert [n for n in names if n.startswith("pillow.libs/libjpeg")]
-        # Nothing compiled for this machine's Python.
+        # Nothing compiled for this machine's Python (abi3: any CPython 3 from the stable ABI).
         assert not [n for n in names if n.endswith(".so") and "cpython-312" not in n
-                    and not n.startswith("pillow.libs/")]
+                    and not n.endswith(".abi3.so") and not n.startswith("pillow.libs/")]
         assert "app.py" in names and "imagepipe/resize.py" in names
         assert_only_the_core(names)
+
+
+def test_resize_bundle_has_libvips_its_default_engine_from_wheels_for_the_runtime(packaged):
+    with bundle(packaged, "resize") as archive:
+        names = archive.namelist()
+        for project in ("pyvips_binary", "pyvips", "cffi"):
+            (wheel_file,) = [n for n in names
+                             if re.fullmatch(project + r"-[^/-]+\.dist-info/WHEEL", n)]
+            tags = wheels.wheel_tags(archive.read(wheel_file).decode())
+            assert tags and all(wheels.tag_runs_on_lambda(t) for t in tags), (project, tags)
+        # The compiled binding pyvips loads (API mode) and the libvips it links to.
+        assert "_libvips.abi3.so" in names and "pyvips/__init__.py" in names
+        assert [n for n in names if re.fullmatch(r"pyvips_binary\.libs/libvips-[^/]+\.so\.42", n)]
+        (backend,) = [n for n in names if n.startswith("_cffi_backend.")]
+        assert backend == f"_cffi_backend.{platform.ABI.replace('cp', 'cpython-')}-x86_64-linux-gnu.so"
 
 
 def test_upload_bundle_has_no_pillow(packaged):

@@ -57,6 +57,55 @@ def test_a_failed_download_is_an_error_not_a_build(tmp_path):
     assert not list(tmp_path.glob("*.json"))  # nothing cached
 
 
+def test_a_source_only_package_is_named_pips_way_and_must_be_pinned(tmp_path):
+    good = tmp_path / "good.txt"
+    good.write_text("pillow==13.0.0\n# pure Python, source only\n--no-binary pyvips\npyvips==3.2.0\n")
+    assert wheels.pinned_requirements(good) == ["pillow==13.0.0", "pyvips==3.2.0"]
+    assert wheels.built_from_source(good) == {"pyvips"}
+    bad = tmp_path / "bad.txt"
+    bad.write_text("--no-binary=pyvips,Some_Thing\npyvips==3.2.0\n")
+    with pytest.raises(ConfigError, match="--no-binary some-thing is not pinned there"):
+        wheels.built_from_source(bad)
+
+
+def test_a_source_only_package_is_built_and_taken_only_as_a_wheel_lambda_loads(tmp_path):
+    downloaded, built = [], []
+
+    def download(pins, dest):
+        downloaded.append(list(pins))
+        (dest / "pillow-13.0.0-cp312-cp312-manylinux_2_28_x86_64.whl").write_bytes(b"wheel")
+
+    def build(pins, dest):
+        built.append(list(pins))
+        (dest / "pyvips-3.2.0-py3-none-any.whl").write_bytes(b"wheel")
+
+    pins = ["pillow==13.0.0", "pyvips==3.2.0"]
+    got = wheels.lambda_wheels(pins, tmp_path / "a", download, frozenset({"pyvips"}), build)
+
+    assert [w.name for w in got] == ["pillow-13.0.0-cp312-cp312-manylinux_2_28_x86_64.whl",
+                                     "pyvips-3.2.0-py3-none-any.whl"]
+    assert downloaded == [["pillow==13.0.0"]] and built == [["pyvips==3.2.0"]]
+
+    def build_for_this_machine(pins, dest):
+        (dest / "pyvips-3.2.0-cp311-cp311-linux_x86_64.whl").write_bytes(b"wheel")
+
+    with pytest.raises(wheels.WheelError, match="cp311-cp311-linux_x86_64.whl, which would not load"):
+        wheels.lambda_wheels(pins, tmp_path / "b", download, frozenset({"pyvips"}),
+                             build_for_this_machine)
+    assert not list((tmp_path / "b").glob("*.json"))  # nothing cached
+
+
+@pytest.mark.parametrize("name, tags", [
+    ("pyvips-3.2.0-py3-none-any.whl", ["py3-none-any"]),
+    ("six-1.17.0-py2.py3-none-any.whl", ["py2-none-any", "py3-none-any"]),
+    ("pillow-13.0.0-cp312-cp312-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl",
+     ["cp312-cp312-manylinux_2_27_x86_64", "cp312-cp312-manylinux_2_28_x86_64"]),
+    ("pyvips-3.2.0.tar.gz", []),
+])
+def test_the_tags_a_wheels_file_name_claims(name, tags):
+    assert wheels.filename_tags(name) == tags
+
+
 def test_function_pins_match_the_repositorys_so_lambda_runs_what_the_tests_ran():
     from pathlib import Path
 
@@ -73,15 +122,24 @@ def test_function_pins_match_the_repositorys_so_lambda_runs_what_the_tests_ran()
 
 def test_function_packages_come_from_the_projects_runtime_dependencies():
     """A function carries only what the runtime core declares (``pip install imagepipe`` and
-    its engine extra), never a development package."""
+    its engine extra) and what those need, never a development package."""
     import re
     import tomllib
+    from importlib import metadata
     from pathlib import Path
+
+    def name(spec: str) -> str:
+        return re.sub(r"[-_.]+", "-", re.split(r"[<>=!~\[ ;]", spec, maxsplit=1)[0]).lower()
 
     root = Path(__file__).resolve().parents[2]
     project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
     declared = project["dependencies"] + project["optional-dependencies"]["vips"]
-    runtime = {re.split(r"[<>=!~\[ ;]", spec, maxsplit=1)[0].lower() for spec in declared}
+    runtime, todo = set(), [name(spec) for spec in declared]
+    while todo:  # and their dependencies, as installed here (requirements.txt's pins)
+        package = todo.pop()
+        if package not in runtime:
+            runtime.add(package)
+            todo += [name(r) for r in metadata.requires(package) or () if "extra ==" not in r]
     for path in sorted((root / "functions").glob("*/requirements.txt")):
         for pin in wheels.pinned_requirements(path):
-            assert pin.split("==")[0].lower() in runtime, f"{path}: {pin}"
+            assert name(pin) in runtime, f"{path}: {pin}"
