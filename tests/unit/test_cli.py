@@ -173,6 +173,38 @@ def test_resize_with_an_engine_that_cannot_run_here_is_a_usage_error(tmp_path, m
     assert not (tmp_path / "out").exists()
 
 
+def test_resize_runs_libvips_by_default(tmp_path, monkeypatch, capsys):
+    from imagepipe_tools.cli import main
+    from imagepipe_tools.cli import resize as resize_cli
+
+    (tmp_path / "a.jpg").write_bytes(images.make_jpeg(300, 200))
+    made, used = resize_cli.resize_one, []
+    monkeypatch.setattr(resize_cli, "resize_one", lambda *args: used.append(args[-1]) or made(*args))
+
+    assert main(["resize", str(tmp_path / "a.jpg"), "--out", str(tmp_path / "out")]) == 0
+
+    assert used == ["vips"]
+    assert capsys.readouterr().out.startswith(f"{tmp_path / 'a.jpg'}: done (xl 300x200 jpeg")
+
+
+def test_resize_runs_pillow_with_a_warning_where_libvips_cannot_run(tmp_path):
+    (tmp_path / "a.jpg").write_bytes(images.make_jpeg(300, 200))
+    broken = ("import sys; from imagepipe.imaging import vips; "
+              "vips._load = lambda: 'OSError: libvips.so.42: cannot open'; "
+              "from imagepipe_tools.cli import main; sys.exit(main(sys.argv[1:]))")
+
+    result = subprocess.run([sys.executable, "-c", broken, "resize", "a.jpg", "--out", "out"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+
+    assert result.returncode == 0
+    assert result.stdout.startswith("a.jpg: done (xl 300x200 jpeg")
+    [line] = result.stderr.splitlines()
+    logged = json.loads(line)
+    assert (logged["level"], logged["logger"]) == ("WARNING", "imagepipe.imaging")
+    assert logged["message"] == ("imaging engine: pillow, because libvips cannot run here "
+                                 "(OSError: libvips.so.42: cannot open)")
+
+
 ENGINES = ["pillow"] + (["vips"] if vips.available() else [])
 
 

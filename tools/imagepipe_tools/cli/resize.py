@@ -30,7 +30,7 @@ from imagepipe_tools.cli import exit_status, one_line, positive_int, unique_stem
 from imagepipe.errors import INTERNAL, SOURCE_MISSING, ConfigError, JobError, PermanentError
 from imagepipe.keys import FORMAT_EXTENSIONS
 from imagepipe.messages import State
-from imagepipe.settings import DEFAULT_MAX_PIXELS
+from imagepipe.settings import DEFAULT_IMAGING_ENGINE, DEFAULT_MAX_PIXELS
 from imagepipe.spec import DEFAULT_VARIANTS
 
 LOGGER = logging.getLogger(__name__)
@@ -50,17 +50,21 @@ def register(commands) -> None:
                         metavar="N", help=f"refuse larger images (default {DEFAULT_MAX_PIXELS})")
     resize.add_argument("--threads", type=positive_int, default=1, metavar="N",
                         help="threads for each image (resampling in strips, encoding): default 1")
-    resize.add_argument("--engine", choices=imaging.ENGINES, default="pillow",
-                        help="pillow (default, what the resize function uses) or vips "
-                             "(libvips for JPEG photos; needs pyvips)")
+    resize.add_argument("--engine", choices=imaging.ENGINES, default=None,
+                        help="vips (the default, as in the resize function: libvips, or "
+                             "Pillow's engine with a warning where libvips cannot run) or pillow")
     resize.set_defaults(run=run_resize, parser=resize)
 
 
 def run_resize(args: argparse.Namespace) -> int:
-    try:
-        imaging.check_engine(args.engine)
-    except ConfigError as exc:
-        args.parser.error(f"--engine {args.engine}: {exc}")  # exits 2
+    if args.engine is None:  # the pipeline's default, with the pipeline's fallback
+        engine = imaging.start_engine(DEFAULT_IMAGING_ENGINE)
+    else:  # asked for by name: it runs, or it is a usage error
+        try:
+            imaging.check_engine(args.engine)
+        except ConfigError as exc:
+            args.parser.error(f"--engine {args.engine}: {exc}")  # exits 2
+        engine = args.engine
     # libvips logs each failed decode ("error in tile") as a warning; the input's line already
     # says it failed, and why.
     logging.getLogger("pyvips").setLevel(logging.ERROR)
@@ -72,7 +76,7 @@ def run_resize(args: argparse.Namespace) -> int:
     results = []
     for name in args.files:
         stem = unique_stem(name, used)
-        result = resize_one(name, args.out, stem, args.max_pixels, args.threads, args.engine)
+        result = resize_one(name, args.out, stem, args.max_pixels, args.threads, engine)
         results.append(result)
         print(_json_line(result) if args.json else _text_line(result), flush=True)
     return exit_status(results)
