@@ -98,11 +98,23 @@ def test_quick_run_of_the_section_reports_every_metric():
         for name in engines:
             prefix = "" if name == "pillow" else f"{name}_"
             assert summary[f"{case}_{prefix}x_naive"] > 0
+            assert summary[f"{case}_{prefix}x_naive_cpu"] > 0
             assert summary[f"{case}_{prefix}ssim_min"] >= bench.SSIM_FLOOR
+            assert result["details"][case][f"{prefix}output_bytes"]["total"] > 0
     for name in engines:
         prefix = "" if name == "pillow" else f"{name}_"
         assert summary[f"jpeg_1mp_{prefix}images_per_s"] > 0
         # a fresh process with Python and Pillow is already ~25 MB
         assert 20 < summary[f"jpeg_2mp_{prefix}peak_rss_mb"] < 500
+        assert summary[f"function_{prefix}cold_start_cpu_ms"] > 0
+        assert summary[f"function_jpeg_1mp_{prefix}lambda_ms"] > 0
+        assert result["details"]["function"][name]["engine"] == name  # it ran where asked
     assert json.loads(json.dumps(result)) == result
     assert any("peak RSS" in line for line in lines)
+    assert any(line.startswith("resize function, ") for line in lines)
+
+
+def test_lambda_duration_follows_the_cpu_share_of_the_memory_size():
+    assert bench.lambda_ms(100.0, 1769) == 100.0
+    assert bench.lambda_ms(100.0, 3538) == 100.0  # one thread: a second vCPU does not help
+    assert bench.lambda_ms(100.0, 884) == pytest.approx(200.1, abs=0.1)

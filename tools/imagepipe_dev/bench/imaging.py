@@ -8,9 +8,14 @@ medians (so a busy machine slows both alike), plus:
   just before encoding, against naive's LANCZOS-from-full pixels. The engine's shortcuts (DCT
   scaling, resampling from a larger variant) must keep it at or above 0.998.
 - threads: the same render with one thread per core (strips + overlapping encodes).
-- each engine installed: Pillow, and libvips (``engine="vips"``) where pyvips is.
+- each engine that runs here: Pillow's, and libvips' (``engine="vips"``, the default).
 - images/second with one worker process per core, for both.
 - peak RSS of a fresh process that renders one 24 MP JPEG (and of naive, for scale).
+- the resize function's cold start (importing app.py, starting the engine) and its time per
+  12 MP photo, in a fresh process, as CPU time and as Lambda duration at the configured memory
+  size (``chalicefile.json``: CPU in proportion to memory, a full vCPU at 1,769 MB).
+- ``x_naive_cpu``: the one-thread ratio in CPU time, which other work on the machine inflates
+  less than wall-clock time; and each engine's output bytes beside naive's.
 
 Bench images are made at run time from a fixed seed: 1/f ("pink") noise in colour, like the
 statistics of natural photographs, with sharp-edged shapes and sensor grain, saved as JPEG q90
@@ -36,6 +41,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Callable, Sequence
 
 from PIL import Image, ImageDraw, ImageOps
@@ -194,17 +200,24 @@ def _median_ms(samples: list[float]) -> float:
     return round(statistics.median(samples) * 1000, 1)
 
 
-def compare(runs: dict[str, Callable[[], object]], reps: int) -> dict[str, float]:
-    """Median ms of each callable, run interleaved (one warm-up each)."""
-    samples: dict[str, list[float]] = {name: [] for name in runs}
+def compare(
+    runs: dict[str, Callable[[], object]], reps: int
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Median ms of each callable, run interleaved (one warm-up each): wall-clock time, and the
+    process's CPU time (all its threads), which a machine shared with other work inflates
+    less - what a one-thread render costs where it has a core to itself (a Lambda)."""
+    wall: dict[str, list[float]] = {name: [] for name in runs}
+    cpu: dict[str, list[float]] = {name: [] for name in runs}
     for fn in runs.values():
         fn()
     for _ in range(reps):
         for name, fn in runs.items():
-            started = time.perf_counter()
+            started, used = time.perf_counter(), time.process_time()
             fn()
-            samples[name].append(time.perf_counter() - started)
-    return {name: _median_ms(values) for name, values in samples.items()}
+            cpu[name].append(time.process_time() - used)
+            wall[name].append(time.perf_counter() - started)
+    return ({name: _median_ms(v) for name, v in wall.items()},
+            {name: _median_ms(v) for name, v in cpu.items()})
 
 
 def upright_images(data: bytes, variants: Sequence[Variant], name: str = "pillow",
@@ -229,6 +242,14 @@ def ssim_min(
             b = b.resize(a.size, Image.Resampling.LANCZOS)
         scores[v.name] = round(ssim(a, b), 5)
     return min(scores.values()), scores
+
+
+def output_bytes(data: bytes, variants: Sequence[Variant], name: str) -> dict[str, int]:
+    """Each variant's file size, and naive's: what the encoder settings trade for time."""
+    ours = engine(data, variants, name=name).variants
+    return {"total": sum(len(v.data) for v in ours),
+            "naive_total": sum(len(b) for b in naive(data, variants)),
+            **{v.name: len(v.data) for v in ours}}
 
 
 _WORKER_DATA: bytes = b""
@@ -286,6 +307,68 @@ def peak_rss_mb(path: str, kind: str) -> tuple[float, float]:
     return round(after, 1), round(before, 1)
 
 
+# The resize function as Lambda starts it, in a fresh process: import app.py (Chalice, the core,
+# Pillow; the init phase), make its Runtime on the first invocation (the engine: pyvips loads
+# and starts libvips here), then resize the photo once cold and REPS times warm. Prints, per
+# step, wall-clock and CPU seconds.
+_FUNCTION_SCRIPT = """
+import importlib.util, json, os, sys, time
+marks = [(time.perf_counter(), time.process_time())]
+def mark():
+    marks.append((time.perf_counter(), time.process_time()))
+spec = importlib.util.spec_from_file_location("resize_app", sys.argv[1])
+app = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(app)
+mark()
+runtime = app.runtime()
+mark()
+from imagepipe import imaging
+data = open(sys.argv[2], "rb").read()
+for _ in range(1 + int(sys.argv[3])):
+    imaging.render(data, runtime.settings.variants, max_pixels=runtime.settings.max_pixels,
+                   engine=runtime.engine)
+    mark()
+print(json.dumps({"engine": runtime.engine, "marks": marks}))
+"""
+FUNCTION_APP = Path(__file__).resolve().parents[3] / "functions" / "resize" / "app.py"
+CHALICEFILE = FUNCTION_APP.parents[2] / "chalicefile.json"
+# Lambda gives a function CPU in proportion to its memory: one full vCPU at 1,769 MB.
+LAMBDA_MB_PER_VCPU = 1769
+
+
+def function_start(path: str, engine_name: str, reps: int) -> dict:
+    """Cold start and per-photo times of the resize function (see _FUNCTION_SCRIPT), in ms."""
+    env = {**os.environ, "IMAGEPIPE_BUCKET": "bench", "IMAGEPIPE_IMAGING_ENGINE": engine_name}
+    result = subprocess.run(
+        [sys.executable, "-c", _FUNCTION_SCRIPT, str(FUNCTION_APP), path, str(reps)],
+        capture_output=True, text=True, check=True, cwd=os.getcwd(), env=env,
+    )
+    record = json.loads(result.stdout)
+    marks = record["marks"]
+
+    def step(i: int, kind: int) -> float:
+        return round((marks[i + 1][kind] - marks[i][kind]) * 1000, 1)
+
+    warm = range(3, len(marks) - 1)
+    return {
+        "engine": record["engine"],
+        "import_app_ms": step(0, 0), "import_app_cpu_ms": step(0, 1),
+        "start_engine_ms": step(1, 0), "start_engine_cpu_ms": step(1, 1),
+        "first_photo_ms": step(2, 0), "first_photo_cpu_ms": step(2, 1),
+        "photo_cpu_ms": round(statistics.median(step(i, 1) for i in warm), 1) if reps else None,
+    }
+
+
+def lambda_ms(cpu_ms: float, memory_mb: int) -> float:
+    """One thread's CPU time as Lambda duration at ``memory_mb``: stretched below a full vCPU,
+    not shortened above it (one thread uses one vCPU at most)."""
+    return round(cpu_ms * max(1.0, LAMBDA_MB_PER_VCPU / memory_mb), 1)
+
+
+def configured_memory_mb() -> int:
+    return int(json.loads(CHALICEFILE.read_text())["functions"]["resize"]["memory_mb"])
+
+
 # --- the section --------------------------------------------------------------------------------
 
 
@@ -316,22 +399,25 @@ def run(ctx) -> dict:
             prefix = "" if name == "pillow" else f"{name}_"
             runs[f"{prefix}engine"] = functools.partial(engine, data, variants, 1, name)
             runs[f"{prefix}engine_threads"] = functools.partial(engine, data, variants, cores, name)
-        times = compare(runs, reps)
-        details[case] = {"ms": times, "bytes": len(data)}
+        times, cpu = compare(runs, reps)
+        details[case] = {"ms": times, "cpu_ms": cpu, "bytes": len(data)}
         for name in engines:
             prefix = "" if name == "pillow" else f"{name}_"
             worst, scores = ssim_min(data, variants, name)
             one = round(times["naive"] / times[f"{prefix}engine"], 2)
+            one_cpu = round(cpu["naive"] / cpu[f"{prefix}engine"], 2)
             threaded = round(times["naive"] / times[f"{prefix}engine_threads"], 2)
             summary[f"{case}_{prefix}x_naive"] = one
+            summary[f"{case}_{prefix}x_naive_cpu"] = one_cpu
             summary[f"{case}_{prefix}x_naive_threads"] = threaded
             summary[f"{case}_{prefix}ssim_min"] = worst
             details[case][f"{prefix}ssim"] = scores
+            details[case][f"{prefix}output_bytes"] = output_bytes(data, variants, name)
             ctx.say(
                 f"{case:14} {name:6} naive {times['naive']:6.0f} ms  1 thread "
-                f"{times[f'{prefix}engine']:5.0f} ms ({one:.2f}x)  {cores} threads "
-                f"{times[f'{prefix}engine_threads']:5.0f} ms ({threaded:.2f}x)  SSIM min {worst:.4f}"
-                + ("" if worst >= SSIM_FLOOR else f"  BELOW {SSIM_FLOOR}")
+                f"{times[f'{prefix}engine']:5.0f} ms ({one:.2f}x; CPU time {one_cpu:.2f}x)  "
+                f"{cores} threads {times[f'{prefix}engine_threads']:5.0f} ms ({threaded:.2f}x)  "
+                f"SSIM min {worst:.4f}" + ("" if worst >= SSIM_FLOOR else f"  BELOW {SSIM_FLOOR}")
             )
 
     data = cases[small][0]
@@ -359,6 +445,30 @@ def run(ctx) -> dict:
     details["peak_rss_mb"] = {k: {"peak": v[0], "before_render": v[1]} for k, v in rss.items()}
     ctx.say(f"{large} peak RSS (MB): " + ", ".join(f"{k} {v[0]}" for k, v in rss.items())
             + f" (the process before rendering: {rss['naive'][1]})")
+
+    path = os.path.join(tempfile.gettempdir(), f"imagepipe-bench-{small}-{os.getpid()}.jpg")
+    with open(path, "wb") as file:
+        file.write(cases[small][0])
+    try:
+        started = {name: function_start(path, name, 1 if ctx.quick else 5) for name in engines}
+    finally:
+        os.unlink(path)
+    memory = configured_memory_mb()
+    for name, times in started.items():
+        prefix = "" if name == "pillow" else f"{name}_"
+        times["lambda_photo_ms"] = lambda_ms(times["photo_cpu_ms"], memory)
+        times["lambda_first_invocation_ms"] = lambda_ms(
+            times["start_engine_cpu_ms"] + times["first_photo_cpu_ms"], memory)
+        summary[f"function_{prefix}cold_start_cpu_ms"] = round(
+            times["import_app_cpu_ms"] + times["start_engine_cpu_ms"], 1)
+        summary[f"function_{small}_{prefix}lambda_ms"] = times["lambda_photo_ms"]
+        ctx.say(f"resize function, {name}: import app.py {times['import_app_ms']:.0f} ms "
+                f"(CPU {times['import_app_cpu_ms']:.0f}), engine start {times['start_engine_ms']:.0f} "
+                f"ms (CPU {times['start_engine_cpu_ms']:.0f}), first {small} "
+                f"{times['first_photo_cpu_ms']:.0f} ms CPU, then {times['photo_cpu_ms']:.0f} ms CPU: "
+                f"about {times['lambda_photo_ms']:.0f} ms a photo at {memory} MB "
+                f"({min(1.0, memory / LAMBDA_MB_PER_VCPU):.2f} vCPU for one thread)")
+    details["function"] = {"memory_mb": memory, **started}
     details["load_average_end"] = os.getloadavg()[0]
     ctx.say(f"load average at the end {details['load_average_end']:.2f}")
     return {"summary": summary, "details": json.loads(json.dumps(details))}
