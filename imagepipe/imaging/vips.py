@@ -25,8 +25,10 @@ from imagepipe.errors import PermanentError, data_error
 from imagepipe.imaging.colour import ColourPlan
 from imagepipe.imaging.geometry import Plan
 from imagepipe.imaging.load import Opened, draft_target
-from imagepipe.imaging import resample
+# (Not ``from imagepipe.imaging import resample``: the package's own ``resample`` function
+# shadows that module once the package has loaded.)
 from imagepipe.imaging.resample import REDUCING_GAP, Base, pick_base
+from imagepipe.imaging.resample import resample as pillow_resample
 
 _PILLOW_MODES = ("L", "LA", "RGB", "RGBA")
 _PREMULTIPLIED = {"LA": "La", "RGBA": "RGBa"}  # Pillow's modes for alpha-premultiplied pixels
@@ -122,7 +124,7 @@ def resample_all(
                 # pixels only, and half a pixel off shows (SSIM 0.90 on a grainy thumbnail).
                 # Pillow resamples exactly that box, from this base made into a Pillow image.
                 pillow_base = Base(_to_pillow(base.image.copy_memory(), mode), base.sx, base.sy)
-                yield index, resample.resample(pillow_base, plan)
+                yield index, pillow_resample(pillow_base, plan)
                 continue
             made = _resample(base, plan).copy_memory()  # a JPEG's decode happens here
         except pyvips.Error as exc:
