@@ -161,13 +161,14 @@ class Bridge:
         publishers: _Publishers = delivery.session.context
         if settlement.action == DEAD_LETTER:
             try:
-                self._publish_dead_letter(publishers, delivery, settlement.error,
+                self._publish_dead_letter(publishers, delivery, settlement.error or {},
                                           outcome.invocation.attempt)
             except REFUSED as exc:
                 self._refused(delivery, outcome, _describe(exc))
                 return
         # Acked only once the broker has confirmed the event (see _on_event_confirmed).
         event = settlement.event
+        assert event is not None, "a settled job that is not released has its event"
         publishers.events.publish(
             # Not mandatory: a results exchange with no subscriber is normal.
             self._settings.results_exchange, event.routing_key, event.encode(),

@@ -19,12 +19,15 @@ import signal
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from imagepipe import aws, logs
 from imagepipe.errors import invoke_failed
 from imagepipe.messages import Invocation, InvocationResult
 from imagepipe.settings import Settings
+
+if TYPE_CHECKING:
+    from imagepipe.resize import Runtime
 
 LOGGER = logging.getLogger(__name__)
 
@@ -44,7 +47,7 @@ def make_invoker(settings: Settings) -> Invoker:
 
 # --- local: a process pool over the core resize function -------------------------------------
 
-_worker_runtime = None  # one Runtime per pool process, made by the pool initializer
+_worker_runtime: Runtime | None = None  # one per pool process, made by the pool initializer
 
 
 def _init_worker(settings: Settings, log_level: int) -> None:
@@ -65,6 +68,8 @@ def _init_worker(settings: Settings, log_level: int) -> None:
 def _run_in_worker(payload: dict) -> dict:
     from imagepipe.resize import handle_invocation
 
+    if _worker_runtime is None:
+        raise RuntimeError("the worker process was started without its initializer")
     # The same core function the Lambda handler calls; it never raises.
     return handle_invocation(payload, _worker_runtime)
 

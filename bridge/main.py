@@ -91,7 +91,7 @@ def run() -> bool:
         if callback_errors:
             raise callback_errors[0]
     finally:
-        if dispatcher is not None:
+        if dispatcher is not None and bridge is not None and callback_thread is not None:
             dispatcher.stop()
             # Both drain at once from the stop request, under the bridge's bound: a callback
             # still unacked then is redelivered to the next bridge (callbacks are at-least-once).
@@ -99,9 +99,10 @@ def run() -> bool:
             callback_thread.join(timeout=max(deadline - time.monotonic(), 1.0))
         # After a drain timeout, stop the resize workers that are still running.
         invoker.close(wait=bridge is None or bridge.drained)
-        if server is not None:
+        if server is not None and metrics is not None:
             server.close()
             metrics.close()
-    callbacks_drained = dispatcher is None or (not callback_thread.is_alive()
+    callbacks_drained = dispatcher is None or (callback_thread is not None
+                                               and not callback_thread.is_alive()
                                                and dispatcher.drained)
     return bridge.drained and callbacks_drained

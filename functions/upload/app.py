@@ -15,10 +15,12 @@ and the tests run exactly what Lambda runs.
 import functools
 import json
 import logging
+from typing import Mapping
 from pathlib import Path
 from urllib.parse import unquote_plus
 
 from chalice import Chalice, Response
+from chalice.app import Request
 
 from imagepipe import auth, aws, cors, keys, logs, openapi, settings as settings_edge
 from imagepipe.broker import JobPublisher
@@ -74,7 +76,24 @@ def _caller() -> auth.Caller | None:
     service()
     if _verifier is None:
         return None
-    return _verifier.caller((app.current_request.headers or {}).get("authorization"))
+    return _verifier.caller(_header("authorization"))
+
+
+def _request() -> Request:
+    """The request being handled (Chalice sets it before any route or handler runs)."""
+    request = app.current_request
+    if request is None:
+        raise RuntimeError("no current request")
+    return request
+
+
+def _header(name: str) -> str | None:
+    headers: Mapping[str, str] = _request().headers or {}
+    return headers.get(name)
+
+
+def _headers(headers: Mapping[str, str]) -> dict[str, str | list[str]]:
+    return {name: value for name, value in headers.items()}
 
 
 def _json(status: int, body: dict, headers: dict | None = None) -> Response:
@@ -126,7 +145,7 @@ def _internal_error() -> Response:
 
 
 def _origin() -> str | None:
-    return (app.current_request.headers or {}).get("origin")
+    return _header("origin")
 
 
 def _allowed_origins() -> tuple[str, ...]:
@@ -144,11 +163,11 @@ def _collection_path(request) -> str:
 
 def _web(name: str) -> Response:
     try:
-        body, headers = _page.asset(name, (app.current_request.context or {}).get("path") or "/")
+        body, headers = _page.asset(name, (_request().context or {}).get("path") or "/")
     except Exception:
         app.log.exception("the demo page's %s cannot be served", name)
         return _internal_error()
-    return Response(body=body, status_code=200, headers=headers)
+    return Response(body=body, status_code=200, headers=_headers(headers))
 
 
 # --- the demo page (same origin as the API, so only S3 is cross-origin) ------------------------
@@ -170,14 +189,14 @@ def demo_page_style():
 @app.route("/uploads", methods=["POST"], content_types=ANY_CONTENT_TYPE)
 @api(201)
 def create_upload(caller):
-    request = app.current_request
+    request = _request()
     return service().create_upload(parse_json_object(request.raw_body), _collection_path(request),
                                    caller)
 
 
 def _optional_json_object() -> dict:
     # Bodies that are optional by contract (complete, parts): none at all means "defaults".
-    raw = app.current_request.raw_body
+    raw = _request().raw_body
     return parse_json_object(raw) if raw and raw.strip() else {}
 
 
@@ -219,9 +238,9 @@ def get_upload(upload_id, caller):
 def _api_url(route_path: str) -> str:
     """Where this request reached the API (``https://host/api`` behind API Gateway): the
     stable variant URLs point there unless the stage names its public URL."""
-    request = app.current_request
+    request = _request()
     context = request.context or {}
-    headers = request.headers or {}
+    headers: Mapping[str, str] = request.headers or {}
     host = context.get("domainName") or headers.get("host", "")
     scheme = headers.get("x-forwarded-proto") or ("https" if context.get("domainName") else "http")
     path = context.get("path") or route_path
@@ -234,7 +253,7 @@ def _api_url(route_path: str) -> str:
 def variant_redirect(upload_id, filename):
     try:
         found = service().variant_redirect(upload_id, filename,
-                                           app.current_request.query_params or {})
+                                           dict(_request().query_params or {}))
     except ApiError as exc:
         return _json(exc.status, exc.to_body())
     except Exception:
@@ -311,7 +330,7 @@ def _preflight_view(methods: list[str]):
         if headers is None:
             refused = ApiError(403, ORIGIN_NOT_ALLOWED, "this origin may not call the API")
             return _json(refused.status, refused.to_body(), {"Vary": "Origin"})
-        return Response(body="", status_code=204, headers=headers)
+        return Response(body="", status_code=204, headers=_headers(headers))
     return preflight
 
 

@@ -27,7 +27,7 @@ import os
 import re
 from dataclasses import fields, replace
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 from imagepipe.errors import ConfigError
 from imagepipe.settings import Settings
@@ -269,7 +269,8 @@ def stage_settings(
     if "delivery_keys" in kwargs:
         kwargs["delivery_keys"] = tuple(k for k in kwargs["delivery_keys"] if k)
     settings = Settings(**kwargs)
-    return replace(settings, **dict(overrides or {}))
+    changes: dict[str, Any] = dict(overrides or {})
+    return replace(settings, **changes)
 
 
 def chalice_config(manifest: dict, function: str, settings: Settings) -> dict:
