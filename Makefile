@@ -30,7 +30,7 @@ help:
 	@echo "make soak     long-running fault and load tests (not part of make test)"
 	@echo "make build    render functions/*/.chalice/config.json (STAGE=$(STAGE)) and vendor the core"
 	@echo "make docs     regenerate the generated parts of docs/ (the settings table) from the code"
-	@echo "make lint     ruff"
+	@echo "make lint     ruff, and mypy over the core, the bridge and the functions"
 	@echo "make package  chalice package the functions and render the infra template (STAGE=prod), offline"
 	@echo "make deploy   package, then deploy the stage to AWS (credentials and region from the environment)"
 	@echo "make destroy  delete the stage's stacks (the photo bucket is kept)"
@@ -103,6 +103,7 @@ test-unit: venv
 
 lint: venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf .run demo-out functions/*/vendor functions/*/.chalice/config.json

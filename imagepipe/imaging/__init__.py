@@ -181,11 +181,11 @@ def resample(data: bytes, variants: Sequence[Variant], *, max_pixels: int,
         working = colour.normalise(image)
         working.info = {}  # nothing of the source's metadata may reach an encoder
         if engine == "vips" and vips.resamples(working, colours):
-            source = vips.memory_source(working, image.size)
-            made = vips.resample_all(source, image.size, working.mode, plans, threads)
+            vips_source = vips.memory_source(working, image.size)
+            made = vips.resample_all(vips_source, image.size, working.mode, plans, threads)
         else:
-            source = Base(working, 1 / reduction, 1 / reduction)
-            made = resample_all(source, plans, image.size, colours.apply, pool, threads)
+            pillow_base = Base(working, 1 / reduction, 1 / reduction)
+            made = resample_all(pillow_base, plans, image.size, colours.apply, pool, threads)
     return Resampled(opened, upright, stored_mode, icc, colours, iter(made))
 
 
@@ -210,12 +210,12 @@ def _render(data, variants, max_pixels, pool: Executor | None, threads: int,
     ]
 
     stripped = opened.metadata + (("icc_profile",) if icc else ())
-    converted = ()
+    converted: tuple[str, ...] = ()
     if final_mode and final_mode != stored_mode:
         converted = (f"{stored_mode}->{final_mode}",)
     if colours.converts:
         converted += (f"{colours.description} -> sRGB",)
-    notes = ()
+    notes: tuple[str, ...] = ()
     if opened.animated:
         frames = f" of {opened.frames}" if opened.frames else ""
         notes = (f"animated {opened.format}: the first frame{frames} was used",)

@@ -40,7 +40,7 @@ class ColourPlan:
         return self.transform_bytes is not None
 
     def apply(self, image: Image.Image) -> Image.Image:
-        if self.transform_bytes is not None and image.mode in _PROFILE_MODES[self.space]:
+        if self.transform_bytes is not None and image.mode in _PROFILE_MODES.get(self.space or "", ()):
             return _to_srgb(image, self.transform_bytes)
         if image.mode == "CMYK":
             return image.convert("RGB")
@@ -88,6 +88,8 @@ def _srgb() -> ImageCms.ImageCmsProfile:
 
 def _to_srgb(image: Image.Image, icc: bytes) -> Image.Image:
     converted = ImageCms.applyTransform(image, _transform(icc, image.mode))
+    if converted is None:  # only an in-place transform returns nothing
+        raise RuntimeError("ImageCms returned no image")
     if image.mode == "L":  # a grey profile: neutral in, neutral out
         converted = converted.convert("L")
     return converted

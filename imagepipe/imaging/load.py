@@ -124,7 +124,7 @@ def _open_upload(data: bytes, max_pixels: int) -> Opened:
         image.load()
     return Opened(
         image=image,
-        format=SOURCE_FORMATS.get(image.format, image.format.lower()),
+        format=SOURCE_FORMATS.get(image.format or "", (image.format or "").lower()),
         orientation=_orientation(image),
         animated=animated,
         frames=frames,

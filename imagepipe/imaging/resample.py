@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from PIL import Image
 
@@ -34,7 +34,7 @@ class Base:
     """An image to resample variants from (Pillow's, or libvips' for that engine), and how its
     pixels map to the source's."""
 
-    image: object  # has .width and .height
+    image: Any  # PIL.Image.Image, or pyvips.Image for the vips engine
     sx: float
     sy: float
 
