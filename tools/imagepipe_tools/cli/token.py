@@ -19,7 +19,7 @@ from pathlib import Path
 
 from imagepipe import auth, settings as settings_module
 from imagepipe.errors import ConfigError
-from imagepipe_tools.cli import EXIT_OK, EXIT_USAGE, positive_int
+from imagepipe_tools.cli import EXIT_OK, EXIT_USAGE, non_negative_int, positive_int
 
 DEFAULT_TTL_S = 900
 
@@ -47,14 +47,6 @@ def register(commands) -> None:
     token.set_defaults(run=run_token)
 
 
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
-    return value
 
 
 def run_token(args: argparse.Namespace) -> int:
