@@ -54,3 +54,17 @@ def test_the_tools_are_outside_the_core():
 
 def test_the_launcher_is_the_only_core_file_that_reaches_the_tools():
     assert imported_top_levels(LAUNCHER) == {"imagepipe_tools"}
+
+
+@pytest.mark.parametrize("module", ["imagepipe", "imagepipe_tools", "imagepipe_dev",
+                                    "imagepipe_dev.bench", "infra.deploy", "bridge"])
+def test_every_entry_point_starts(module):
+    """Each ``python -m`` entry point imports all it needs (a moved module breaks it here)."""
+    import subprocess
+
+    if module == "bridge":  # no --help: it starts consuming; importing its main is the check
+        command = [sys.executable, "-c", "import bridge.main"]
+    else:
+        command = [sys.executable, "-m", module, "--help"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
