@@ -7,7 +7,10 @@ Layout of the bucket (one prefix per kind, so IAM policies and S3 notifications 
     status/{upload_id}/{state}.json          one marker per state reached (queued, processing,
                                              done, failed); only ever added, so writers never race
     manifests/{upload_id}.json               what the resize made; written last, the completion marker
-    variants/{upload_id}/{name}.{ext}        the resized images
+    variants/{upload_id}/{name}.{ext}        the resized images, as first made
+    variants/{upload_id}/{fp}/{name}.{ext}   a variant made again by a rerender (``backfill``),
+                                             under its definition's fingerprint: a new key, so
+                                             the old set stays whole until the manifest moves on
     tokens/{token_id}/uploads/{n}            the n-th upload (1-based, zero-padded) made with one
                                              bearer token; written once each (``quotas``)
 
@@ -23,6 +26,7 @@ import re
 import secrets
 
 UPLOAD_ID_PATTERN = re.compile(r"[0-9a-f]{32}")  # always with fullmatch: "$" admits "\n"
+FINGERPRINT_PATTERN = re.compile(r"[0-9a-f]{16}")  # ``fingerprint.FINGERPRINT_CHARS``
 # A variant name (``spec``: lowercase letters, digits, ``_``, ``-``) and an extension; fullmatch.
 _VARIANT_FILENAME = re.compile(r"([a-z0-9][a-z0-9_-]{0,31})\.([a-z]{2,5})")
 
@@ -81,8 +85,33 @@ def manifest_key(upload_id: str) -> str:
     return f"{MANIFESTS_PREFIX}{_checked(upload_id)}.json"
 
 
-def variant_key(upload_id: str, variant_name: str, image_format: str) -> str:
-    return f"{VARIANTS_PREFIX}{_checked(upload_id)}/{variant_filename(variant_name, image_format)}"
+def variant_key(upload_id: str, variant_name: str, image_format: str,
+                fingerprint: str | None = None) -> str:
+    """Where a variant is stored: with ``fingerprint`` (a rerender), in that fingerprint's
+    folder, so it never overwrites the object a reader of the previous manifest may load."""
+    filename = variant_filename(variant_name, image_format)
+    if fingerprint is None:
+        return f"{variants_prefix(upload_id)}{filename}"
+    if not FINGERPRINT_PATTERN.fullmatch(fingerprint or ""):
+        raise InvalidKey(f"not a variant fingerprint: {fingerprint!r}")
+    return f"{variants_prefix(upload_id)}{fingerprint}/{filename}"
+
+
+def variants_prefix(upload_id: str) -> str:
+    return f"{VARIANTS_PREFIX}{_checked(upload_id)}/"
+
+
+def filename_of_variant_key(key: str) -> tuple[str, str]:
+    """``variants/{id}/[{fp}/]{name}.{ext}`` -> (upload_id, ``{name}.{ext}``); ``InvalidKey``
+    for any other key."""
+    parts = key.split("/") if isinstance(key, str) else []
+    if not (len(parts) in (3, 4) and f"{parts[0]}/" == VARIANTS_PREFIX):
+        raise InvalidKey(f"not a variant key: {str(key)[:120]!r}")
+    if len(parts) == 4 and not FINGERPRINT_PATTERN.fullmatch(parts[2]):
+        raise InvalidKey(f"not a variant key: {key[:120]!r}")
+    upload_id, filename = parts[1], parts[-1]
+    variant_key_from_filename(upload_id, filename)  # checks both
+    return upload_id, filename
 
 
 def variant_filename(variant_name: str, image_format: str) -> str:

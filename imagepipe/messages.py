@@ -8,7 +8,14 @@ Three messages cross process boundaries:
   or Lambda Invoke) and what it returns. An invocation with ``give_up`` asks the function only to
   record that the bridge gave up on the job (status ``failed``), not to run it.
 - ``ResultEvent``: published by the bridge to the topic exchange ``imagepipe.results`` with
-  routing key ``job.done`` or ``job.failed``, one per finished job.
+  routing key ``job.done`` or ``job.failed``, one per finished job; a finished rerender (below)
+  is ``variants.changed`` or ``variants.failed`` instead, so consumers of ``job.*`` see each
+  upload finish once.
+
+A rerender job (``python -m imagepipe backfill``) is a ``ResizeJob`` with ``rerender``: the
+names of the variants to make again from the stored original, on the rerender queue
+(``imagepipe.rerender``, AMQP ``type`` ``imagepipe.rerender.v1``), and optionally ``prune``:
+names no longer in the spec whose objects are deleted. It never changes the upload's status.
 
 One document is stored rather than sent, on the same schema version: the ``Manifest``, what the
 resize made of an upload (``manifests/{upload_id}.json``), read back to answer a redelivered job
@@ -30,12 +37,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import StrEnum
 
-from imagepipe import keys
+from imagepipe import keys, spec
 from imagepipe.errors import BAD_MESSAGE, UNKNOWN_SCHEMA, PermanentError, public
 
 SCHEMA_VERSION = 1
 CONTENT_TYPE = "application/json"
 JOB_TYPE = "imagepipe.resize.v1"
+RERENDER_JOB_TYPE = "imagepipe.rerender.v1"
+# The most variant names one rerender job may name (a spec has a handful).
+MAX_RERENDER_NAMES = 64
 
 
 
@@ -122,6 +132,19 @@ class ResizeJob:
     filename: str | None = None
     # Who made the upload (the token's ``sub``), carried into the result event and callback.
     owner: str | None = None
+    # A rerender (backfill): the variants to make again with the current spec; None for the
+    # upload's own job. ``prune``: variants no longer in the spec, to delete (rerender only).
+    rerender: tuple[str, ...] | None = None
+    prune: tuple[str, ...] = ()
+
+    @property
+    def is_rerender(self) -> bool:
+        return self.rerender is not None
+
+    @property
+    def message_type(self) -> str:
+        """The AMQP ``type`` property it is published with."""
+        return RERENDER_JOB_TYPE if self.is_rerender else JOB_TYPE
 
     @classmethod
     def for_upload(cls, upload_id: str, bucket: str, content_type: str,
@@ -155,6 +178,8 @@ class ResizeJob:
             **_callback_to_dict(self.callback_url),
             **({} if self.filename is None else {"filename": self.filename}),
             **_owner_to_dict(self.owner),
+            **({} if self.rerender is None else {"rerender": list(self.rerender)}),
+            **({"prune": list(self.prune)} if self.prune else {}),
         }
 
     @classmethod
@@ -167,7 +192,11 @@ class ResizeJob:
                   source_etag=_optional_str(obj, "source_etag"),
                   callback_url=_optional_str(obj, "callback_url"),
                   filename=_optional_str(obj, "filename"),
-                  owner=_optional_str(obj, "owner"))
+                  owner=_optional_str(obj, "owner"),
+                  rerender=_optional_names(obj, "rerender"),
+                  prune=_optional_names(obj, "prune") or ())
+        if job.prune and job.rerender is None:
+            raise PermanentError(BAD_MESSAGE, "prune is only for a rerender job")
         if not keys.is_upload_id(job.upload_id):
             raise PermanentError(BAD_MESSAGE, "upload_id is malformed")
         if job.job_id != job.upload_id:  # one job per upload (see for_upload)
@@ -204,6 +233,9 @@ class VariantInfo:
     # the result event, the callback and ``GET /uploads/{id}``. Optional within v1: left out on a
     # stage that delivers presigned URLs only (they would expire in the message).
     url: str | None = None
+    # ``fingerprint.variant_fingerprint`` of the definition that made it; optional within v1
+    # (manifests written before fingerprints existed have none).
+    fingerprint: str | None = None
 
     def to_dict(self) -> dict:
         obj = {
@@ -216,6 +248,8 @@ class VariantInfo:
         }
         if self.url is not None:
             obj["url"] = self.url
+        if self.fingerprint is not None:
+            obj["fingerprint"] = self.fingerprint
         return obj
 
     @classmethod
@@ -228,12 +262,14 @@ class VariantInfo:
             format=_require(obj, "format"),
             bytes=_require(obj, "bytes", int),
             url=_optional_str(obj, "url"),
+            fingerprint=_optional_str(obj, "fingerprint"),
         )
 
 
 @dataclass(frozen=True)
 class Manifest:
-    """What the resize made of one upload, written once when it is done."""
+    """What the resize made of one upload, written when it is done; a rerender replaces it
+    whole (one PUT, conditional on the one it read) with ``revision`` one higher."""
 
     job_id: str
     upload_id: str
@@ -245,6 +281,13 @@ class Manifest:
     converted: tuple[str, ...] = ()  # mode and colour conversions
     colour_converted: bool = False
     notes: tuple[str, ...] = ()
+    # 1 as first made; each rerender adds one and sets ``updated_at``. Optional within v1: left
+    # out at 1, so a first manifest reads as before.
+    revision: int = 1
+    updated_at: str | None = None
+
+    def variant(self, name: str) -> VariantInfo | None:
+        return next((v for v in self.variants if v.name == name), None)
 
     def to_dict(self) -> dict:
         return {
@@ -259,6 +302,8 @@ class Manifest:
             "colour_converted": self.colour_converted,
             "notes": list(self.notes),
             "created_at": self.created_at,
+            **({} if self.revision == 1 else {"revision": self.revision}),
+            **({} if self.updated_at is None else {"updated_at": self.updated_at}),
         }
 
     @classmethod
@@ -276,6 +321,8 @@ class Manifest:
             converted=tuple(obj.get("converted") or ()),
             colour_converted=bool(obj.get("colour_converted", False)),
             notes=tuple(obj.get("notes") or ()),
+            revision=_require(obj, "revision", int) if "revision" in obj else 1,
+            updated_at=_optional_str(obj, "updated_at"),
         )
 
 
@@ -349,18 +396,22 @@ class ResultEvent:
     finished_at: str = field(default_factory=utc_now)
     callback_url: str | None = None  # the job's, for the callback dispatcher
     owner: str | None = None  # the job's: whose upload this was (stages with auth)
+    # The end of a rerender job: the upload's variants changed (or could not be made again).
+    rerender: bool = False
 
     @property
     def routing_key(self) -> str:
+        if self.rerender:
+            return "variants.changed" if self.status == DONE else "variants.failed"
         return f"job.{self.status}"
 
     @property
     def type(self) -> str:
-        return f"imagepipe.job.{self.status}"
+        return f"imagepipe.{self.routing_key}"
 
     @classmethod
     def from_result(cls, result: InvocationResult, callback_url: str | None = None,
-                    owner: str | None = None) -> "ResultEvent":
+                    owner: str | None = None, rerender: bool = False) -> "ResultEvent":
         if result.status not in (DONE, FAILED):
             raise ValueError(f"a {result.status!r} result is not a finished job")
         return cls(
@@ -374,6 +425,7 @@ class ResultEvent:
             duration_ms=result.duration_ms,
             callback_url=callback_url,
             owner=owner,
+            rerender=rerender,
         )
 
     def to_dict(self) -> dict:
@@ -391,7 +443,8 @@ class ResultEvent:
         return cls(**_outcome_from_dict(obj, (DONE, FAILED)),
                    finished_at=_require(obj, "finished_at"),
                    callback_url=_optional_str(obj, "callback_url"),
-                   owner=_optional_str(obj, "owner"))
+                   owner=_optional_str(obj, "owner"),
+                   rerender=str(obj.get("type", "")).startswith("imagepipe.variants."))
 
     def encode(self) -> bytes:
         return encode(self.to_dict())
@@ -403,6 +456,19 @@ def _callback_to_dict(callback_url: str | None) -> dict:
 
 def _owner_to_dict(owner: str | None) -> dict:
     return {} if owner is None else {"owner": owner}
+
+
+def _optional_names(obj: dict, name: str) -> tuple[str, ...] | None:
+    """A list of variant names (unique, each a valid name), or None when absent."""
+    value = obj.get(name)
+    if value is None:
+        return None
+    if not (isinstance(value, list) and len(value) <= MAX_RERENDER_NAMES
+            and all(isinstance(v, str) and spec.is_variant_name(v) for v in value)
+            and len(set(value)) == len(value)):
+        raise PermanentError(BAD_MESSAGE, f"field {name!r} must be a list of distinct variant "
+                                          f"names (at most {MAX_RERENDER_NAMES})")
+    return tuple(value)
 
 
 def _optional_str(obj: dict, name: str) -> str | None:

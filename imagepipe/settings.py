@@ -339,6 +339,19 @@ class Settings:
     callback_timeout_s: float = setting(
         "IMAGEPIPE_CALLBACK_TIMEOUT_S", 10.0,
         "per callback attempt: connect, send, read the answer", kind=NUMBER, above=0, unit="s")
+    # Backfill (docs/backfill.md): rerender jobs wait on a queue of their own and take at most
+    # ``rerender_workers`` of a bridge's workers, so live uploads always find one free.
+    rerender_queue: str = setting("IMAGEPIPE_RERENDER_QUEUE", "imagepipe.rerender",
+                                  "the rerender (backfill) jobs' queue")
+    rerender_workers: int = setting(
+        "IMAGEPIPE_RERENDER_WORKERS", 0,
+        "rerender jobs one bridge runs at once, out of its workers (live jobs keep the rest); "
+        "0: a quarter of the workers, at least 1 and at most workers - 1 where there are two "
+        "or more", kind=INT, minimum=0, default_doc="a quarter of the workers (`0`)")
+    rerender_callbacks: bool = setting(
+        "IMAGEPIPE_RERENDER_CALLBACKS", False,
+        "also send the upload's callback (event type `imagepipe.variants.changed`) when a "
+        "rerender changed its variants", kind=BOOL)
     health_port: int = setting("IMAGEPIPE_HEALTH_PORT", 0,
                                "the bridge's `/healthz` and `/metrics` port; 0: off",
                                kind=INT, minimum=0, maximum=65535)
@@ -463,6 +476,15 @@ class Settings:
                 value = var.redact(value)
             shown.append(f"{f.name}={value!r}")
         return f"Settings({', '.join(shown)})"
+
+    @property
+    def rerender_worker_count(self) -> int:
+        """Rerender jobs one bridge runs at once: ``rerender_workers`` (at most the workers), or
+        a quarter of the workers, leaving at least one to live jobs where there are two."""
+        total = self.worker_count
+        if self.rerender_workers:
+            return min(self.rerender_workers, total)
+        return max(1, min(total // 4, total - 1))
 
     @property
     def worker_count(self) -> int:

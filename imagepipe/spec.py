@@ -139,6 +139,10 @@ DEFAULT_VARIANTS: tuple[Variant, ...] = (
 )
 
 
+def is_variant_name(value: object) -> bool:
+    return isinstance(value, str) and bool(_NAME.fullmatch(value))
+
+
 def parse_variants(raw: object) -> tuple[Variant, ...]:
     """Validate a JSON-shaped spec (a list of variant objects) into ``Variant``s."""
     if not isinstance(raw, list) or not raw:

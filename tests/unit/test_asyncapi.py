@@ -16,7 +16,7 @@ import yaml
 from bridge.callbacks import ROUTING_KEYS, callback_body
 from imagepipe import settings, spec
 from imagepipe.errors import PermanentError
-from imagepipe.messages import JOB_TYPE, ResizeJob, ResultEvent
+from imagepipe.messages import JOB_TYPE, RERENDER_JOB_TYPE, ResizeJob, ResultEvent
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden"
@@ -83,7 +83,8 @@ DEFAULTED = {"ResizeJob": set(), "ResultEvent": {"type", "error"}}
 
 
 @pytest.mark.parametrize("schema, message, path", [
-    ("ResizeJob", ResizeJob, JOBS[-1]), ("ResultEvent", ResultEvent, EVENTS[-1])])
+    ("ResizeJob", ResizeJob, GOLDEN / "resize_job_owner.v1.json"),
+    ("ResultEvent", ResultEvent, EVENTS[-1])])
 def test_required_fields_are_exactly_those_the_decoder_requires(schema, message, path):
     full = golden(path)
     required = set(SCHEMAS[schema]["required"])
@@ -114,7 +115,14 @@ def test_names_match_the_code():
     assert channels["resizeDeadLetters"]["address"] == settings.default("dead_letter_queue")
     results = channels["resultEvents"]
     assert results["bindings"]["amqp"]["exchange"]["name"] == settings.default("results_exchange")
-    assert {f"job.{s}" for s in results["parameters"]["status"]["enum"]} == set(ROUTING_KEYS)
+    documented = {f"{subject}.{outcome}" for subject in results["parameters"]["subject"]["enum"]
+                  for outcome in results["parameters"]["outcome"]["enum"]}
+    sent = {ResultEvent(job_id="", upload_id="", status=status, rerender=rerender).routing_key
+            for status in ("done", "failed") for rerender in (False, True)}
+    assert sent <= documented and set(ROUTING_KEYS) <= sent
     job_message = DOC["components"]["messages"]["ResizeJob"]
     assert job_message["bindings"]["amqp"]["messageType"] == JOB_TYPE
+    assert channels["rerenderJobs"]["address"] == settings.default("rerender_queue")
+    rerender_message = DOC["components"]["messages"]["RerenderJob"]
+    assert rerender_message["bindings"]["amqp"]["messageType"] == RERENDER_JOB_TYPE
     assert set(SCHEMAS["Variant"]["properties"]["format"]["enum"]) == set(spec.OUTPUT_FORMATS)

@@ -36,3 +36,18 @@ def test_keys_parse_back():
         keys.upload_id_from_original_key(f"variants/{uid}/xl.jpg")
     with pytest.raises(keys.InvalidKey):
         keys.variant_key(uid, "xl", "bmp")
+
+
+def test_a_rerendered_variant_lives_under_its_fingerprint():
+    uid = "0123456789abcdef0123456789abcdef"
+    assert keys.variant_key(uid, "lg", "webp", "00ff00ff00ff00ff") == \
+        f"variants/{uid}/00ff00ff00ff00ff/lg.webp"
+    assert keys.filename_of_variant_key(f"variants/{uid}/00ff00ff00ff00ff/lg.webp") == (uid, "lg.webp")
+    assert keys.filename_of_variant_key(f"variants/{uid}/lg.webp") == (uid, "lg.webp")
+    for bad in ("00FF00FF00FF00FF", "../../x", "00ff00ff00ff00f", ""):
+        with pytest.raises(keys.InvalidKey):
+            keys.variant_key(uid, "lg", "webp", bad)
+    for bad in (f"variants/{uid}/../lg.webp", f"variants/{uid}/x/y/lg.webp", f"originals/{uid}",
+                f"variants/{uid}/zz/lg.webp", f"variants/{uid}/lg.exe"):
+        with pytest.raises(keys.InvalidKey):
+            keys.filename_of_variant_key(bad)

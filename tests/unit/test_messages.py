@@ -208,3 +208,47 @@ def test_done_event_carries_the_jobs_owner_and_matches_golden():
     assert event.encode() == golden("result_event_done_owner.v1.json")
     assert ResultEvent.from_dict(json.loads(event.encode())) == event
     assert ResultEvent.from_dict(json.loads(golden("result_event_done_callback.v1.json"))).owner is None
+
+
+# --- rerender (backfill): optional within v1 -----------------------------------------------------
+
+def test_rerender_job_matches_golden_and_older_jobs_are_live_jobs():
+    job = ResizeJob(**{**JOB.__dict__, "rerender": ("lg", "webp"), "prune": ("old",)})
+    assert job.encode() == golden("resize_job_rerender.v1.json")
+    assert ResizeJob.decode(golden("resize_job_rerender.v1.json")) == job
+    assert job.is_rerender and job.message_type == "imagepipe.rerender.v1"
+    live = ResizeJob.decode(golden("resize_job.v1.json"))
+    assert not live.is_rerender and live.prune == () and live.message_type == "imagepipe.resize.v1"
+    assert "rerender" not in json.loads(JOB.encode()) and "prune" not in json.loads(JOB.encode())
+
+
+@pytest.mark.parametrize("change", [
+    {"rerender": "lg"},
+    {"rerender": ["lg", "lg"]},
+    {"rerender": ["../x"]},
+    {"rerender": ["lg\n"]},
+    {"rerender": [f"v{i}" for i in range(65)]},
+    {"prune": ["old"]},  # prune only with rerender
+    {"rerender": [], "prune": [7]},
+])
+def test_malformed_rerender_fields_are_bad_messages(change):
+    body = json.dumps({**json.loads(golden("resize_job.v1.json")), **change})
+    with pytest.raises(PermanentError) as caught:
+        ResizeJob.decode(body)
+    assert caught.value.code == "bad_message"
+
+
+def test_rerender_event_has_its_own_type_and_routing_key():
+    thumb = VariantInfo(**{**THUMB.__dict__, "url": STABLE_URL, "fingerprint": "7520f16c60449a34"})
+    done = InvocationResult(job_id=UID, upload_id=UID, status="done", variants=(thumb,),
+                            duration_ms=90)
+    event = ResultEvent(**{**ResultEvent.from_result(done, rerender=True).__dict__,
+                           "finished_at": "2026-12-04T05:00:01.000000Z"})
+    assert event.routing_key == "variants.changed" and event.type == "imagepipe.variants.changed"
+    assert event.encode() == golden("result_event_variants_changed.v1.json")
+    assert ResultEvent.from_dict(json.loads(event.encode())) == event
+    failed = ResultEvent.from_result(
+        InvocationResult(job_id=UID, upload_id=UID, status="failed",
+                         error={"code": "decode_failed", "message": "x"}), rerender=True)
+    assert (failed.routing_key, failed.type) == ("variants.failed", "imagepipe.variants.failed")
+    assert ResultEvent.from_result(done).routing_key == "job.done"
