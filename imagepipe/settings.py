@@ -156,7 +156,10 @@ class EnvVar:
     unit: str = ""
     choices: tuple[str, ...] = ()
     required: bool = False
-    secret: bool = False  # never in repr
+    secret: bool = False  # never in repr; in the cloud read from the secret `<name>_ARN` names
+    # A secret's SecretString that is a JSON object holds the value in this field (the shape the
+    # Secrets Manager console's key/value editor writes); None: the string is the value.
+    secret_field: str | None = None
     redact: Callable[[str], str] | None = None  # what repr shows instead of the value
     validate: Callable[[Any], None] | None = None  # raises ValueError saying what is wrong
 
@@ -368,7 +371,10 @@ class Settings:
     delivery_keys: tuple[str, ...] = setting(
         "IMAGEPIPE_DELIVERY_KEYS", (),
         "the HMAC keys of the stable variant URLs, comma-separated: the first signs, any "
-        "verifies, so a key can be rotated", kind=LIST, secret=True, default_doc="none")
+        "verifies, so a key can be rotated. In the cloud `IMAGEPIPE_DELIVERY_KEYS_ARN` names "
+        "the Secrets Manager secret that holds them; `make deploy` generates one for a "
+        "`redirect` stage that names none ([network.md](network.md#secrets))",
+        kind=LIST, secret=True, default_doc="none")
     delivery_url_lifetime_s: int = setting(
         "IMAGEPIPE_DELIVERY_URL_LIFETIME_S", 0,
         "how long a stable variant URL works, from when its variant was made (its signature "
@@ -389,8 +395,8 @@ class Settings:
 
     # Who may call the API (docs/auth.md). With ``jwt`` every private route needs a bearer token
     # from ``auth_issuer`` for ``auth_audience``, checked with the JWKS at ``auth_jwks_url``
-    # (RS256/ES256) or the shared ``auth_secret`` (HS256; in the cloud read from
-    # ``auth_secret_arn`` at start, see ``load``).
+    # (RS256/ES256) or the shared ``auth_secret`` (HS256; in the cloud read at start from the
+    # secret ``auth_secret_arn`` names, like every secret setting: see ``load``).
     auth_mode: str = setting(
         "IMAGEPIPE_AUTH_MODE", AUTH_NONE,
         "who may call the API: `none` (anyone), or `jwt` (a bearer token on every route but "
@@ -408,7 +414,11 @@ class Settings:
     auth_secret: str = setting(
         "IMAGEPIPE_AUTH_SECRET", "",
         f"with `jwt`: the HS256 shared secret (at least {MIN_AUTH_SECRET_BYTES} bytes; local "
-        "stages: in the cloud use `IMAGEPIPE_AUTH_SECRET_ARN`)", secret=True, default_doc="none")
+        "stages: in the cloud use `IMAGEPIPE_AUTH_SECRET_ARN`)", secret=True,
+        secret_field="secret", default_doc="none")
+    # The ``<NAME>_ARN`` of ``auth_secret``, declared as a setting of its own (unlike the other
+    # secrets') because a jwt stage must name a key source when it is checked, before ``load``
+    # has read the secret, and a stage's ``auth.secret_arn`` in chalicefile.json sets it.
     auth_secret_arn: str | None = setting(
         "IMAGEPIPE_AUTH_SECRET_ARN", None,
         "in the cloud: the Secrets Manager secret holding the HS256 secret (its string, or JSON "
@@ -514,13 +524,16 @@ class Settings:
     def to_env(self) -> dict[str, str]:
         """The environment that ``from_env`` reads back into an equal ``Settings``.
 
-        A setting with no value (``None``, or an empty secret) is left out.
+        A setting with no value (``None``, empty text, an empty list) is left out: ``from_env``
+        reads an empty variable as unset anyway, and an empty secret variable would look like
+        one sitting in plain in a template.
         """
         env = {}
         for f in fields(self):
             var, value = _env_var(f), getattr(self, f.name)
-            if value is not None and value != "":
-                env[var.name] = var.kind.format(value)
+            text = "" if value is None else var.kind.format(value)
+            if text != "":
+                env[var.name] = text
         return env
 
 
@@ -582,9 +595,7 @@ def secret_arn_env(name: str) -> str:
 # environment variable: for each, ``<NAME>_ARN`` names a Secrets Manager secret whose
 # SecretString ``load`` reads in its place at start (the bridge's ECS task gets the value
 # itself, through ``secrets``/``valueFrom``).
-# A setting with its own ``*_ARN`` field (the auth secret: ``with_auth_secret``) is read there.
-SECRET_ENV = tuple(var.name for var in _ENV_VARS.values()
-                   if var.secret and secret_arn_env(var.name) not in env_names())
+SECRET_ENV = tuple(var.name for var in _ENV_VARS.values() if var.secret)
 
 
 def load(environ: Mapping[str, str] | None = None, secrets_client_factory=None) -> Settings:
@@ -600,15 +611,18 @@ def load(environ: Mapping[str, str] | None = None, secrets_client_factory=None) 
     settings = Settings.from_env(env)
     arns = {name: env[secret_arn_env(name)] for name in SECRET_ENV
             if env.get(secret_arn_env(name))}
-    if not (settings.amqp_secret_arn or settings.auth_secret_arn or arns):
+    if not (settings.amqp_secret_arn or arns):
         return settings
     client = (secrets_client_factory or _secrets_manager)(settings)
     if arns:
-        settings = Settings.from_env({**env, **read_secrets(client, arns, env)})
+        values = read_secrets(client, arns, env)
+        try:
+            settings = Settings.from_env({**env, **values})
+        except ConfigError as exc:  # a value the setting refuses: say where it came from
+            raise ConfigError(f"{exc} (read from Secrets Manager: "
+                              f"{', '.join(secret_arn_env(name) for name in values)})") from None
     if settings.amqp_secret_arn:
         settings = with_broker_credentials(settings, client)
-    if settings.auth_secret_arn:
-        settings = with_auth_secret(settings, client)
     return settings
 
 
@@ -628,35 +642,39 @@ def read_secrets(secrets_client, arns: Mapping[str, str], environ: Mapping[str, 
             text = secrets_client.get_secret_value(SecretId=arn).get("SecretString")
         except Exception as exc:
             raise ConfigError(f"{where} cannot be read: {exc}") from None
+        text = _secret_value(_SECRET_FIELDS.get(name), text)
         if not isinstance(text, str) or not text.strip():
-            raise ConfigError(f"{where} must hold the value as its SecretString")
+            field_name = _SECRET_FIELDS.get(name)
+            raise ConfigError(f"{where} must hold the value as its SecretString" + (
+                f" (or as the field {field_name!r} of a JSON object)" if field_name else ""))
         values[name] = text.strip()
     return values
 
 
-def load_auth_secret(settings: Settings, secrets_client_factory=None) -> Settings:
-    """``with_auth_secret`` with a Secrets Manager client of the settings' region."""
-    return with_auth_secret(settings, (secrets_client_factory or _secrets_manager)(settings))
-
-
-def with_auth_secret(settings: Settings, secrets_client) -> Settings:
-    """``settings`` with the HS256 secret read from ``auth_secret_arn`` (its SecretString,
-    or the ``secret`` field when that string is a JSON object)."""
-    where = f"secret {settings.auth_secret_arn}"
-    try:
-        text = secrets_client.get_secret_value(SecretId=settings.auth_secret_arn)["SecretString"]
-    except Exception as exc:
-        raise ConfigError(f"{where}: cannot be read: {exc}") from None
+def _secret_value(field_name: str | None, text):
+    """The value in a SecretString: the string itself, or for a setting with a
+    ``secret_field``, that field of a JSON object (None when the object lacks it)."""
+    if not field_name or not isinstance(text, str):
+        return text
     try:
         parsed = json.loads(text)
     except ValueError:
-        parsed = None
-    if isinstance(parsed, dict):
-        text = parsed.get("secret")
-    if not isinstance(text, str) or len(text.encode()) < MIN_AUTH_SECRET_BYTES:
-        raise ConfigError(f"{where}: must hold an HS256 secret of at least "
-                          f"{MIN_AUTH_SECRET_BYTES} bytes")
-    return replace(settings, auth_secret=text)
+        return text
+    return parsed.get(field_name) if isinstance(parsed, dict) else text
+
+
+_SECRET_FIELDS = {var.name: var.secret_field for var in _ENV_VARS.values() if var.secret_field}
+
+
+def load_auth_secret(settings: Settings, secrets_client_factory=None) -> Settings:
+    """``settings`` (of a stage, not of an environment: ``imagepipe token``) with the HS256
+    secret read from ``auth_secret_arn`` the way ``load`` reads it."""
+    if not settings.auth_secret_arn:
+        return settings
+    name = env_name("auth_secret")
+    client = (secrets_client_factory or _secrets_manager)(settings)
+    values = read_secrets(client, {name: settings.auth_secret_arn}, {})
+    return replace(settings, auth_secret=values[name])
 
 
 def _secrets_manager(settings: Settings):

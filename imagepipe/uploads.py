@@ -170,6 +170,13 @@ class UploadService:
             raise ApiError(400, errors.BAD_CALLBACK_URL, "completion callbacks are not enabled on "
                            "this stage")
         prefixes = self.settings.callback_allowed_prefixes
+        # With auth on the callers are users, not the stage's own backend: they may only name
+        # the stage's receivers, so a stage that lists none takes no callback_url from them
+        # (``make package`` refuses such a cloud stage; a local one answers this).
+        if self.settings.auth_on and not prefixes:
+            raise ApiError(400, errors.BAD_CALLBACK_URL, "this stage takes no callback_url: "
+                           "with auth on, a target must start with one of the stage's "
+                           "callback_allowed_prefixes, and it lists none")
         # Before the SSRF check, so a target outside the list costs no DNS lookup. A prefix
         # ends its host with "/", so "https://hooks.example/" cannot match another host.
         if prefixes and isinstance(url, str) and not url.startswith(prefixes):

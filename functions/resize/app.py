@@ -9,9 +9,8 @@ import logging
 
 from chalice import Chalice
 
-from imagepipe import logs
+from imagepipe import logs, settings as settings_edge
 from imagepipe.resize import Runtime, handle_invocation
-from imagepipe.settings import Settings
 
 # The module level is this function's entry point: Lambda's handler writes JSON (the template's
 # LoggingConfig) with each line's upload_id and job_id; elsewhere, JSON lines or text on stderr.
@@ -24,9 +23,10 @@ _runtime = None
 
 def runtime() -> Runtime:
     # Settings and clients are made on the first invocation and kept while the Lambda is warm.
+    # ``load``: the delivery keys that sign the variant URLs come from their secret.
     global _runtime
     if _runtime is None:
-        _runtime = Runtime(Settings.from_env())
+        _runtime = Runtime(settings_edge.load())
     return _runtime
 
 

@@ -34,7 +34,7 @@ FUNCTION_CAPABILITIES = ("CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND")
 COMPUTED_PARAMETERS = {
     "Stage", "BucketName", "AllowedOrigins", "ResizeQueue", "UploadApiFunctionName",
     "ObjectCreatedFunctionName", "ResizeFunctionName", "BridgeImage",
-    "EnableObjectCreatedNotification", "Delivery",
+    "EnableObjectCreatedNotification", "Delivery", "AuthSecretArn",
 }
 # A function stack's parameter for the API's public URL (where stable variant URLs point): the
 # stage's public_api_url, else the upload API's own endpoint, so stacks that take it go last.
@@ -104,6 +104,8 @@ def infra_parameters(package: Package, settings: Settings, stage_parameters: dic
         "AllowedOrigins": list(bucket_cors.validated_origins(settings.allowed_origins)),
         "ResizeQueue": settings.resize_queue,
         "Delivery": settings.delivery,
+        # The stage's auth.secret_arn: the stack lets the upload function read that secret.
+        "AuthSecretArn": settings.auth_secret_arn or "",
         **package.names.function_parameters(),
     }
 

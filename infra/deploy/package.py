@@ -25,7 +25,7 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from imagepipe import bucket_cors
@@ -34,7 +34,7 @@ from infra.deploy import vendoring
 from infra.deploy import names as names_module
 from infra.deploy import artifacts, platform, templates, wheels
 from imagepipe.errors import ConfigError
-from imagepipe.settings import SECRET_ENV, Settings, secret_arn_env
+from imagepipe.settings import SECRET_ENV, Settings, default, env_name, secret_arn_env
 
 LOGGER = logging.getLogger(__name__)
 
@@ -51,6 +51,10 @@ LAMBDA_RESERVED_ENV = {
     "AWS_SESSION_TOKEN", "AWS_EXECUTION_ENV", "AWS_LAMBDA_FUNCTION_NAME", "_HANDLER",
     "LAMBDA_TASK_ROOT", "LAMBDA_RUNTIME_DIR",
 }
+# Who may call the API is the upload function's business alone: the other functions and the
+# bridge get no auth settings, so they neither need nor may read the HS256 secret.
+AUTH_FUNCTION = "upload"
+AUTH_FIELDS = tuple(f.name for f in fields(Settings) if f.name.startswith("auth_"))
 # Lambda's limit for all of a function's environment variables together.
 LAMBDA_ENV_LIMIT = 4096
 # Environment variables that make the AWS SDK find credentials: `chalice package` runs without.
@@ -114,21 +118,25 @@ def package(root: Path, stage: str, out_dir: Path | None = None, environ=None,
     manifest = chalicefile.load(root / chalicefile.FILENAME)
     chalicefile.require_cloud_stage(manifest, stage)
     chalicefile.require_decided_auth(manifest, stage)
-    settings = chalicefile.stage_settings(manifest, stage, environ=environ)
+    limits = chalicefile.stage_limits(manifest, stage)
+    settings = with_resize_reservation(
+        chalicefile.stage_settings(manifest, stage, environ=environ),
+        limits["reserved_concurrency"].get("resize"))
     refuse_plain_secrets(settings)
+    chalicefile.require_callback_targets(manifest, stage, settings, environ)
     names = names_module.Names.of(manifest, settings)
     wheel_cache = wheel_cache or root / ".run" / "wheels"
     out_dir.mkdir(parents=True, exist_ok=True)
-    limits = chalicefile.stage_limits(manifest, stage)
     function_templates = {}
     for function, spec in manifest["functions"].items():
-        project = _stage_project(root, manifest, function, spec, settings, out_dir / "build",
-                                 wheel_cache, download)
+        project = _stage_project(root, manifest, function, spec,
+                                 settings if function == AUTH_FUNCTION else without_auth(settings),
+                                 out_dir / "build", wheel_cache, download)
         path = _chalice_package(root, project, spec, settings, out_dir / function)
         template = with_limits(templates.load(path), limits["api_throttle"],
                                limits["reserved_concurrency"][function])
         function_templates[function] = templates.dump(template, path)
-    infra = templates.dump(render_infra(root, settings), out_dir / "infra.json")
+    infra = templates.dump(render_infra(root, without_auth(settings)), out_dir / "infra.json")
     result = Package(stage, out_dir, infra, function_templates, names, settings.region)
     result.write()
     return result
@@ -148,6 +156,25 @@ def with_limits(template: dict, api_throttle: dict, reserved: int | None) -> dic
         elif resource["Type"] in artifacts.FUNCTION_TYPES and reserved is not None:
             props["ReservedConcurrentExecutions"] = reserved
     return template
+
+
+def with_resize_reservation(settings: Settings, reserved: int | None) -> Settings:
+    """``settings`` with the resize function's reserved concurrency of the stage's deploy
+    section, so that a ``lambda`` bridge sizes its default concurrency within it; a stage that
+    also sets the setting must agree (two numbers for one limit would drift apart)."""
+    reserved = reserved or 0  # null: unreserved
+    set_by_stage = settings.resize_reserved_concurrency
+    if set_by_stage and set_by_stage != reserved:
+        raise ConfigError(f"chalicefile.stages.{settings.stage}: resize_reserved_concurrency "
+                          f"({set_by_stage}) differs from deploy.reserved_concurrency.resize "
+                          f"({reserved or 'null'}); drop the former, the deploy section sets "
+                          f"{env_name('resize_reserved_concurrency')} for the bridge")
+    return replace(settings, resize_reserved_concurrency=reserved)
+
+
+def without_auth(settings: Settings) -> Settings:
+    """``settings`` for a component that does not authenticate callers."""
+    return replace(settings, **{name: default(name) for name in AUTH_FIELDS})
 
 
 def refuse_plain_secrets(settings: Settings) -> None:

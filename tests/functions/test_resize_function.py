@@ -259,3 +259,43 @@ def test_a_redelivered_job_is_answered_from_its_manifest(s3_mock, chalice_client
     assert again["status"] == "done" and again["variants"] == first["variants"]
     marker = s3.get_object(Bucket=bucket, Key=keys.status_marker_key(upload_id, "done"))
     assert marker["ContentLength"] > 0
+
+
+def test_the_resize_function_signs_stable_urls_with_the_keys_from_their_secret(s3_mock, tmp_path):
+    """In the cloud the signing keys reach the function only as IMAGEPIPE_DELIVERY_KEYS_ARN:
+    it reads them from Secrets Manager at start (``settings.load``) and delivers ``redirect``,
+    not the presigned fallback of a stage without keys."""
+    import boto3
+    from chalice.test import Client
+
+    from imagepipe import delivery
+    from imagepipe.settings import ENV_DELIVERY_KEYS, secret_arn_env
+
+    s3, bucket = s3_mock
+    api = "https://api.example/api"
+    arn = boto3.client("secretsmanager", region_name="us-east-1").create_secret(
+        Name="imagepipe-test/delivery-keys", SecretString="k3y-n3w,k3y-01d")["ARN"]
+    stage = Settings(bucket=bucket, public_api_url=api, imaging_engine="pillow")
+    assert delivery.mode(stage) == delivery.PRESIGNED  # no keys in the environment
+    env = {**stage.to_env(), secret_arn_env(ENV_DELIVERY_KEYS): arn}
+    assert ENV_DELIVERY_KEYS not in env
+    (tmp_path / ".chalice").mkdir()
+    (tmp_path / ".chalice" / "config.json").write_text(json.dumps(
+        {"version": "2.0", "app_name": "imagepipe-test",
+         "stages": {"test": {"environment_variables": env}}}))
+    upload_id = keys.new_upload_id()
+    s3.put_object(Bucket=bucket, Key=keys.original_key(upload_id), Body=_jpeg(400, 300))
+    module = load_app_module("resize")
+
+    with Client(module.app, stage_name="test", project_dir=str(tmp_path)) as client:
+        result = _invoke(client, upload_id, bucket)
+
+    assert result["status"] == "done", result
+    assert module.runtime().settings.delivery_keys == ("k3y-n3w", "k3y-01d")
+    signer = dataclasses.replace(stage, delivery_keys=("k3y-n3w",))
+    for variant in result["variants"]:
+        path, _, query = variant["url"].removeprefix(api).partition("?")
+        assert path.startswith(f"/v/{upload_id}/"), variant["url"]
+        _, _, filename = path.rpartition("/")
+        params = dict(p.split("=", 1) for p in query.split("&"))
+        assert delivery.verified_key(signer, upload_id, filename, params) == variant["key"]

@@ -1,7 +1,10 @@
 """``callback_url`` on POST /uploads: checked at create, carried by the job."""
 
 import dataclasses
+import json
+import time
 
+import jwt
 import pytest
 
 from imagepipe.messages import ResizeJob
@@ -90,3 +93,31 @@ def test_a_stage_with_callback_prefixes_takes_only_targets_under_them(make_api, 
     private = make_api(dataclasses.replace(settings, callback_secret=CALLBACK_SECRET,
                                            callback_allowed_prefixes=("https://10.0.0.1/",)))
     assert_error(_create(private, "https://10.0.0.1/hook"), 400, "bad_callback_url")
+
+
+def test_with_auth_a_callback_url_must_be_one_of_the_stages_targets(make_api, settings, s3_mock):
+    """Issue 11: with auth on, callers are users, so a callback_url must start with one of the
+    stage's callback_allowed_prefixes; a stage that lists none takes none (it would otherwise
+    let any user make the stage post to any public URL)."""
+    secret, issuer, audience = "s" * 40, "https://app.example", "imagepipe-test"
+    now = int(time.time())
+    token = jwt.encode({"iss": issuer, "aud": audience, "sub": "alice", "iat": now,
+                        "exp": now + 600, "jti": f"cb-{now}"}, secret, algorithm="HS256")
+    authed = dataclasses.replace(settings, callback_secret=CALLBACK_SECRET, auth_mode="jwt",
+                                 auth_issuer=issuer, auth_audience=audience, auth_secret=secret)
+
+    def create(api, url):
+        body = json.dumps({"filename": "a.jpg", "content_type": "image/jpeg",
+                           "size": len(JPEG), "callback_url": url}).encode()
+        return api.http.post("/uploads", body=body, headers={
+            "Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+
+    unlisted = make_api(authed)
+    error = assert_error(create(unlisted, PUBLIC), 400, "bad_callback_url")
+    assert "callback_allowed_prefixes" in error["message"]
+    assert create(unlisted, None).status_code == 201  # uploads without a callback still work
+
+    listed = make_api(dataclasses.replace(
+        authed, callback_allowed_prefixes=("https://93.184.216.34/hooks/",)))
+    assert create(listed, PUBLIC).status_code == 201
+    assert_error(create(listed, "https://93.184.216.34/other"), 400, "bad_callback_url")

@@ -329,9 +329,16 @@ def test_deploy_twice_then_destroy(aws, packaged, settings):
         # The upload functions run in the broker's VPC, in the infra stack's security group.
         "UploadFunctionSecurityGroupId": outputs["UploadFunctionSecurityGroupId"],
         "PrivateSubnetIds": ",".join(stage_parameters["SubnetIds"]),
+        # A redirect stage that brings no signing keys gets a secret the stack generated.
+        "DeliveryKeysSecretArn": outputs["DeliveryKeysSecretArn"],
     }
     # The resize stack went after the upload stack: its stable variant URLs point at the API.
     assert env["IMAGEPIPE_PUBLIC_API_URL"] == API_URL and env["IMAGEPIPE_CDN_DOMAIN"] == ""
+    # It signs them with the keys of that secret, which it reads at start: never in plain.
+    assert env["IMAGEPIPE_DELIVERY_KEYS_ARN"] == outputs["DeliveryKeysSecretArn"]
+    assert "IMAGEPIPE_DELIVERY_KEYS" not in env
+    boto3.client("secretsmanager", region_name=REGION).describe_secret(
+        SecretId=outputs["DeliveryKeysSecretArn"])
     body = json.loads(request["TemplateBody"])
     code = body["Resources"]["APIHandler"]["Properties"]["CodeUri"]
     assert code["Bucket"] == outputs["ArtifactsBucketName"] and code["Key"] in bundles

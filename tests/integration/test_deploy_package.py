@@ -1,6 +1,7 @@
 """``make package STAGE=prod``: code bundles that run on the Lambda runtime, lint-clean templates,
 and the stage's settings in every function's and the bridge's environment."""
 
+import dataclasses
 import json
 import re
 import zipfile
@@ -10,8 +11,8 @@ import pytest
 from imagepipe_tools import chalicefile
 from infra.deploy import package as package_module
 from infra.deploy import platform, templates, wheels
-from imagepipe.settings import (ENV_AMQP_SECRET_ARN, ENV_AMQP_URL, ENV_BUCKET, SECRET_ENV, Settings,
-                                secret_arn_env)
+from imagepipe.settings import (DEFAULT_LAMBDA_WORKERS, ENV_AMQP_SECRET_ARN, ENV_AMQP_URL,
+                                ENV_BUCKET, SECRET_ENV, Settings, env_name, secret_arn_env)
 from tests.integration.packaged import ROOT, STAGE, STAGE_ENV, package_once
 
 ELF_MACHINE_X86_64 = 0x3E
@@ -171,7 +172,14 @@ def test_every_piece_reads_back_the_stage_settings(packaged, stage_settings):
             assert read.allowed_origins == ("https://photos.example",)
     container = package_module.bridge_container(templates.load(packaged.infra_template))
     bridge_env = {e["Name"]: e["Value"] for e in container["Environment"]}
-    assert set(stage_settings.to_env()) <= set(bridge_env)
+    assert set(package_module.without_auth(stage_settings).to_env()) <= set(bridge_env)
+    # Who may call the API is the upload function's business: nobody else gets auth settings.
+    assert stage_settings.auth_on and bridge_env[env_name("auth_mode")] == "none"
+    assert env_name("auth_issuer") not in bridge_env
+    for function, path in packaged.function_templates.items():
+        for name, props in functions_of(templates.load(path)).items():
+            env = props["Environment"]["Variables"]
+            assert (env.get(env_name("auth_mode")) == "jwt") == (function == "upload"), name
     assert bridge_env[ENV_BUCKET] == {"Ref": "Bucket"}
     assert bridge_env["IMAGEPIPE_INVOKER"] == "lambda"
     assert bridge_env["IMAGEPIPE_RESIZE_FUNCTION"] == {"Ref": "ResizeFunctionName"}
@@ -188,18 +196,66 @@ def test_a_new_setting_reaches_the_bridge_without_a_template_edit(stage_settings
     assert env["IMAGEPIPE_SOMETHING_NEW"] == "42"
 
 
+# Which component reads which secret setting, by the name of its `<NAME>_ARN` parameter.
+READS = {
+    "APIHandler": {"IMAGEPIPE_CALLBACK_SECRET": "CallbackSecretArn",
+                   "IMAGEPIPE_DELIVERY_KEYS": "DeliveryKeysSecretArn",
+                   "IMAGEPIPE_AUTH_SECRET": "AuthSecretArn"},
+    "Resize": {"IMAGEPIPE_DELIVERY_KEYS": "DeliveryKeysSecretArn"},
+}
+READS["OnObjectCreated"] = READS["APIHandler"]  # one service, one role
+
+
 def test_no_secret_sits_in_any_environment_only_the_arns_naming_them(packaged):
+    """No ``secret=True`` setting is a plain variable of any packaged template: functions get
+    its ``<NAME>_ARN`` from a parameter (the infra stack's output), the bridge ECS
+    ``secrets``/``valueFrom``."""
+    secret_names = {f.metadata["env"].name for f in dataclasses.fields(Settings)
+                    if f.metadata["env"].secret}
+    assert secret_names == set(SECRET_ENV) >= {"IMAGEPIPE_CALLBACK_SECRET",
+                                               "IMAGEPIPE_DELIVERY_KEYS", "IMAGEPIPE_AUTH_SECRET"}
+    seen = set()
     for path in packaged.function_templates.values():
-        for name, props in functions_of(templates.load(path)).items():
+        template = templates.load(path)
+        for name, props in functions_of(template).items():
+            seen.add(name)
             env = props["Environment"]["Variables"]
-            assert "IMAGEPIPE_CALLBACK_SECRET" not in env, name
-            if name in ("APIHandler", "OnObjectCreated"):
-                assert env[secret_arn_env("IMAGEPIPE_CALLBACK_SECRET")] == {
-                    "Ref": "CallbackSecretArn"}, name
-    container = package_module.bridge_container(templates.load(packaged.infra_template))
-    assert "IMAGEPIPE_CALLBACK_SECRET" not in {e["Name"] for e in container["Environment"]}
+            assert not secret_names & set(env), name
+            for secret, parameter in READS[name].items():
+                assert env[secret_arn_env(secret)] == {"Ref": parameter}, (name, secret)
+                assert template["Parameters"][parameter]["Default"] == "", (name, parameter)
+            # An ARN variable a function has is one it reads, wired from a parameter.
+            arns = {k for k in env if k.removesuffix("_ARN") in secret_names}
+            assert arns == {secret_arn_env(secret) for secret in READS[name]}, name
+    assert seen == set(READS)
+    infra = templates.load(packaged.infra_template)
+    container = package_module.bridge_container(infra)
+    assert not secret_names & {e["Name"] for e in container["Environment"]}
     _condition, secrets, _ = container["Secrets"]["Fn::If"]
-    assert {s["Name"] for s in secrets} <= set(SECRET_ENV)
+    for entry in secrets:
+        assert entry["Name"] in secret_names and set(entry) == {"Name", "ValueFrom"}
+        assert entry["ValueFrom"]["Ref"] in infra["Parameters"]
+    # Nor anywhere else in a template: no secret value or variable name with a plain value.
+    for path in packaged.all_templates():
+        text = path.read_text()
+        for secret in secret_names:
+            assert f'"{secret}":' not in text, (path.name, secret)
+
+
+def test_the_bridge_keeps_within_the_resize_functions_reservation(packaged):
+    """chalicefile.json's deploy.reserved_concurrency.resize is the one number: the resize
+    template reserves it and the bridge's lambda invoker sizes its default concurrency to it."""
+    manifest = chalicefile.load(ROOT / chalicefile.FILENAME)
+    reserved = chalicefile.stage_limits(manifest, STAGE)["reserved_concurrency"]["resize"]
+    (resize,) = functions_of(templates.load(packaged.function_templates["resize"])).values()
+    assert resize["ReservedConcurrentExecutions"] == reserved
+    container = package_module.bridge_container(templates.load(packaged.infra_template))
+    env = {e["Name"]: e["Value"] for e in container["Environment"]}
+    assert env[env_name("resize_reserved_concurrency")] == str(reserved)
+    plain = {k: v for k, v in env.items() if isinstance(v, str)}
+    bridge = Settings.from_env({**plain, ENV_BUCKET: "b", "IMAGEPIPE_RESIZE_FUNCTION": "f"})
+    assert bridge.invoker == "lambda"
+    assert bridge.worker_count == min(reserved, DEFAULT_LAMBDA_WORKERS) <= reserved
 
 
 def test_the_api_is_throttled_and_each_function_has_its_reserved_concurrency(packaged):

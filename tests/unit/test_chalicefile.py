@@ -242,3 +242,33 @@ def test_bad_stage_limits_are_refused_at_load(tmp_path, deploy, message):
     (tmp_path / "chalicefile.json").write_text(json.dumps(manifest))
     with pytest.raises(ConfigError, match=message):
         chalicefile.load(tmp_path / "chalicefile.json")
+
+
+# --- callbacks on a stage with auth: only to the stage's own receivers ------------------------
+
+CALLBACK_ARN = "arn:aws:secretsmanager:eu-west-1:1:secret:imagepipe-prod/callback-Ab"
+
+
+def test_a_cloud_stage_with_auth_and_callbacks_must_list_its_callback_targets():
+    manifest = chalicefile.load(ROOT / "chalicefile.json")
+    prod = chalicefile.stage_settings(manifest, "prod", environ=PROD_ENV)
+    assert prod.auth_on and prod.callback_allowed_prefixes == ()
+    # Callbacks off (no CallbackSecretArn): nothing to refuse.
+    chalicefile.require_callback_targets(manifest, "prod", prod, PROD_ENV)
+
+    with_callbacks = {**PROD_ENV, "IMAGEPIPE_CALLBACK_SECRET_ARN": CALLBACK_ARN}
+    with pytest.raises(ConfigError, match="callback_allowed_prefixes is empty"):
+        chalicefile.require_callback_targets(manifest, "prod", prod, with_callbacks)
+
+    listed = {**with_callbacks,
+              "IMAGEPIPE_CALLBACK_ALLOWED_PREFIXES": "https://hooks.example/in/, https://b.example/"}
+    prod = chalicefile.stage_settings(manifest, "prod", environ=listed)
+    assert prod.callback_allowed_prefixes == ("https://hooks.example/in/", "https://b.example/")
+    chalicefile.require_callback_targets(manifest, "prod", prod, listed)
+
+
+def test_a_public_stage_with_callbacks_needs_no_list():
+    manifest = _manifest_with_prod_auth({"mode": "none", "public": True})
+    env = {**PROD_ENV, "IMAGEPIPE_CALLBACK_SECRET_ARN": CALLBACK_ARN}
+    prod = chalicefile.stage_settings(manifest, "prod", environ=env)
+    chalicefile.require_callback_targets(manifest, "prod", prod, env)

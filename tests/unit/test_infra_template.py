@@ -6,6 +6,7 @@ test asks "may the resize role write originals/x?" rather than comparing YAML.
 """
 
 import base64
+import dataclasses
 import fnmatch
 import json
 import re
@@ -35,6 +36,9 @@ VALUES = {
     "Stage": "prod",
     "Broker": "b-1234a5b6-78cd-901e-2fgh-3i45j6k178l9",  # Ref of a broker: its id
     "CallbackSecretArn": f"arn:aws:secretsmanager:eu-west-1:{ACCOUNT}:secret:imagepipe-prod/callback-XyZ",
+    "DeliveryKeysSecretArn": f"arn:aws:secretsmanager:eu-west-1:{ACCOUNT}:secret:own/keys-Qr",
+    "DeliveryKeysSecret": f"arn:aws:secretsmanager:eu-west-1:{ACCOUNT}:secret:imagepipe-prod/keys-Gh",
+    "AuthSecretArn": f"arn:aws:secretsmanager:eu-west-1:{ACCOUNT}:secret:imagepipe-prod/auth-Jk",
 }
 RESIZE_ARN = f"arn:aws:lambda:eu-west-1:{ACCOUNT}:function:imagepipe-resize-prod-resize"
 UPLOAD_ID = "0123456789abcdef0123456789abcdef"
@@ -83,11 +87,22 @@ def listed(value):
     return value if isinstance(value, list) else [value]
 
 
+def branches(value):
+    """A value and, for ``!If [cond, a, b]``, each of its branches: what it may become."""
+    if isinstance(value, dict) and "Fn::If" in value:
+        _condition, then, otherwise = value["Fn::If"]
+        return [*branches(then), *branches(otherwise)]
+    return [value]
+
+
 def allows(role, action, resource) -> bool:
+    """Whether any reading of the role (conditional statements on, either branch of a
+    conditional resource) allows ``action`` on ``resource``."""
     for statement in statements(role):
         assert statement["Effect"] == "Allow"
         if any(fnmatch.fnmatchcase(action, a) for a in listed(statement["Action"])) and \
-                any(fnmatch.fnmatchcase(resource, resolve(r)) for r in listed(statement["Resource"])):
+                any(fnmatch.fnmatchcase(resource, resolve(r))
+                    for entry in listed(statement["Resource"]) for r in branches(entry)):
             return True
     return False
 
@@ -296,6 +311,101 @@ def test_the_callback_secret_reaches_the_bridge_and_upload_function_only_by_arn(
         env = upload["Resources"][function]["Properties"]["Environment"]["Variables"]
         assert env["IMAGEPIPE_CALLBACK_SECRET_ARN"] == {"Ref": "CallbackSecretArn"}
     assert upload["Parameters"]["CallbackSecretArn"]["Default"] == ""
+
+
+def test_the_delivery_keys_reach_the_functions_that_sign_and_check_urls_only_by_arn(template):
+    """Both functions read the URLs' signing keys (resize signs, upload checks), from the
+    stage's own secret or, when it names none, one the stack generates; nobody else may."""
+    params, conditions = template["Parameters"], template["Conditions"]
+    assert params["DeliveryKeysSecretArn"]["Default"] == ""
+    assert conditions["UsesRedirect"] == {"Fn::Equals": [{"Ref": "Delivery"}, "redirect"]}
+    assert conditions["CreatesDeliveryKeysSecret"] == {"Fn::And": [
+        {"Condition": "UsesRedirect"}, {"Fn::Not": [{"Condition": "HasDeliveryKeysSecretArn"}]}]}
+    generated = template["Resources"]["DeliveryKeysSecret"]
+    assert generated["Condition"] == "CreatesDeliveryKeysSecret"
+    spec = generated["Properties"]["GenerateSecretString"]
+    # A plain string (no JSON template) of letters and digits: one key, no comma to split on.
+    assert "SecretStringTemplate" not in spec and spec["ExcludePunctuation"] is True
+    assert spec["PasswordLength"] >= 32
+    output = template["Outputs"]["DeliveryKeysSecretArn"]
+    assert output["Condition"] == "UsesRedirect"
+    assert output["Value"] == {"Fn::If": ["HasDeliveryKeysSecretArn",
+                                          {"Ref": "DeliveryKeysSecretArn"},
+                                          {"Ref": "DeliveryKeysSecret"}]}
+    for arn in (VALUES["DeliveryKeysSecretArn"], VALUES["DeliveryKeysSecret"]):
+        for role in ("UploadFunctionRole", "ResizeFunctionRole"):
+            assert allows(template["Resources"][role], "secretsmanager:GetSecretValue", arn), role
+        for role in ("BridgeTaskRole", "BridgeExecutionRole"):
+            assert not allows(template["Resources"][role], "secretsmanager:GetSecretValue",
+                              arn), role
+    # Only that secret: not the callback's, the auth's or the broker's for the resize role.
+    resize = template["Resources"]["ResizeFunctionRole"]
+    for other in ("CallbackSecretArn", "AuthSecretArn", "BrokerSecret"):
+        assert not allows(resize, "secretsmanager:GetSecretValue", VALUES[other]), other
+    env_name = settings_module.secret_arn_env(settings_module.ENV_DELIVERY_KEYS)
+    resize_template = templates.load(ROOT / "infra" / "resize-function.yaml")
+    upload_template = templates.load(ROOT / "infra" / "upload-functions.yaml")
+    assert resize_template["Resources"]["Resize"]["Properties"]["Environment"]["Variables"][
+        env_name] == {"Ref": "DeliveryKeysSecretArn"}
+    for function in ("APIHandler", "OnObjectCreated"):
+        env = upload_template["Resources"][function]["Properties"]["Environment"]["Variables"]
+        assert env[env_name] == {"Ref": "DeliveryKeysSecretArn"}, function
+    for merge in (resize_template, upload_template):
+        assert merge["Parameters"]["DeliveryKeysSecretArn"]["Default"] == ""
+
+
+def test_the_hs256_auth_secret_reaches_the_upload_function_only_by_arn(template):
+    assert template["Parameters"]["AuthSecretArn"]["Default"] == ""
+    assert template["Conditions"]["HasAuthSecret"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "AuthSecretArn"}, ""]}]}
+    arn = VALUES["AuthSecretArn"]
+    assert allows(template["Resources"]["UploadFunctionRole"], "secretsmanager:GetSecretValue",
+                  arn)
+    for role in ("ResizeFunctionRole", "BridgeTaskRole", "BridgeExecutionRole"):
+        assert not allows(template["Resources"][role], "secretsmanager:GetSecretValue", arn), role
+    assert template["Outputs"]["AuthSecretArn"] == {"Condition": "HasAuthSecret",
+                                                    "Value": {"Ref": "AuthSecretArn"}}
+    upload = templates.load(ROOT / "infra" / "upload-functions.yaml")
+    for function in ("APIHandler", "OnObjectCreated"):
+        env = upload["Resources"][function]["Properties"]["Environment"]["Variables"]
+        assert env["IMAGEPIPE_AUTH_SECRET_ARN"] == {"Ref": "AuthSecretArn"}, function
+    assert "IMAGEPIPE_AUTH_SECRET" in settings_module.SECRET_ENV
+    # The deploy passes the stage's auth.secret_arn; a stage may not set it by hand.
+    from infra.deploy import deploy
+
+    packaged = package.Package(stage="prod", out_dir=ROOT, infra_template=ROOT / "infra" /
+                               "stack.yaml", function_templates={}, names=_names())
+    hs256 = Settings(bucket=BUCKET, stage="prod", auth_mode="jwt", auth_issuer="https://app",
+                     auth_audience="imagepipe", auth_secret_arn=arn)
+    assert deploy.infra_parameters(packaged, hs256, {})["AuthSecretArn"] == arn
+    assert deploy.infra_parameters(packaged, Settings(bucket=BUCKET, stage="prod"),
+                                   {})["AuthSecretArn"] == ""
+    with pytest.raises(ConfigError, match="AuthSecretArn"):
+        deploy.infra_parameters(packaged, hs256, {"AuthSecretArn": "arn:other"})
+
+
+def test_no_secret_setting_is_a_plain_environment_variable_of_any_template(template):
+    """Every ``secret=True`` setting reaches a function as its ``<NAME>_ARN`` (a parameter) and
+    the bridge through ECS ``secrets``/``valueFrom``, never as a plain value."""
+    secret_names = [f.metadata["env"].name for f in dataclasses.fields(Settings)
+                    if f.metadata["env"].secret]
+    assert set(secret_names) == set(settings_module.SECRET_ENV) and len(secret_names) >= 3
+    container = package.bridge_container(template)
+    plain = {e["Name"] for e in container["Environment"]}
+    assert not plain & set(secret_names)
+    for entry in container["Secrets"]["Fn::If"][1]:
+        assert entry["Name"] in secret_names and set(entry) == {"Name", "ValueFrom"}
+        assert set(entry["ValueFrom"]) == {"Ref"}
+        assert entry["ValueFrom"]["Ref"] in template["Parameters"]
+    for merge in ("upload-functions.yaml", "resize-function.yaml"):
+        functions = templates.load(ROOT / "infra" / merge)
+        for name, resource in functions["Resources"].items():
+            env = resource.get("Properties", {}).get("Environment", {}).get("Variables", {})
+            assert not set(env) & set(secret_names), (merge, name)
+            for variable, value in env.items():
+                if variable.removesuffix("_ARN") in secret_names:
+                    assert set(value) == {"Ref"} and value["Ref"] in functions["Parameters"], \
+                        (merge, name, variable)
 
 
 def test_a_stage_that_writes_a_secret_in_plain_is_not_packaged(tmp_path):
@@ -528,3 +638,48 @@ def test_packaging_throttles_the_api_and_reserves_each_functions_concurrency():
         {"Resources": {"Resize": {"Type": "AWS::Serverless::Function", "Properties": {}}}},
         {"rate_per_s": 1, "burst": 1}, None)
     assert "ReservedConcurrentExecutions" not in unreserved["Resources"]["Resize"]["Properties"]
+
+
+def test_the_bridge_gets_the_resize_reservation_of_the_deploy_section():
+    """One number for one limit: deploy.reserved_concurrency.resize reserves the function and
+    bounds the lambda bridge's default concurrency (``IMAGEPIPE_RESIZE_RESERVED_CONCURRENCY``)."""
+    stage = Settings(bucket=BUCKET, stage="prod", invoker="lambda", resize_function="f")
+    assert stage.worker_count == settings_module.DEFAULT_LAMBDA_WORKERS  # unbounded alone
+    reserved = package.with_resize_reservation(stage, 20)
+    assert reserved.resize_reserved_concurrency == 20 and reserved.worker_count == 20
+    env = {e["Name"]: e["Value"] for e in
+           package.bridge_container(package.render_infra(ROOT, reserved))["Environment"]}
+    assert env["IMAGEPIPE_RESIZE_RESERVED_CONCURRENCY"] == "20"
+    assert package.with_resize_reservation(stage, None).resize_reserved_concurrency == 0
+    # The stage may say the same number; another one is refused rather than one silently won.
+    same = dataclasses.replace(stage, resize_reserved_concurrency=20)
+    assert package.with_resize_reservation(same, 20).resize_reserved_concurrency == 20
+    with pytest.raises(ConfigError, match="differs from deploy.reserved_concurrency.resize"):
+        package.with_resize_reservation(dataclasses.replace(stage,
+                                                            resize_reserved_concurrency=50), 20)
+    # A stage asking for more workers than the reservation fails when packaged.
+    with pytest.raises(ConfigError, match="reserved concurrency"):
+        package.with_resize_reservation(dataclasses.replace(stage, workers=30), 20)
+
+
+def test_packaging_refuses_auth_with_callbacks_but_no_targets(tmp_path):
+    (tmp_path / "chalicefile.json").write_text((ROOT / "chalicefile.json").read_text())
+    env = {**STAGE_ENV, "IMAGEPIPE_CALLBACK_SECRET_ARN": VALUES["CallbackSecretArn"]}
+
+    with pytest.raises(ConfigError, match="callback_allowed_prefixes"):
+        package.package(tmp_path, "prod", tmp_path / "out", environ=env)
+    assert not (tmp_path / "out" / "infra.json").exists()
+
+
+def test_only_the_upload_function_gets_the_auth_settings():
+    hs256 = Settings(bucket=BUCKET, stage="prod", auth_mode="jwt", auth_issuer="https://app",
+                     auth_audience="imagepipe", auth_secret_arn=VALUES["AuthSecretArn"])
+    bare = package.without_auth(hs256)
+    assert not bare.auth_on and bare.auth_secret_arn is None
+    env = {e["Name"]: e["Value"] for e in package.bridge_container(
+        package.render_infra(ROOT, bare))["Environment"]}
+    # Only what a stage without auth says (mode none), no issuer, audience or secret's ARN.
+    unauthenticated = {k: v for k, v in Settings(bucket=BUCKET).to_env().items()
+                       if k.startswith("IMAGEPIPE_AUTH")}
+    assert {k: v for k, v in env.items() if k.startswith("IMAGEPIPE_AUTH")} == unauthenticated
+    assert unauthenticated["IMAGEPIPE_AUTH_MODE"] == "none"

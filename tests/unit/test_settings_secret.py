@@ -95,11 +95,43 @@ def test_the_auth_secret_is_read_from_its_arn_at_load(secrets, stored):
         {**AUTH_ENV, "IMAGEPIPE_AUTH_SECRET_ARN": arn}).to_env()
 
 
-@pytest.mark.parametrize("stored", ["short", {"key": "h" * 40}])
-def test_an_unusable_auth_secret_fails_at_load(secrets, stored):
+@pytest.mark.parametrize("stored, says", [
+    ("short", "at least 32 bytes .*IMAGEPIPE_AUTH_SECRET_ARN"),
+    ({"secret": "short"}, "at least 32 bytes"),
+    ({"key": "h" * 40}, "field 'secret' of a JSON object"),
+])
+def test_an_unusable_auth_secret_fails_at_load(secrets, stored, says):
     arn = _secret(secrets, stored)
-    with pytest.raises(ConfigError, match="at least 32 bytes"):
+    with pytest.raises(ConfigError, match=says) as caught:
         settings_edge.load({**AUTH_ENV, "IMAGEPIPE_AUTH_SECRET_ARN": arn}, lambda s: secrets)
+    assert "short" not in str(caught.value) and "h" * 40 not in str(caught.value)
+
+
+def test_the_auth_secret_is_one_of_the_secret_settings_read_the_generic_way(secrets):
+    """Its ``<NAME>_ARN`` is the generic one, read with the other secrets by one client."""
+    assert "IMAGEPIPE_AUTH_SECRET" in settings_edge.SECRET_ENV
+    assert settings_edge.secret_arn_env("IMAGEPIPE_AUTH_SECRET") == "IMAGEPIPE_AUTH_SECRET_ARN"
+    auth = _secret(secrets, "a" * 40)
+    keys = secrets.create_secret(Name="imagepipe-test-keys", SecretString="k-new,k-old")["ARN"]
+    made = []
+
+    loaded = settings_edge.load({**AUTH_ENV, "IMAGEPIPE_AUTH_SECRET_ARN": auth,
+                                 "IMAGEPIPE_DELIVERY_KEYS_ARN": keys},
+                                lambda s: made.append(s) or secrets)
+
+    assert (loaded.auth_secret, loaded.delivery_keys) == ("a" * 40, ("k-new", "k-old"))
+    assert len(made) == 1
+    with pytest.raises(ConfigError, match="both set"):
+        settings_edge.load({**AUTH_ENV, "IMAGEPIPE_AUTH_SECRET_ARN": auth,
+                            "IMAGEPIPE_AUTH_SECRET": "b" * 40}, lambda s: secrets)
+
+
+def test_the_token_command_reads_a_stages_auth_secret_the_same_way(secrets):
+    arn = _secret(secrets, {"secret": "c" * 40})
+    stage = Settings(bucket="b", auth_mode="jwt", auth_issuer="https://app",
+                     auth_audience="imagepipe", auth_secret_arn=arn)
+
+    assert settings_edge.load_auth_secret(stage, lambda s: secrets).auth_secret == "c" * 40
 
 
 @pytest.mark.parametrize("env, says", [

@@ -15,9 +15,12 @@ a ``merge_template`` that ``make package`` merges into its ``chalice package`` o
 A stage's ``auth`` says who may call its API (``imagepipe.auth``): ``{"mode": "none"}`` (the
 default, for the local stage) or ``{"mode": "jwt", "issuer", "audience"}`` with a
 ``jwks_url`` (RS256/ES256 from an identity provider), an HS256 ``secret`` (``secret_arn`` in
-the cloud, a Secrets Manager secret read at start) or both, and optionally ``max_ttl_s``. A cloud stage
-is packaged only with auth on, or with ``{"mode": "none", "public": true}`` saying that its API
-is open on purpose (``require_decided_auth``).
+the cloud, a Secrets Manager secret the upload function reads at start: ``make deploy`` passes it
+to the infra stack as ``AuthSecretArn``, which lets that function's role read it) or both, and
+optionally ``max_ttl_s``. A cloud stage is packaged only with auth on, or with
+``{"mode": "none", "public": true}`` saying that its API is open on purpose
+(``require_decided_auth``); with auth on and callbacks, only with ``callback_allowed_prefixes``
+(``require_callback_targets``).
 """
 
 from __future__ import annotations
@@ -57,6 +60,8 @@ _DEPLOY_FIELDS = {"parameters", "api_throttle", "reserved_concurrency"}
 # account's concurrency unreserved, so an account at the default quota (1,000) fits these.
 DEFAULT_API_THROTTLE = {"rate_per_s": 50, "burst": 100}
 DEFAULT_RESERVED_CONCURRENCY = {"upload": 25, "resize": 20}
+# The infra stack's parameter that turns callbacks on in the cloud (the secret's ARN).
+CALLBACK_SECRET_PARAMETER = "CallbackSecretArn"
 
 
 def load(path: str | Path) -> dict:
@@ -127,6 +132,26 @@ def require_decided_auth(manifest: dict, stage: str) -> None:
     if auth.get("secret"):
         raise ConfigError(f"{where}.{AUTH}.secret: a cloud stage reads its HS256 secret from "
                           'Secrets Manager: give its ARN as "secret_arn" instead')
+
+
+def require_callback_targets(manifest: dict, stage: str, settings: Settings,
+                             environ: Mapping[str, str] | None = None) -> None:
+    """With auth on, callers are users rather than the stage's own backend, so a
+    ``callback_url`` must start with one of the stage's ``callback_allowed_prefixes`` (its own
+    receivers): a stage with callbacks on and no list would refuse every one. Refuse to
+    package it instead of deploying callbacks that nobody can use."""
+    if not settings.auth_on or settings.callback_allowed_prefixes:
+        return
+    environ = os.environ if environ is None else environ
+    parameters = _stage(manifest, stage).get(DEPLOY, {}).get("parameters", {})
+    where = f"stages.{stage}.{DEPLOY}.parameters.{CALLBACK_SECRET_PARAMETER}"
+    if settings.callback_secret or _expand(parameters.get(CALLBACK_SECRET_PARAMETER, ""), where,
+                                           environ):
+        raise ConfigError(
+            f"chalicefile.stages.{stage}: callbacks are on ({CALLBACK_SECRET_PARAMETER}) with "
+            "auth, but callback_allowed_prefixes is empty: with auth on a callback_url must "
+            "start with one of the stage's own receivers (https://host/path/...), so every "
+            "callback_url would be refused. List them, or turn callbacks off")
 
 
 def _validate_deploy(deploy, where: str) -> None:
@@ -268,6 +293,11 @@ def stage_settings(
             for origin in entry.split(",") if origin.strip())
     if "delivery_keys" in kwargs:
         kwargs["delivery_keys"] = tuple(k for k in kwargs["delivery_keys"] if k)
+    if "callback_allowed_prefixes" in kwargs:
+        # Like the origins: an entry may reference a comma-separated list, possibly empty.
+        kwargs["callback_allowed_prefixes"] = tuple(
+            prefix.strip() for entry in kwargs["callback_allowed_prefixes"]
+            for prefix in entry.split(",") if prefix.strip())
     settings = Settings(**kwargs)
     changes: dict[str, Any] = dict(overrides or {})
     return replace(settings, **changes)
