@@ -121,7 +121,8 @@ def package(root: Path, stage: str, out_dir: Path | None = None, environ=None,
     limits = chalicefile.stage_limits(manifest, stage)
     settings = with_resize_reservation(
         chalicefile.stage_settings(manifest, stage, environ=environ),
-        limits["reserved_concurrency"].get("resize"))
+        limits["reserved_concurrency"].get("resize"),
+        bridge_tasks=bridge_max_count(root, manifest, stage))
     refuse_plain_secrets(settings)
     chalicefile.require_callback_targets(manifest, stage, settings, environ)
     names = names_module.Names.of(manifest, settings)
@@ -158,10 +159,39 @@ def with_limits(template: dict, api_throttle: dict, reserved: int | None) -> dic
     return template
 
 
-def with_resize_reservation(settings: Settings, reserved: int | None) -> Settings:
+def with_resize_reservation(settings: Settings, reserved: int | None,
+                            bridge_tasks: int = 1) -> Settings:
     """``settings`` with the resize function's reserved concurrency of the stage's deploy
     section, so that a ``lambda`` bridge sizes its default concurrency within it; a stage that
-    also sets the setting must agree (two numbers for one limit would drift apart)."""
+    also sets the setting must agree (two numbers for one limit would drift apart).
+
+    With a reservation, each of the at most ``bridge_tasks`` bridge tasks defaults to its share
+    of it: all of them at once must not invoke more than the reservation, or Lambda throttles
+    the rest and every throttled invoke spends one of the job's attempts."""
+    settings = _with_reservation(settings, reserved)
+    if (settings.invoker == "lambda" and settings.resize_reserved_concurrency
+            and not settings.workers):
+        share = max(1, settings.resize_reserved_concurrency // max(1, bridge_tasks))
+        settings = replace(settings, workers=min(share, settings.worker_count))
+    return settings
+
+
+def bridge_max_count(root: Path, manifest: dict, stage: str) -> int:
+    """The most bridge tasks the stage's autoscaling runs (``BridgeMaxCount``: the stage's
+    deploy parameter, else the template's default); a placeholder reads as the default."""
+    template = root / INFRA_TEMPLATE
+    if not template.exists():  # a project with its own chalicefile only: ours
+        template = Path(__file__).resolve().parents[1] / INFRA_TEMPLATE.name
+    default_count = templates.load(template)["Parameters"]["BridgeMaxCount"]["Default"]
+    given = manifest["stages"][stage].get(chalicefile.DEPLOY, {}).get("parameters", {}).get(
+        "BridgeMaxCount", default_count)
+    try:
+        return max(1, int(given))
+    except (TypeError, ValueError):
+        return max(1, int(default_count))
+
+
+def _with_reservation(settings: Settings, reserved: int | None) -> Settings:
     reserved = reserved or 0  # null: unreserved
     set_by_stage = settings.resize_reserved_concurrency
     if set_by_stage and set_by_stage != reserved:

@@ -255,7 +255,10 @@ def test_the_bridge_keeps_within_the_resize_functions_reservation(packaged):
     plain = {k: v for k, v in env.items() if isinstance(v, str)}
     bridge = Settings.from_env({**plain, ENV_BUCKET: "b", "IMAGEPIPE_RESIZE_FUNCTION": "f"})
     assert bridge.invoker == "lambda"
-    assert bridge.worker_count == min(reserved, DEFAULT_LAMBDA_WORKERS) <= reserved
+    # Each of the stage's bridge tasks takes its share: all of them at once stay within it.
+    tasks = package_module.bridge_max_count(ROOT, manifest, STAGE)
+    assert bridge.worker_count == min(reserved // tasks, DEFAULT_LAMBDA_WORKERS)
+    assert bridge.worker_count * tasks <= reserved
 
 
 def test_the_api_is_throttled_and_each_function_has_its_reserved_concurrency(packaged):

@@ -18,6 +18,7 @@ from imagepipe import bucket_cors, keys
 from imagepipe.errors import ConfigError
 from imagepipe import settings as settings_module
 from imagepipe.settings import Settings
+from imagepipe_tools import chalicefile
 from infra.deploy import package, templates
 from tests.integration.packaged import STAGE_ENV
 
@@ -660,6 +661,23 @@ def test_the_bridge_gets_the_resize_reservation_of_the_deploy_section():
     # A stage asking for more workers than the reservation fails when packaged.
     with pytest.raises(ConfigError, match="reserved concurrency"):
         package.with_resize_reservation(dataclasses.replace(stage, workers=30), 20)
+
+
+def test_the_bridge_tasks_share_the_resize_reservation():
+    """All bridge tasks at once stay within the reservation: each defaults to its share."""
+    stage = Settings(bucket=BUCKET, stage="prod", invoker="lambda", resize_function="f")
+    shared = package.with_resize_reservation(stage, 20, bridge_tasks=4)
+    assert shared.worker_count == 5 and shared.workers == 5
+    assert package.with_resize_reservation(stage, 3, bridge_tasks=4).worker_count == 1
+    assert package.with_resize_reservation(stage, 200, bridge_tasks=2).worker_count == \
+        settings_module.DEFAULT_LAMBDA_WORKERS  # the default is below the share
+    # A stage that sets its workers keeps them; an unreserved function leaves the default.
+    assert package.with_resize_reservation(dataclasses.replace(stage, workers=8), 20,
+                                           bridge_tasks=4).worker_count == 8
+    assert package.with_resize_reservation(stage, None, bridge_tasks=4).workers == 0
+    # prod: 20 reserved, at most 4 bridge tasks.
+    manifest = chalicefile.load(ROOT / "chalicefile.json")
+    assert package.bridge_max_count(ROOT, manifest, "prod") == 4
 
 
 def test_packaging_refuses_auth_with_callbacks_but_no_targets(tmp_path):
