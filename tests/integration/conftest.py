@@ -128,9 +128,14 @@ class BrokerProbe:
         return [ResultEvent.from_dict(json.loads(body)) for _, body in got]
 
     def event_messages(self, count: int, timeout: float = 20) -> list:
-        """(AMQP properties, routing key's event) pairs, for tests of what the bridge sets."""
-        got = self._drain(self._results_queue, count, timeout)
+        """(AMQP properties, event) pairs, for tests of what the bridge sets."""
+        got = self.take_event_messages(count, timeout)
         assert len(got) == count, f"expected {count} result events, got {len(got)}"
+        return got
+
+    def take_event_messages(self, count: int, timeout: float) -> list:
+        """Like ``event_messages``, but what came within ``timeout``, maybe fewer."""
+        got = self._drain(self._results_queue, count, timeout)
         return [(props, ResultEvent.from_dict(json.loads(body))) for props, body in got]
 
     def events_until_each_of(self, job_ids, timeout: float = 60) -> list[ResultEvent]:
