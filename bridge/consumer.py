@@ -124,6 +124,7 @@ class Bridge:
             observer=observer.for_rerender(),
         )
         self._errors: list[BaseException] = []
+        self._rerender_left_running = False
 
     @property
     def healthy(self) -> bool:
@@ -138,7 +139,7 @@ class Bridge:
     @property
     def drained(self) -> bool:
         """False when ``run`` returned with jobs still running, after the drain timeout."""
-        return self.live.drained and self.rerender.drained
+        return self.live.drained and self.rerender.drained and not self._rerender_left_running
 
     def stop(self) -> None:
         """Stop taking new jobs, settle the ones in flight, then return from ``run``.
@@ -165,12 +166,13 @@ class Bridge:
         except BaseException as exc:
             self._errors.append(exc)
         finally:
-            self.rerender.stop()
-            # Its drain ends at the same deadline as the live one's, so this wait is bounded.
-            deadline = self.drain_deadline or time.monotonic()
+            self.rerender.stop()  # no-op after a stop request: the drain started with it
+            deadline = self.rerender.drain_deadline or time.monotonic()
             thread.join(timeout=max(deadline - time.monotonic(), 0) + 5)
             if thread.is_alive():
-                LOGGER.warning("rerender consumer still stopping; its jobs are redelivered")
+                self._rerender_left_running = True
+                LOGGER.warning("rerender consumer still stopping after the drain timeout; the "
+                               "broker redelivers its jobs")
         if self._errors:
             raise self._errors[0]
 
@@ -446,7 +448,9 @@ def _log_outcome(outcome: _Outcome) -> None:
 
 
 def _job_fields(job: ResizeJob) -> dict:
-    return {logs.JOB_ID: job.job_id, logs.UPLOAD_ID: job.upload_id}
+    # A rerender's lines say so: the same upload also has its live job's lines.
+    kind = {"rerender": list(job.rerender or ())} if job.is_rerender else {}
+    return {logs.JOB_ID: job.job_id, logs.UPLOAD_ID: job.upload_id, **kind}
 
 
 def _elapsed_ms(started: float) -> int:
