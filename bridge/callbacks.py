@@ -1,7 +1,8 @@
 """The callback dispatcher: POST each finished job's result to its ``callback_url``, signed.
 
 It consumes the results exchange from its own durable queue (bound to ``job.done`` and
-``job.failed``) on its own connection and threads, so a slow or unreachable receiver never
+``job.failed``, and to ``variants.changed`` when the stage asks for rerender callbacks with
+``settings.rerender_callbacks``) on its own connection and threads, so a slow or unreachable receiver never
 delays a resize: the bridge has published the event and moved on. Each callback is retried with
 capped exponential backoff; after the last attempt, or at once when the receiver refuses it for
 good (a 4xx other than 408/429, or a target that is no longer allowed), the event is
@@ -15,6 +16,7 @@ owns the connection and its channels; worker threads deliver and hand the outcom
 from __future__ import annotations
 
 import functools
+import hashlib
 import http.client
 import logging
 import socket
@@ -34,6 +36,9 @@ from imagepipe.settings import Settings
 LOGGER = logging.getLogger(__name__)
 
 ROUTING_KEYS = ("job.done", "job.failed")
+# A rerender (backfill) that changed an upload's variants; ``variants.failed`` is for operators
+# (the dead-letter queue), never for the upload's owner.
+RERENDER_ROUTING_KEY = "variants.changed"
 MAX_DELAY_S = 60.0
 MAX_RESPONSE_BYTES = 64 * 1024
 RETRYABLE_STATUSES = frozenset({408, 429})
@@ -116,8 +121,16 @@ def _pinned_connection(target: callbacks.Target, address: str, timeout: float):
 
 
 def webhook_id(event: ResultEvent) -> str:
-    """The event's ``webhook-id``: the same on every attempt, so receivers drop duplicates."""
-    return f"{event.job_id}.{event.status}"
+    """The event's ``webhook-id``: the same on every attempt, so receivers drop duplicates.
+
+    A rerender's differs from the upload's own ``{job}.done`` (the receiver would drop it as a
+    duplicate) and from every other rerender's of that upload: it names the variant set, whose
+    keys carry the fingerprints, so the same rerender redelivered keeps its id.
+    """
+    if not event.rerender:
+        return f"{event.job_id}.{event.status}"
+    digest = hashlib.sha256("\n".join(sorted(v.key for v in event.variants)).encode())
+    return f"{event.job_id}.{event.routing_key}.{digest.hexdigest()[:16]}"
 
 
 def callback_body(event: ResultEvent) -> bytes:
@@ -127,14 +140,24 @@ def callback_body(event: ResultEvent) -> bytes:
 
 # --- the dispatcher ----------------------------------------------------------------------------
 
+def routing_keys(settings: Settings) -> tuple[str, ...]:
+    """The events that get a callback on this stage."""
+    return ROUTING_KEYS + ((RERENDER_ROUTING_KEY,) if settings.rerender_callbacks else ())
+
+
 def declare_topology(channel, settings: Settings) -> None:
     channel.exchange_declare(settings.results_exchange, exchange_type="topic", durable=True)
     quorum = {"x-queue-type": "quorum"}
     channel.queue_declare(settings.callback_dead_letter_queue, durable=True, arguments=quorum)
     channel.queue_declare(settings.callback_queue, durable=True, arguments=quorum)
-    for routing_key in ROUTING_KEYS:
+    for routing_key in routing_keys(settings):
         channel.queue_bind(settings.callback_queue, settings.results_exchange,
                            routing_key=routing_key)
+    if not settings.rerender_callbacks:
+        # The queue is durable and so are its bindings: a stage that turned rerender callbacks
+        # off must stop getting them (unbinding what is not bound is no error).
+        channel.queue_unbind(settings.callback_queue, settings.results_exchange,
+                             routing_key=RERENDER_ROUTING_KEY)
 
 
 @dataclass(frozen=True)
@@ -190,7 +213,8 @@ class CallbackDispatcher:
         except Exception as exc:
             self.settle(delivery, _Outcome(DEAD, 0, bad_message(exc).to_dict()))
             return
-        if not event.callback_url:
+        if not event.callback_url or (event.rerender and not self._settings.rerender_callbacks):
+            # The second: queued while the binding still stood (the setting was just turned off).
             delivery.ack()
             return
         self._loop.submit(delivery, functools.partial(self._deliver, event))

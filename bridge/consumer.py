@@ -1,5 +1,12 @@
 """The bridge: consume resize jobs, run each through an invoker, settle the delivery.
 
+Two queues, one invoker: ``Bridge`` runs a ``JobConsumer`` for the work queue (live uploads) and
+one for the rerender queue (backfill jobs), each on its own connection, so that neither queue's
+prefetch or backlog holds up the other. They share the invoker through ``bridge.slots``: rerender
+jobs run on at most ``settings.rerender_worker_count`` of the ``settings.worker_count`` workers,
+and a live job is first in line for any worker. Stopping, draining, reconnects and health cover
+both; a rerender job's result event is ``variants.changed|failed`` (``bridge.settle``).
+
 The reconnecting consumer loop (connection, channels, worker threads, stopping) is
 ``bridge.loop``; this module is what the bridge does with a delivery:
 
@@ -26,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
 from dataclasses import dataclass, replace
 from typing import Any
@@ -36,6 +44,7 @@ from bridge.confirms import PipelinedPublisher
 from bridge.invokers import Invoker
 from bridge.loop import ConsumerLoop, Delivery, Session
 from bridge.observability import BridgeObserver, NullObserver
+from bridge.slots import WorkerSlots
 from bridge.settle import (
     DEAD_LETTER,
     RELEASE,
@@ -51,7 +60,7 @@ from bridge.settle import (
 from imagepipe import logs
 from imagepipe.broker import declare_topology
 from imagepipe.errors import JobError, bad_message, gave_up, invoke_failed
-from imagepipe.messages import Invocation, ResizeJob
+from imagepipe.messages import Invocation, InvocationResult, ResizeJob
 from imagepipe.settings import Settings
 
 LOGGER = logging.getLogger(__name__)
@@ -81,6 +90,8 @@ class _Outcome:
 
 
 class Bridge:
+    """Both consumers, run and stopped as one; they share ``invoker`` (``bridge.slots``)."""
+
     def __init__(
         self,
         settings: Settings,
@@ -93,12 +104,115 @@ class Bridge:
         observer: BridgeObserver | None = None,
     ):
         self._settings = settings
+        observer = observer or NullObserver()
+        self.slots = WorkerSlots(settings.worker_count, settings.rerender_worker_count)
+        consumer = functools.partial(
+            JobConsumer, settings, invoker, self.slots, heartbeat=heartbeat,
+            reconnect_initial_s=reconnect_initial_s, reconnect_max_s=reconnect_max_s,
+        )
+        self.live = consumer(
+            rerender=False, queue=settings.resize_queue,
+            label="bridge", connection_name=connection_name, workers=settings.worker_count,
+            prefetch=settings.prefetch_count, observer=observer,
+        )
+        # Its prefetch is its share: a bridge holds no rerender job it could not start, so the
+        # backlog stays with the broker, for the other bridges.
+        self.rerender = consumer(
+            rerender=True, queue=settings.rerender_queue,
+            label="rerender", connection_name=f"{connection_name}-rerender",
+            workers=settings.rerender_worker_count, prefetch=settings.rerender_worker_count,
+            observer=observer.for_rerender(),
+        )
+        self._errors: list[BaseException] = []
+        self._rerender_left_running = False
+
+    @property
+    def healthy(self) -> bool:
+        """Both consumers connected and consuming (for a health endpoint)."""
+        return self.live.healthy and self.rerender.healthy
+
+    @property
+    def drain_deadline(self) -> float | None:
+        """``time.monotonic()`` at which the drain started by ``stop()`` ends; None before."""
+        return self.live.drain_deadline
+
+    @property
+    def drained(self) -> bool:
+        """False when ``run`` returned with jobs still running, after the drain timeout."""
+        return self.live.drained and self.rerender.drained and not self._rerender_left_running
+
+    def stop(self) -> None:
+        """Stop taking new jobs, settle the ones in flight, then return from ``run``.
+
+        Safe to call from a signal handler or from another thread. The drain timeout runs from
+        the first call.
+        """
+        self.live.stop()
+        self.rerender.stop()
+
+    def run(self) -> None:
+        """Consume both queues until ``stop()``, reconnecting after a lost connection.
+
+        Raises ``ConfigError`` when the broker's topology contradicts the settings (either
+        queue's): the other consumer is stopped too, since no retry can fix it.
+        """
+        LOGGER.info("resize jobs run on the %s invoker (%d workers, at most %d for rerender "
+                    "jobs)", self._settings.invoker, self.slots.workers,
+                    self.slots.rerender_share)
+        thread = threading.Thread(target=self._run_rerender, name="rerender", daemon=True)
+        thread.start()
+        try:
+            self.live.run()
+        except BaseException as exc:
+            self._errors.append(exc)
+        finally:
+            self.rerender.stop()  # no-op after a stop request: the drain started with it
+            deadline = self.rerender.drain_deadline or time.monotonic()
+            thread.join(timeout=max(deadline - time.monotonic(), 0) + 5)
+            if thread.is_alive():
+                self._rerender_left_running = True
+                LOGGER.warning("rerender consumer still stopping after the drain timeout; the "
+                               "broker redelivers its jobs")
+        if self._errors:
+            raise self._errors[0]
+
+    def _run_rerender(self) -> None:
+        try:
+            self.rerender.run()
+        except BaseException as exc:  # reported by run(), after the live consumer stopped too
+            self._errors.append(exc)
+            self.live.stop()
+
+
+class JobConsumer:
+    """One queue's consumer: decode, invoke (holding a worker from ``slots``), settle."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        invoker: Invoker,
+        slots: WorkerSlots,
+        *,
+        rerender: bool,
+        queue: str,
+        label: str,
+        connection_name: str,
+        workers: int,
+        prefetch: int,
+        heartbeat: int = 30,
+        reconnect_initial_s: float = 0.5,
+        reconnect_max_s: float = 30.0,
+        observer: BridgeObserver | None = None,
+    ):
+        self._settings = settings
         self._invoker = invoker
+        self._slots = slots
+        self._rerender = rerender
         self._observer = observer or NullObserver()  # health and metrics (bridge.observability)
         self._loop = ConsumerLoop(
-            settings, self, queue=settings.resize_queue, label="bridge", noun="jobs",
-            connection_name=connection_name, workers=settings.worker_count,
-            prefetch=settings.prefetch_count, heartbeat=heartbeat,
+            settings, self, queue=queue, label=label, noun="jobs",
+            connection_name=connection_name, workers=workers,
+            prefetch=prefetch, heartbeat=heartbeat,
             reconnect_initial_s=reconnect_initial_s, reconnect_max_s=reconnect_max_s,
             observer=self._observer,
         )
@@ -131,7 +245,6 @@ class Bridge:
 
         Raises ``ConfigError`` when the broker's topology contradicts the settings.
         """
-        LOGGER.info("resize jobs run on the %s invoker", self._settings.invoker)
         self._loop.run()
 
     # --- bridge.loop.Handler (I/O thread) -------------------------------------------------------
@@ -275,7 +388,9 @@ class Bridge:
             # released, it would be dead-lettered by the broker with no cause and no status.
             return released()
         try:
-            result = self._invoker.invoke(invocation)
+            result = self._invoke(invocation)
+            if result is None:  # stopping while it waited for a worker: it never started
+                return released()
         except Exception as exc:  # could not run it (Lambda down, pool broken): transient
             error = invoke_failed(exc)
             if invocation.is_final_attempt:
@@ -284,6 +399,17 @@ class Bridge:
                 result = retry_result(invocation, error, _elapsed_ms(started))
         return decide(self._settings, invocation, result)
 
+    def _invoke(self, invocation: Invocation) -> InvocationResult | None:
+        """Invoke on one of the shared workers (``bridge.slots``), waiting for it if need be;
+        None when a stop request came first (a final attempt waits regardless, see above)."""
+        cancel = None if invocation.is_final_attempt else self._loop.stopping
+        if not self._slots.acquire(self._rerender, cancel):
+            return None
+        try:
+            return self._invoker.invoke(invocation)
+        finally:
+            self._slots.release(self._rerender)
+
     def _give_up(self, invocation: Invocation, error: JobError, started: float):
         """Out of attempts without the resize having run: ask the function to record the
         failure (the bridge itself may not write to S3), then dead-letter with the cause."""
@@ -291,7 +417,9 @@ class Bridge:
         # A throttled or restarting function is likelier to answer after the usual backoff.
         self._loop.stopping.wait(retry_delay(self._settings, invocation.attempt))
         try:
-            return self._invoker.invoke(replace(invocation, give_up=cause))
+            result = self._invoke(replace(invocation, give_up=cause))  # final: never None
+            assert result is not None
+            return result
         except Exception as exc:
             LOGGER.error(
                 "job=%s: could not record its failed status (%s); it is dead-lettered with "
@@ -320,7 +448,9 @@ def _log_outcome(outcome: _Outcome) -> None:
 
 
 def _job_fields(job: ResizeJob) -> dict:
-    return {logs.JOB_ID: job.job_id, logs.UPLOAD_ID: job.upload_id}
+    # A rerender's lines say so: the same upload also has its live job's lines.
+    kind = {"rerender": list(job.rerender or ())} if job.is_rerender else {}
+    return {logs.JOB_ID: job.job_id, logs.UPLOAD_ID: job.upload_id, **kind}
 
 
 def _elapsed_ms(started: float) -> int:

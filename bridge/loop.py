@@ -1,9 +1,10 @@
-"""The reconnecting consumer loop, written once for the bridge's two consumers.
+"""The reconnecting consumer loop, written once for the bridge's consumers.
 
 kombu's ``ConsumerMixin`` is the model: a component says what to declare, what to do with a
 message and how to settle a result; the loop owns the connection and everything that goes wrong
-with it. The components are ``bridge.consumer.Bridge`` (resize jobs) and
-``bridge.callbacks.CallbackDispatcher`` (completion callbacks); each is a ``Handler``.
+with it. The components are ``bridge.consumer.JobConsumer`` (resize jobs: a bridge runs one for
+the work queue and one for the rerender queue) and ``bridge.callbacks.CallbackDispatcher``
+(completion callbacks); each is a ``Handler`` with a loop and a connection of its own.
 
 What the loop does:
 

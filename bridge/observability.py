@@ -14,9 +14,14 @@ Metrics (all prefixed ``imagepipe_bridge_`` unless noted):
 - ``dead_lettered_total{code}``: messages the bridge dead-lettered, by reason code.
 - ``reconnects_total``: broker sessions re-established after a loss.
 - ``in_flight``: jobs handed to the workers and not finished yet.
-- ``consuming``: 1 while connected and consuming, else 0 (what ``/healthz`` reports).
-- ``imagepipe_queue_messages{queue}`` / ``imagepipe_queue_consumers{queue}``: the work and
-  dead-letter queues' ready messages and consumers, asked of the broker at scrape time over a
+- ``rerender_jobs_total{outcome}``, ``rerender_job_duration_seconds{outcome}``,
+  ``rerender_in_flight``: the same for rerender (backfill) jobs, which the three above leave out
+  so that they keep describing live uploads. Redeliveries, dead letters and reconnects count both.
+- ``consuming``: 1 while both consumers (work queue and rerender queue) are connected and
+  consuming, else 0 (what ``/healthz`` reports; its reason names the rerender consumer when it
+  is the one that is not).
+- ``imagepipe_queue_messages{queue}`` / ``imagepipe_queue_consumers{queue}``: the work,
+  rerender and dead-letter queues' ready messages and consumers, asked of the broker at scrape time over a
   connection of the collector's own (pika connections are not thread-safe; the bridge's belong
   to its I/O thread). Absent when the broker does not answer.
 """
@@ -40,12 +45,17 @@ from imagepipe.settings import ENV_HEALTH_PORT, Settings
 LOGGER = logging.getLogger(__name__)
 
 OUTCOMES = ("done", "failed", "retry", "released", "dropped")
+RERENDER = "rerender"
 DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)
 STARTING = "starting"
 
 
 class BridgeObserver(Protocol):
     """What the consumer reports. Called from the I/O thread and from worker threads."""
+
+    def for_rerender(self) -> "BridgeObserver":
+        """The observer of the rerender queue's consumer."""
+        ...
 
     def consuming(self) -> None: ...
 
@@ -61,6 +71,9 @@ class BridgeObserver(Protocol):
 
 class NullObserver:
     """The observer when metrics are off."""
+
+    def for_rerender(self) -> "NullObserver":
+        return self
 
     def consuming(self) -> None:
         pass
@@ -84,9 +97,9 @@ class BridgeMetrics:
     def __init__(self, settings: Settings | None = None):
         self.registry = CollectorRegistry()
         self._lock = threading.Lock()
-        self._healthy = False
-        self._reason = STARTING
-        self._sessions = 0
+        # Per consumer: (healthy, reason, sessions). The work queue's is "", the rerender's
+        # is made by for_rerender (a Bridge always makes it).
+        self._consumers: dict[str, _ConsumerState] = {"": _ConsumerState()}
         prefix = "imagepipe_bridge_"
         self.jobs = Counter(prefix + "jobs", "Settled deliveries by outcome", ["outcome"],
                             registry=self.registry)
@@ -107,6 +120,19 @@ class BridgeMetrics:
                                   registry=self.registry)
         self.in_flight = Gauge(prefix + "in_flight", "Jobs handed to workers, not finished",
                                registry=self.registry)
+        self.rerender_jobs = Counter(prefix + "rerender_jobs",
+                                     "Settled rerender deliveries by outcome", ["outcome"],
+                                     registry=self.registry)
+        self.rerender_duration = Histogram(prefix + "rerender_job_duration_seconds",
+                                           "Rerender invocation time by outcome", ["outcome"],
+                                           buckets=DURATION_BUCKETS, registry=self.registry)
+        for outcome in OUTCOMES:
+            self.rerender_jobs.labels(outcome)
+            self.rerender_duration.labels(outcome)
+        self.rerender_in_flight = Gauge(prefix + "rerender_in_flight",
+                                        "Rerender jobs handed to workers, not finished",
+                                        registry=self.registry)
+        self._rerender_view: _RerenderMetrics | None = None
         self.consuming_gauge = Gauge(prefix + "consuming", "1 while connected and consuming",
                                      registry=self.registry)
         self._depth = QueueDepthCollector(settings) if settings is not None else None
@@ -120,18 +146,36 @@ class BridgeMetrics:
 
     # --- BridgeObserver -----------------------------------------------------------------------
 
-    def consuming(self) -> None:
+    def for_rerender(self) -> "_RerenderMetrics":
         with self._lock:
-            self._sessions += 1
-            if self._sessions > 1:
-                self.reconnects.inc()
-            self._healthy, self._reason = True, "consuming"
-        self.consuming_gauge.set(1)
+            if self._rerender_view is None:
+                self._consumers[RERENDER] = _ConsumerState()
+                self._rerender_view = _RerenderMetrics(self)
+            return self._rerender_view
+
+    def consuming(self) -> None:
+        self._consuming("")
 
     def not_consuming(self, reason: str) -> None:
+        self._not_consuming("", reason)
+
+    def _consuming(self, consumer: str) -> None:
         with self._lock:
-            self._healthy, self._reason = False, reason
-        self.consuming_gauge.set(0)
+            state = self._consumers[consumer]
+            state.sessions += 1
+            if state.sessions > 1:
+                self.reconnects.inc()
+            state.healthy, state.reason = True, "consuming"
+            self.consuming_gauge.set(int(self._all_healthy()))
+
+    def _not_consuming(self, consumer: str, reason: str) -> None:
+        with self._lock:
+            state = self._consumers[consumer]
+            state.healthy, state.reason = False, reason
+            self.consuming_gauge.set(0)
+
+    def _all_healthy(self) -> bool:
+        return all(state.healthy for state in self._consumers.values())
 
     def job_started(self, attempt: int) -> None:
         self.in_flight.inc()
@@ -153,7 +197,58 @@ class BridgeMetrics:
 
     def health(self) -> tuple[bool, str]:
         with self._lock:
-            return self._healthy, self._reason
+            if self._all_healthy():
+                return True, "consuming"
+            reasons: list[str] = []
+            for name, state in self._consumers.items():
+                if state.healthy or state.reason in reasons:
+                    continue
+                # The work queue's reason alone reads as before; when both say the same
+                # ("stopped", "starting"), once is enough.
+                if name and self._consumers[""].reason == state.reason:
+                    continue
+                reasons.append(f"{name}: {state.reason}" if name else state.reason)
+            return False, "; ".join(reasons)
+
+
+class _ConsumerState:
+    def __init__(self) -> None:
+        self.healthy = False
+        self.reason = STARTING
+        self.sessions = 0
+
+
+class _RerenderMetrics:
+    """The rerender consumer's view of ``BridgeMetrics``: its own job counters, the shared
+    health, redeliveries and dead letters."""
+
+    def __init__(self, metrics: BridgeMetrics):
+        self._metrics = metrics
+
+    def for_rerender(self) -> "_RerenderMetrics":
+        return self
+
+    def consuming(self) -> None:
+        self._metrics._consuming(RERENDER)
+
+    def not_consuming(self, reason: str) -> None:
+        self._metrics._not_consuming(RERENDER, reason)
+
+    def job_started(self, attempt: int) -> None:
+        self._metrics.rerender_in_flight.inc()
+        if attempt > 1:
+            self._metrics.redeliveries.inc()
+
+    def job_ended(self) -> None:
+        self._metrics.rerender_in_flight.dec()
+
+    def settled(self, outcome: str, duration_s: float | None, code: str | None,
+                dead_lettered: bool) -> None:
+        self._metrics.rerender_jobs.labels(outcome).inc()
+        if duration_s is not None:
+            self._metrics.rerender_duration.labels(outcome).observe(duration_s)
+        if dead_lettered:
+            self._metrics.dead_lettered.labels(code or "unknown").inc()
 
 
 class QueueDepthCollector:
@@ -191,7 +286,8 @@ class QueueDepthCollector:
         import pika.exceptions
 
         found = []
-        queues = [self._settings.resize_queue, self._settings.dead_letter_queue]
+        queues = [self._settings.resize_queue, self._settings.rerender_queue,
+                  self._settings.dead_letter_queue]
         retried = False
         while queues:
             fresh = self._connection is None or not self._connection.is_open

@@ -3,6 +3,8 @@
 - ``done``: publish a ``job.done`` event, then ack.
 - ``failed``, or ``retry`` on the final attempt: publish a ``job.failed`` event, dead-letter the
   message with its cause in headers, then ack.
+- A rerender job's events are ``variants.changed`` and ``variants.failed`` instead: its upload
+  finished once already, and consumers of ``job.*`` must see that once.
 - ``retry`` before the final attempt: wait with exponential backoff, then nack with requeue. The
   broker's delivery limit stops a retry loop even if the bridge misjudges the attempt number.
 """
@@ -81,7 +83,8 @@ def decide(settings: Settings, invocation: Invocation, result: InvocationResult)
 def _event(invocation: Invocation, result: InvocationResult) -> ResultEvent:
     # The job's callback travels on its event to the callback dispatcher (bridge.callbacks).
     return ResultEvent.from_result(result, callback_url=invocation.job.callback_url,
-                                   owner=invocation.job.owner)
+                                   owner=invocation.job.owner,
+                                   rerender=invocation.job.is_rerender)
 
 
 def retry_result(invocation: Invocation, error: JobError, duration_ms: int) -> InvocationResult:
@@ -117,7 +120,7 @@ def event_properties(event: ResultEvent):
         content_type=CONTENT_TYPE,
         delivery_mode=PERSISTENT,
         message_id=event.job_id,
-        type=f"imagepipe.job.{event.status}",
+        type=event.type,  # imagepipe.job.done, ..., imagepipe.variants.changed
     )
 
 

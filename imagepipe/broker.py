@@ -4,8 +4,14 @@ Topology (names from ``Settings``; the defaults are the documented contract)::
 
     (default exchange) --routing key = queue--> imagepipe.resize         quorum, x-delivery-limit,
                                                                           dead-letters to the DLX
+                       --routing key = queue--> imagepipe.rerender       the same arguments
     imagepipe.resize.dlx (direct) --imagepipe.resize.dead--> imagepipe.resize.dead   quorum
     imagepipe.results (topic)      job.done | job.failed                  one event per finished job
+                                   variants.changed | variants.failed     one per finished rerender
+
+Rerender (backfill) jobs wait on a queue of their own so that a live upload never queues behind
+them; it dead-letters exactly like the work queue, so one dead-letter queue holds both kinds with
+their causes, and a replay sends each back where it came from (``job_queue``).
 
 Dead-lettering is at-least-once (needs ``x-overflow=reject-publish``), so a message on its way to
 the dead-letter queue is not lost if the broker restarts in between.
@@ -19,7 +25,7 @@ from typing import Any
 
 from imagepipe import amqp
 from imagepipe.errors import BROKER_UNAVAILABLE, ConfigError, TransientError
-from imagepipe.messages import CONTENT_TYPE, JOB_TYPE, ResizeJob
+from imagepipe.messages import CONTENT_TYPE, ResizeJob
 from imagepipe.settings import Settings
 
 LOGGER = logging.getLogger(__name__)
@@ -58,10 +64,14 @@ def declare_topology(channel, settings: Settings) -> None:
         settings.dead_letter_queue, settings.dead_letter_exchange,
         routing_key=settings.dead_letter_queue,
     )
-    channel.queue_declare(
-        settings.resize_queue, durable=True, arguments=work_queue_arguments(settings)
-    )
+    for queue in (settings.resize_queue, settings.rerender_queue):
+        channel.queue_declare(queue, durable=True, arguments=work_queue_arguments(settings))
     channel.exchange_declare(settings.results_exchange, exchange_type="topic", durable=True)
+
+
+def job_queue(settings: Settings, job: ResizeJob) -> str:
+    """The queue a job is published (and replayed) to: rerender jobs have their own."""
+    return settings.rerender_queue if job.is_rerender else settings.resize_queue
 
 
 def delivery_count(properties) -> int:
@@ -106,14 +116,15 @@ def job_properties(job: ResizeJob):
         content_type=CONTENT_TYPE,
         delivery_mode=PERSISTENT,
         message_id=job.job_id,
-        type=JOB_TYPE,
+        type=job.message_type,  # imagepipe.resize.v1 or imagepipe.rerender.v1
     )
 
 
 class JobPublisher:
     """Publishes resize jobs with publisher confirms and ``mandatory``: a job the broker did not
     take (down, queue missing, nacked) raises ``TransientError(broker_unavailable)``, never
-    vanishes.
+    vanishes. A job goes to its queue (``job_queue``): the upload function's live jobs to the work
+    queue, the backfill's rerender jobs (``publish_rerender``) to the rerender queue.
 
     The connection is opened on first use and reused across calls (a warm Lambda keeps it); a
     stale one (heartbeats missed while the Lambda was frozen) is replaced once per publish.
@@ -145,22 +156,28 @@ class JobPublisher:
                         BROKER_UNAVAILABLE, f"message broker unreachable: {str(exc) or repr(exc)}"
                     ) from exc
 
+    def publish_rerender(self, job: ResizeJob) -> None:
+        """``publish`` for the backfill: refuses a live job, which must never reach the
+        rerender queue's smaller share of the workers by mistake."""
+        if not job.is_rerender:
+            raise ValueError(f"job {job.job_id} is not a rerender job")
+        self.publish(job)
+
     def _publish_once(self, job: ResizeJob) -> None:
         import pika.exceptions
 
         channel = self._ensure_channel()
+        queue = job_queue(self._settings, job)
         try:
             channel.basic_publish(
                 exchange="",
-                routing_key=self._settings.resize_queue,
+                routing_key=queue,
                 body=job.encode(),
                 properties=job_properties(job),
                 mandatory=True,
             )
         except pika.exceptions.UnroutableError:
-            raise TransientError(
-                BROKER_UNAVAILABLE, f"queue {self._settings.resize_queue!r} does not exist"
-            ) from None
+            raise TransientError(BROKER_UNAVAILABLE, f"queue {queue!r} does not exist") from None
         except pika.exceptions.NackError:
             raise TransientError(BROKER_UNAVAILABLE, "the broker refused the job") from None
 

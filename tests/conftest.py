@@ -96,6 +96,7 @@ def broker_settings(bucket_name):
         bucket=bucket_name,
         amqp_url=AMQP_URL,
         resize_queue=f"{name}.resize",
+        rerender_queue=f"{name}.rerender",
         dead_letter_queue=f"{name}.resize.dead",
         dead_letter_exchange=f"{name}.resize.dlx",
         results_exchange=f"{name}.results",
@@ -109,7 +110,7 @@ def broker_settings(bucket_name):
     yield settings
     connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
     channel = connection.channel()
-    for queue in (settings.resize_queue, settings.dead_letter_queue):
+    for queue in (settings.resize_queue, settings.rerender_queue, settings.dead_letter_queue):
         channel.queue_delete(queue)
     for exchange in (settings.dead_letter_exchange, settings.results_exchange):
         channel.exchange_delete(exchange)

@@ -21,6 +21,7 @@ def running_stack(tmp_path_factory, api_port: int | None = None, bridges: int = 
     settings = {
         "bucket": name,
         "resize_queue": f"{name}.resize",
+        "rerender_queue": f"{name}.rerender",
         "dead_letter_queue": f"{name}.resize.dead",
         "dead_letter_exchange": f"{name}.resize.dlx",
         "results_exchange": f"{name}.results",
@@ -43,8 +44,9 @@ def running_stack(tmp_path_factory, api_port: int | None = None, bridges: int = 
         local.stop()
         connection = pika.BlockingConnection(pika.URLParameters(local.settings.amqp_url))
         channel = connection.channel()
-        for queue in (local.settings.resize_queue, local.settings.dead_letter_queue,
-                      local.settings.callback_queue, local.settings.callback_dead_letter_queue):
+        for queue in (local.settings.resize_queue, local.settings.rerender_queue,
+                      local.settings.dead_letter_queue, local.settings.callback_queue,
+                      local.settings.callback_dead_letter_queue):
             channel.queue_delete(queue)
         for exchange in (local.settings.dead_letter_exchange, local.settings.results_exchange):
             channel.exchange_delete(exchange)

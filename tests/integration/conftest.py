@@ -87,14 +87,16 @@ class BrokerProbe:
         self.publisher = JobPublisher(settings)
         self._results_queue = None
 
-    def watch_results(self, queue: str = "") -> None:
-        """Bind a queue to every ``job.*`` event; call before publishing. A named queue outlives
-        this probe's connection (for tests that have the broker drop every connection)."""
+    def watch_results(self, queue: str = "", routing_keys=("job.*",)) -> None:
+        """Bind a queue to every ``job.*`` event (or ``routing_keys``: ``variants.*`` for
+        rerender jobs); call before publishing. A named queue outlives this probe's connection
+        (for tests that have the broker drop every connection)."""
         declared = self.channel.queue_declare(queue, exclusive=not queue, auto_delete=not queue)
         self._results_queue = declared.method.queue
-        self.channel.queue_bind(
-            self._results_queue, self.settings.results_exchange, routing_key="job.*"
-        )
+        for routing_key in routing_keys:
+            self.channel.queue_bind(
+                self._results_queue, self.settings.results_exchange, routing_key=routing_key
+            )
 
     def publish(self, job: ResizeJob) -> None:
         self.publisher.publish(job)
@@ -124,6 +126,17 @@ class BrokerProbe:
         got = self._drain(self._results_queue, count, timeout)
         assert len(got) == count, f"expected {count} result events, got {len(got)}"
         return [ResultEvent.from_dict(json.loads(body)) for _, body in got]
+
+    def event_messages(self, count: int, timeout: float = 20) -> list:
+        """(AMQP properties, event) pairs, for tests of what the bridge sets."""
+        got = self.take_event_messages(count, timeout)
+        assert len(got) == count, f"expected {count} result events, got {len(got)}"
+        return got
+
+    def take_event_messages(self, count: int, timeout: float) -> list:
+        """Like ``event_messages``, but what came within ``timeout``, maybe fewer."""
+        got = self._drain(self._results_queue, count, timeout)
+        return [(props, ResultEvent.from_dict(json.loads(body))) for props, body in got]
 
     def events_until_each_of(self, job_ids, timeout: float = 60) -> list[ResultEvent]:
         """Every event until each job has at least one (duplicates included)."""

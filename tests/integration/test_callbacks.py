@@ -314,3 +314,44 @@ def test_a_callback_queue_that_contradicts_the_settings_stops_the_bridge_with_ex
     last = completed.stderr.strip().splitlines()[-1]
     assert last.startswith("bridge: configuration error:") and "PRECONDITION_FAILED" in last
     assert "Traceback" not in completed.stderr
+
+
+def test_rerender_callbacks_go_out_only_while_the_stage_asks_for_them(cb_settings, events,
+                                                                      receiver, run_dispatcher):
+    target = receiver()
+    changed = dataclasses.replace(_event(target.url), rerender=True)
+
+    def sent_types() -> list[str]:
+        return [json.loads(body)["type"] for _, body in target.requests]
+
+    # Off (the default): the upload's own callbacks only.
+    off = run_dispatcher(cb_settings)
+    events.publish(changed)
+    events.publish(_event(target.url))
+    wait_for(lambda: target.count() == 1, 20, what="the job.done callback")
+    off.stop()
+    wait_for(lambda: not off.healthy, 10, what="the dispatcher to stop")
+
+    # On: variants.changed is sent, signed, with an id of its own; variants.failed never is.
+    on = run_dispatcher(dataclasses.replace(cb_settings, rerender_callbacks=True))
+    events.publish(dataclasses.replace(_event(target.url, "failed"), rerender=True))
+    events.publish(changed)
+    wait_for(lambda: target.count() == 2, 20, what="the variants.changed callback")
+    headers, body = target.requests[1]
+    assert Webhook(SECRET).verify(body, headers)["type"] == "imagepipe.variants.changed"
+    assert headers["webhook-id"].startswith(f"{changed.job_id}.variants.changed.")
+    on.stop()
+    wait_for(lambda: not on.healthy, 10, what="the dispatcher to stop")
+
+    # Off again: one queued while it was on is dropped, and the binding is gone.
+    events.publish(changed)
+    wait_for(lambda: events.ready(cb_settings.callback_queue) == 1, 10, what="it to queue")
+    run_dispatcher(cb_settings)
+    wait_for(lambda: events.ready(cb_settings.callback_queue) == 0, 10, what="it acked")
+    events.publish(changed)
+    events.publish(_event(target.url))
+    wait_for(lambda: target.count() == 3, 20, what="the last job.done callback")
+    assert events.ready(cb_settings.callback_queue) == 0
+    assert sent_types() == ["imagepipe.job.done", "imagepipe.variants.changed",
+                            "imagepipe.job.done"]
+    assert events.dead_letters() == []

@@ -244,9 +244,11 @@ def test_03_all_connections_dropped_with_100_jobs_in_flight(vhost_storage):
         _assert_queues_empty(probe, settings)
     finally:
         probe.close()
-    # One reconnect, and no channel error after it: a delivery tag of the old channel acked on
-    # the new one would have made the broker close it (406 PRECONDITION_FAILED, unknown tag).
-    assert log.count("broker connection lost") == 1, log
+    # One reconnect of each job consumer (work queue, rerender queue: a connection each), and no
+    # channel error after it: a delivery tag of the old channel acked on the new one would have
+    # made the broker close it (406 PRECONDITION_FAILED, unknown tag).
+    assert log.count("bridge: broker connection lost") == 1, log
+    assert log.count("rerender: broker connection lost") == 1, log
     assert "dropped" in log, "no job was in flight when the connections dropped"
     assert "PRECONDITION_FAILED" not in log and "unknown delivery tag" not in log, log
 
@@ -272,9 +274,10 @@ def test_03_reconnect_backoff_doubles_with_jitter_up_to_its_cap(broker_settings,
 
 
 def _reconnect_delays(caplog) -> list[float]:
-    # The delay as the bridge drew it (the log line rounds it).
+    # The delay as the work queue's consumer drew it (the log line rounds it); the rerender
+    # queue's consumer backs off on its own, with the same rule.
     return [record.args[-1] for record in caplog.records
-            if "reconnecting in" in str(record.msg)]
+            if "reconnecting in" in str(record.msg) and record.args[0] == "bridge"]
 
 
 # --- 4. always transient ------------------------------------------------------------------------

@@ -178,5 +178,6 @@ def test_queue_depth_is_left_out_for_a_missing_queue_or_an_unreachable_broker(br
         finally:
             server.close()
             metrics.close()
-    assert seen["missing"] == {(("queue", broker_settings.dead_letter_queue),)}
+    assert seen["missing"] == {(("queue", broker_settings.rerender_queue),),
+                               (("queue", broker_settings.dead_letter_queue),)}
     assert seen["unreachable"] == set()

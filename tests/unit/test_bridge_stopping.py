@@ -29,10 +29,10 @@ def test_stopping_releases_a_job_not_started_but_runs_a_final_attempt():
     invoker = DoneInvoker()
     bridge = Bridge(Settings(bucket="photos", delivery_limit=2), invoker)
     bridge.stop()
-    bridge._loop.stopping.set()  # what the I/O loop does on the stop request
+    bridge.live._loop.stopping.set()  # what the I/O loop does on the stop request
 
-    assert bridge._run_job(Invocation(JOB, 1, 3), time.monotonic()).action == RELEASE
-    assert bridge._run_job(Invocation(JOB, 3, 3), time.monotonic()).action == ACK
+    assert bridge.live._run_job(Invocation(JOB, 1, 3), time.monotonic()).action == RELEASE
+    assert bridge.live._run_job(Invocation(JOB, 3, 3), time.monotonic()).action == ACK
     assert invoker.attempts == [3]
 
 

@@ -17,7 +17,9 @@ Replay is at-least-once and loses nothing. For each chosen job, in this order:
 
 1. The job's ``failed`` and ``processing`` status markers are removed, so its status reads
    ``queued`` again (a ``done`` marker is kept: such a job is answered from its manifest).
-2. The original body is published to the work queue with publisher confirms and ``mandatory``;
+2. The original body is published to the queue it came from (a rerender job to the rerender
+   queue, any other job to the work queue: ``imagepipe.broker.job_queue``) with publisher
+   confirms and ``mandatory``;
    the cause headers and the broker's delivery bookkeeping are dropped, so the job starts again
    at attempt 1, and ``x-imagepipe-replays`` counts how often it was replayed.
 3. Only after the broker confirmed that publish is the dead letter acked (removed).
@@ -47,9 +49,10 @@ from imagepipe.broker import (
     HEADER_ERROR_MESSAGE,
     HEADER_REPLAYS,
     copy_properties,
+    job_queue,
 )
 from imagepipe.errors import BROKER_UNAVAILABLE, TransientError, bad_message
-from imagepipe.messages import ResizeJob, State
+from imagepipe.messages import RERENDER_JOB_TYPE, ResizeJob, State
 from imagepipe.settings import Settings
 
 LOGGER = logging.getLogger(__name__)
@@ -236,7 +239,7 @@ class DeadLetterQueue:
 
     def replay(self, select: Callable[[DeadLetter], bool], *, limit: int | None = None,
                dry_run: bool = False, reset_status: bool = True) -> list[Outcome]:
-        """Send the chosen dead letters back to the work queue (see the module docstring)."""
+        """Send the chosen dead letters back to their queues (see the module docstring)."""
         return self._act(select, limit, dry_run, replay=True, reset_status=reset_status)
 
     def discard(self, select: Callable[[DeadLetter], bool], *, limit: int | None = None,
@@ -281,7 +284,9 @@ class DeadLetterQueue:
                     self._replay_one(channel, item, reset_status)
                 except (pika.exceptions.NackError, pika.exceptions.UnroutableError) as exc:
                     channel.basic_nack(item.delivery_tag, requeue=True)
-                    outcomes.append(Outcome(letter, FAILED, _refusal(exc, self._settings)))
+                    outcomes.append(Outcome(letter, FAILED, _refusal(
+                        exc, self._settings, replay_queue(self._settings, item.properties,
+                                                          letter.job))))
                     continue
                 except _StatusResetFailed as exc:
                     channel.basic_nack(item.delivery_tag, requeue=True)
@@ -298,8 +303,11 @@ class DeadLetterQueue:
 
     def _replay_one(self, channel, item: _Held, reset_status: bool) -> None:
         job = item.letter.job
+        queue = replay_queue(self._settings, item.properties, job)
         try:
-            restore = self._reset_status(job) if reset_status else None
+            # A rerender never touched the status (the upload stays done): nothing to reset.
+            restore = (self._reset_status(job) if reset_status and not job.is_rerender
+                       else None)
         except Exception as exc:  # S3 down or access denied: nothing was published yet
             raise _StatusResetFailed(
                 f"could not reset its status ({type(exc).__name__}: {exc}); the dead letter "
@@ -308,7 +316,7 @@ class DeadLetterQueue:
         try:
             channel.basic_publish(
                 exchange="",
-                routing_key=self._settings.resize_queue,
+                routing_key=queue,
                 body=item.body,
                 properties=replay_properties(item.properties, item.letter.replays + 1),
                 mandatory=True,
@@ -317,7 +325,7 @@ class DeadLetterQueue:
             if restore is not None:
                 restore()
             raise
-        LOGGER.info("job %s replayed to %s", job.job_id, self._settings.resize_queue)
+        LOGGER.info("job %s replayed to %s", job.job_id, queue)
 
     def _reset_status(self, job: ResizeJob):
         """Make the job's status read ``queued``; returns how to undo that, or None."""
@@ -436,11 +444,21 @@ def _skip_reason(letter: DeadLetter, replay: bool) -> str:
     return ""
 
 
-def _refusal(exc: Exception, settings: Settings) -> str:
+def replay_queue(settings: Settings, properties, job: ResizeJob) -> str:
+    """Where a dead job goes back to: the rerender queue for a rerender job (its body says so,
+    or, for a producer that left the field out of a body that still decodes, its AMQP type),
+    so that a replayed backfill never takes a live upload's place."""
+    if getattr(properties, "type", None) == RERENDER_JOB_TYPE:
+        return settings.rerender_queue
+    return job_queue(settings, job)
+
+
+def _refusal(exc: Exception, settings: Settings, queue: str) -> str:
     import pika.exceptions
 
     if isinstance(exc, pika.exceptions.UnroutableError):
-        return f"work queue {settings.resize_queue!r} does not exist; the dead letter stays"
+        kind = "rerender queue" if queue == settings.rerender_queue else "work queue"
+        return f"{kind} {queue!r} does not exist; the dead letter stays"
     return "the broker refused the publish; the dead letter stays"
 
 

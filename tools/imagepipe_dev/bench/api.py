@@ -108,6 +108,7 @@ def _app_under_test():
         bucket=name,
         amqp_url=os.environ.get(ENV_AMQP_URL, DEFAULT_AMQP_URL),
         resize_queue=f"{name}.resize",
+        rerender_queue=f"{name}.rerender",
         dead_letter_queue=f"{name}.resize.dead",
         dead_letter_exchange=f"{name}.resize.dlx",
         results_exchange=f"{name}.results",

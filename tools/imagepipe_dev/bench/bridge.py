@@ -106,8 +106,9 @@ class _Topology:
         name = f"imagepipe-bench-{uuid.uuid4().hex[:10]}"
         self.settings = Settings(
             bucket=overrides.pop("bucket", "bench"), amqp_url=amqp_url,
-            resize_queue=f"{name}.resize", dead_letter_queue=f"{name}.resize.dead",
-            dead_letter_exchange=f"{name}.resize.dlx", results_exchange=f"{name}.results",
+            resize_queue=f"{name}.resize", rerender_queue=f"{name}.rerender",
+            dead_letter_queue=f"{name}.resize.dead", dead_letter_exchange=f"{name}.resize.dlx",
+            results_exchange=f"{name}.results",
             **overrides,
         )
         self.connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
@@ -145,7 +146,8 @@ class _Topology:
 
 def delete_topology(channel, settings: Settings, *extra_queues: str) -> None:
     """Delete a bench run's queues (the settings' and ``extra_queues``) and exchanges."""
-    for queue in (settings.resize_queue, settings.dead_letter_queue, *extra_queues):
+    for queue in (settings.resize_queue, settings.rerender_queue, settings.dead_letter_queue,
+                  *extra_queues):
         channel.queue_delete(queue)
     for exchange in (settings.dead_letter_exchange, settings.results_exchange):
         channel.exchange_delete(exchange)

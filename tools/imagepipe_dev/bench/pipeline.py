@@ -61,7 +61,8 @@ def run(ctx) -> dict:
 
     name = f"imagepipe-bench-{uuid.uuid4().hex[:8]}"
     overrides = {
-        "resize_queue": f"{name}.resize", "dead_letter_queue": f"{name}.resize.dead",
+        "resize_queue": f"{name}.resize", "rerender_queue": f"{name}.rerender",
+        "dead_letter_queue": f"{name}.resize.dead",
         "dead_letter_exchange": f"{name}.resize.dlx", "results_exchange": f"{name}.results",
         "callback_queue": f"{name}.callbacks",
         "callback_dead_letter_queue": f"{name}.callbacks.dead",
@@ -311,7 +312,7 @@ def _delete(settings, overrides: dict) -> None:
     connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
     try:
         channel = connection.channel()
-        for key in ("resize_queue", "dead_letter_queue", "callback_queue",
+        for key in ("resize_queue", "rerender_queue", "dead_letter_queue", "callback_queue",
                     "callback_dead_letter_queue"):
             channel.queue_delete(overrides[key])
         for key in ("dead_letter_exchange", "results_exchange"):
