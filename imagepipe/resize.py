@@ -6,6 +6,9 @@ status says what the caller should do (``done``; ``failed``: dead-letter; ``retr
 
 Redelivery is safe: keys are deterministic, and a job whose manifest exists is answered from
 the manifest without redoing the work.
+
+A rerender job (``job.rerender``, from ``python -m imagepipe backfill``) goes to
+``imagepipe.rerender``; it shares the error handling here but never writes the upload's status.
 """
 
 from __future__ import annotations

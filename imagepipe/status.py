@@ -6,7 +6,9 @@ writers (the upload function, resize attempts on several workers) never race on 
 The visible state is the highest-ranked marker present: done > failed > processing > queued.
 
 Two documents sit beside the markers, each typed here or in ``messages``: the ``UploadRecord``
-(``uploads/{id}.json``, what the client asked for) and the ``messages.Manifest``.
+(``uploads/{id}.json``, what the client asked for) and the ``messages.Manifest``. The manifest
+is written once by the upload's job; only a rerender replaces it, conditionally on the ETag it
+read (``replace_manifest``), so of two concurrent rerenders one wins and the other knows.
 """
 
 from __future__ import annotations
