@@ -95,7 +95,7 @@ def _done_manifest(job: ResizeJob, store: status.StatusStore) -> tuple[Manifest,
     if found is None:
         raise PermanentError(BAD_MESSAGE, "the upload has no manifest: only a done upload "
                                           "is re-rendered")
-    if store.state_of(job.upload_id).state != State.DONE:
+    if State.DONE not in store.states(job.upload_id):
         raise PermanentError(BAD_MESSAGE, "the upload is not done: only a done upload is "
                                           "re-rendered")
     return found
