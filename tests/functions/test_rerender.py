@@ -17,6 +17,7 @@ from PIL import Image
 from imagepipe import keys, rerender, resize, status
 from imagepipe.fingerprint import spec_fingerprints
 from imagepipe.messages import TIME_FORMAT, Invocation, Manifest, ResizeJob, State
+from imagepipe.settings import IMAGING_ENGINES
 from imagepipe.spec import parse_variants
 from imagepipe.status import StatusStore
 
@@ -36,10 +37,11 @@ def _jpeg(width=600, height=400) -> bytes:
     return out.getvalue()
 
 
-@pytest.fixture
-def base(offline_settings):
+@pytest.fixture(params=IMAGING_ENGINES)
+def base(request, offline_settings):
+    """The stage's settings, on each engine (a rerender renders a subset: both must take it)."""
     return dataclasses.replace(offline_settings, delivery_keys=("key-2026",),
-                               public_api_url=PUBLIC_API, imaging_engine="pillow",
+                               public_api_url=PUBLIC_API, imaging_engine=request.param,
                                variants=parse_variants(SPEC))
 
 
@@ -88,7 +90,7 @@ def test_first_renders_record_the_fingerprint_of_what_made_them(s3_mock, base):
     upload_id = _done_upload(s3_mock, base)
     manifest, _ = _manifest(s3_mock, upload_id)
     assert {v.name: v.fingerprint for v in manifest.variants} == spec_fingerprints(
-        base.variants, "pillow")
+        base.variants, base.imaging_engine)
     assert manifest.revision == 1 and manifest.updated_at is None
 
 
@@ -106,7 +108,7 @@ def test_a_changed_quality_reencodes_only_that_variant(s3_mock, base, make_api):
 
     assert result.status == "done", result
     after, _ = _manifest(s3_mock, upload_id)
-    new_fp = spec_fingerprints(changed.variants, "pillow")["md"]
+    new_fp = spec_fingerprints(changed.variants, base.imaging_engine)["md"]
     new_md = after.variant("md")
     assert new_md.key == keys.variant_key(upload_id, "md", "jpeg", new_fp) != old_md.key
     assert new_md.fingerprint == new_fp
@@ -333,7 +335,8 @@ def test_a_concurrent_rerender_of_something_else_makes_the_loser_retry(
     manifest, _ = _manifest(s3_mock, upload_id)
     assert manifest.revision == 3
     assert [v.name for v in manifest.variants] == ["lg", "md", "thumb", "card"]
-    assert manifest.variant("md").fingerprint == spec_fingerprints(changed.variants, "pillow")["md"]
+    wanted = spec_fingerprints(changed.variants, base.imaging_engine)["md"]
+    assert manifest.variant("md").fingerprint == wanted
 
 
 def test_replace_manifest_refuses_a_stale_etag(s3_mock, base):
