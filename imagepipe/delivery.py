@@ -9,8 +9,11 @@ The stage's ``delivery`` setting picks how variants are reached:
   presigned GET; the redirect itself may be cached privately for a little less than that. It
   needs no header, so it works in an ``<img>`` tag. Several keys may be valid at once: the
   first signs, any verifies, so a key can be rotated. A stage with no key falls back to
-  ``presigned`` (and says so in its log).
-- ``cdn`` (cloud): ``https://{distribution}/variants/{upload_id}/{name}.{ext}``, a CloudFront
+  ``presigned`` (and says so in its log). The URL names the variant's file, not its key: the
+  function finds the current key in the manifest, so a URL a page kept still works after a
+  rerender (``python -m imagepipe backfill``) moved the variant under its fingerprint.
+- ``cdn`` (cloud): ``https://{distribution}/{key}`` (``variants/{upload_id}/{name}.{ext}``, or
+  under the fingerprint folder once re-rendered: a new key, a new URL), a CloudFront
   distribution reading the private bucket through Origin Access Control. Public but
   unguessable, and cached at the edge: the objects are immutable under their keys.
 - ``presigned``: no stable URL. Every read of ``GET /uploads/{id}`` presigns a new GET, valid
@@ -34,7 +37,7 @@ from urllib.parse import quote, urlencode
 
 from imagepipe import keys
 from imagepipe.errors import ConfigError
-from imagepipe.messages import TIME_FORMAT
+from imagepipe.messages import TIME_FORMAT, Manifest, VariantInfo
 from imagepipe.settings import (
     ENV_CDN_DOMAIN,
     ENV_DELIVERY_KEYS,
@@ -92,9 +95,9 @@ def variant_url(settings: Settings, key: str, issued_at: str, *, api_url: str | 
                 s3=None) -> str | None:
     """The URL of the variant stored at ``key``.
 
-    ``issued_at`` is the manifest's ``created_at``: a lifetime counts from it, so the URL is
-    the same on every read. ``api_url`` is where this request reached the API, used when the
-    stage does not name its public URL. In ``presigned`` mode the URL is a new presigned GET
+    ``issued_at`` is when the variant was made (``made_at``): a lifetime counts from it, so the
+    URL is the same on every read. ``api_url`` is where this request reached the API, used when
+    the stage does not name its public URL. In ``presigned`` mode the URL is a new presigned GET
     when ``s3`` is given, and None otherwise (nothing stable to put in a message).
     """
     delivery = mode(settings)
@@ -138,10 +141,30 @@ def _expires_at(settings: Settings, issued_at: str) -> int | None:
 
 
 def _parts_of(key: str) -> tuple[str, str]:
-    """``variants/{upload_id}/{name}.{ext}`` -> (upload_id, ``{name}.{ext}``)."""
-    _, upload_id, filename = key.split("/", 2)
-    keys.variant_key_from_filename(upload_id, filename)  # refuses anything else
-    return upload_id, filename
+    """``variants/{upload_id}/[{fingerprint}/]{name}.{ext}`` -> (upload_id, ``{name}.{ext}``):
+    the URL names the file, not the key, so it outlives a rerender (see ``current_key``)."""
+    return keys.filename_of_variant_key(key)  # refuses anything else
+
+
+def made_at(manifest: Manifest, variant: VariantInfo) -> str:
+    """When ``variant`` was made, for its URL's lifetime: a variant a rerender made (it lives
+    under its fingerprint) counts from the manifest's last revision, any other from the first.
+    A variant re-rendered by an earlier revision and left alone since counts from the latest
+    one too (the manifest keeps one time per revision): its lifetime is longer, never shorter."""
+    rerendered = variant.key != keys.variant_key(manifest.upload_id, variant.name, variant.format)
+    return manifest.updated_at if rerendered and manifest.updated_at else manifest.created_at
+
+
+def current_key(manifest: Manifest | None, upload_id: str, filename: str) -> str:
+    """The key a stable URL's ``{name}.{ext}`` leads to now: the manifest's variant of that
+    file name (a rerender moved it under its fingerprint), else where a first render puts it."""
+    for variant in manifest.variants if manifest is not None else ():
+        try:
+            if keys.filename_of_variant_key(variant.key) == (upload_id, filename):
+                return variant.key
+        except keys.InvalidKey:
+            continue
+    return keys.variant_key_from_filename(upload_id, filename)
 
 
 # --- answering a stable URL ---------------------------------------------------------------------

@@ -6,6 +6,9 @@ status says what the caller should do (``done``; ``failed``: dead-letter; ``retr
 
 Redelivery is safe: keys are deterministic, and a job whose manifest exists is answered from
 the manifest without redoing the work.
+
+A rerender job (``job.rerender``, from ``python -m imagepipe backfill``) goes to
+``imagepipe.rerender``; it shares the error handling here but never writes the upload's status.
 """
 
 from __future__ import annotations
@@ -13,18 +16,16 @@ from __future__ import annotations
 import logging
 import time
 
-from imagepipe import aws, delivery, imaging, keys, logs, status
+from imagepipe import aws, delivery, fingerprint, imaging, logs, rerender, status, variant_store
 from imagepipe.errors import (
     BAD_MESSAGE,
     INTERNAL,
-    TOO_LARGE,
     JobError,
     PermanentError,
     classify,
     gave_up,
     public,
 )
-from imagepipe.formats import FORMAT_TO_MIME
 from imagepipe.messages import (
     DONE,
     FAILED,
@@ -33,7 +34,6 @@ from imagepipe.messages import (
     InvocationResult,
     Manifest,
     State,
-    VariantInfo,
     utc_now,
 )
 from imagepipe.settings import Settings
@@ -50,6 +50,9 @@ class Runtime:
         imaging.check_variants(settings.variants)
         delivery.check(settings, needs_api_url=True)
         self.settings = settings
+        # What each variant of the spec is when this engine makes it: recorded with every
+        # variant, compared by rerenders (``backfill.compare``).
+        self.fingerprints = fingerprint.spec_fingerprints(settings.variants, self.engine)
         self._s3 = s3
 
     @property
@@ -94,8 +97,12 @@ def process(invocation: Invocation, runtime: Runtime, started: float | None = No
         refused = PermanentError(BAD_MESSAGE, "the job names another bucket than this stage's")
         return _result(job, FAILED, started, error=refused.to_dict())
     if invocation.give_up is not None:
+        if job.is_rerender:  # a rerender never touches the upload's status
+            return _result(job, FAILED, started, error=_give_up_error(invocation))
         return _give_up(invocation, store, started)
     try:
+        if job.is_rerender:
+            return _done(job, rerender.run(job, runtime), started)
         answer = _answer_if_done(job, store, started)
         if answer is not None:
             return answer
@@ -113,7 +120,8 @@ def process(invocation: Invocation, runtime: Runtime, started: float | None = No
             return _result(job, RETRY, started, error=error.to_dict())
         if not error.permanent:
             error = type(error)(error.code, gave_up(error.message, invocation.attempt))
-        _mark_failed(store, job.upload_id, error)
+        if not job.is_rerender:  # the upload is done and stays so; the dead letter has the cause
+            _mark_failed(store, job.upload_id, error)
         return _result(job, FAILED, started, error=error.to_dict())
 
 
@@ -126,11 +134,7 @@ def _give_up(invocation: Invocation, store: status.StatusStore, started: float) 
     dead-letters the job with its cause anyway.
     """
     job = invocation.job
-    cause = invocation.give_up or {}
-    error = {
-        "code": str(cause.get("code") or INTERNAL),
-        "message": str(cause.get("message") or "the bridge gave up on the job"),
-    }
+    error = _give_up_error(invocation)
     try:
         answer = _answer_if_done(job, store, started)
         if answer is not None:
@@ -140,6 +144,14 @@ def _give_up(invocation: Invocation, store: status.StatusStore, started: float) 
         LOGGER.warning("job %s: could not record that it failed: %s", job.job_id, classify(exc))
         return _result(job, RETRY, started, error=error)
     return _result(job, FAILED, started, error=error)
+
+
+def _give_up_error(invocation: Invocation) -> dict:
+    cause = invocation.give_up or {}
+    return {
+        "code": str(cause.get("code") or INTERNAL),
+        "message": str(cause.get("message") or "the bridge gave up on the job"),
+    }
 
 
 def _answer_if_done(job, store: status.StatusStore, started: float) -> InvocationResult | None:
@@ -154,45 +166,20 @@ def _answer_if_done(job, store: status.StatusStore, started: float) -> Invocatio
 
 def _make_variants(job, runtime: Runtime) -> Manifest:
     settings = runtime.settings
-    pinned = {"IfMatch": job.source_etag} if job.source_etag else {}
-    obj = runtime.s3.get_object(Bucket=job.bucket, Key=job.source_key, **pinned)
-    size = obj.get("ContentLength", 0)
-    if size > settings.max_upload_bytes:
-        raise PermanentError(
-            TOO_LARGE, f"original is {size} bytes, over the limit of {settings.max_upload_bytes}"
-        )
-    data = obj["Body"].read()
+    data = variant_store.read_original(runtime.s3, settings, job)
     rendered = imaging.render(data, settings.variants, max_pixels=settings.max_pixels,
                              engine=runtime.engine)
     # The URLs' lifetime (if the stage sets one) counts from the manifest's time.
     created_at = utc_now()
-    infos = []
-    for variant in rendered.variants:
-        key = keys.variant_key(job.upload_id, variant.name, variant.format)
-        runtime.s3.put_object(
-            Bucket=job.bucket,
-            Key=key,
-            Body=variant.data,
-            ContentType=FORMAT_TO_MIME[variant.format],
-            **delivery.object_headers(settings, job.filename, variant.name, variant.format),
-        )
-        infos.append(
-            VariantInfo(
-                name=variant.name,
-                key=key,
-                width=variant.width,
-                height=variant.height,
-                format=variant.format,
-                bytes=len(variant.data),
-                url=delivery.variant_url(settings, key, created_at),
-            )
-        )
+    infos = variant_store.store_variants(runtime.s3, settings, job, rendered.variants,
+                                         runtime.fingerprints, created_at,
+                                         under_fingerprint=False)
     return Manifest(
         job_id=job.job_id,
         upload_id=job.upload_id,
         source={"key": job.source_key, "bytes": len(data), **rendered.source.to_dict()},
         spec=tuple(v.to_dict() for v in settings.variants),
-        variants=tuple(infos),
+        variants=infos,
         stripped=tuple(rendered.stripped),
         converted=tuple(rendered.converted),
         colour_converted=rendered.colour_converted,

@@ -6,7 +6,9 @@ writers (the upload function, resize attempts on several workers) never race on 
 The visible state is the highest-ranked marker present: done > failed > processing > queued.
 
 Two documents sit beside the markers, each typed here or in ``messages``: the ``UploadRecord``
-(``uploads/{id}.json``, what the client asked for) and the ``messages.Manifest``.
+(``uploads/{id}.json``, what the client asked for) and the ``messages.Manifest``. The manifest
+is written once by the upload's job; only a rerender replaces it, conditionally on the ETag it
+read (``replace_manifest``), so of two concurrent rerenders one wins and the other knows.
 """
 
 from __future__ import annotations
@@ -173,8 +175,28 @@ class StatusStore:
                               exclusive=True)
 
     def get_manifest(self, upload_id: str) -> Manifest | None:
-        found = self._get_json(keys.manifest_key(upload_id))
-        return None if found is None else Manifest.from_dict(found)
+        found = self.get_manifest_with_etag(upload_id)
+        return None if found is None else found[0]
+
+    def get_manifest_with_etag(self, upload_id: str) -> tuple[Manifest, str] | None:
+        """The manifest and the ETag of the object it was read from (for ``replace_manifest``)."""
+        found = self._get_json_with_etag(keys.manifest_key(upload_id))
+        return None if found is None else (Manifest.from_dict(found[0]), found[1])
+
+    def replace_manifest(self, manifest: Manifest, etag: str) -> bool:
+        """Replace the manifest read with ``etag`` (a rerender's new revision) in one PUT;
+        False when another writer replaced or removed it since (S3's If-Match)."""
+        try:
+            self._s3.put_object(Bucket=self._bucket, Key=keys.manifest_key(manifest.upload_id),
+                                Body=_json_body(manifest.to_dict()),
+                                ContentType="application/json", IfMatch=etag)
+        except Exception as exc:
+            # NoSuchKey: deleted since it was read; ConditionalRequestConflict: a concurrent PUT.
+            if aws_error_code(exc) in ("PreconditionFailed", "412", "NoSuchKey",
+                                       "ConditionalRequestConflict", "409"):
+                return False
+            raise
+        return True
 
     # --- plumbing -----------------------------------------------------------------------------
     def _put_json(self, key: str, obj: dict, *, exclusive: bool = False) -> bool:
@@ -183,7 +205,7 @@ class StatusStore:
             self._s3.put_object(
                 Bucket=self._bucket,
                 Key=key,
-                Body=json.dumps(obj, sort_keys=True).encode(),
+                Body=_json_body(obj),
                 ContentType="application/json",
                 **extra,
             )
@@ -194,11 +216,19 @@ class StatusStore:
         return True
 
     def _get_json(self, key: str) -> dict | None:
+        found = self._get_json_with_etag(key)
+        return None if found is None else found[0]
+
+    def _get_json_with_etag(self, key: str) -> tuple[dict, str] | None:
         try:
             response = self._s3.get_object(Bucket=self._bucket, Key=key)
         except Exception as exc:
             if is_missing_object(exc):
                 return None
             raise
-        return json.loads(response["Body"].read())
+        return json.loads(response["Body"].read()), response["ETag"]
+
+
+def _json_body(obj: dict) -> bytes:
+    return json.dumps(obj, sort_keys=True).encode()
 

@@ -459,7 +459,7 @@ class UploadService:
             manifest = self.status.get_manifest(upload_id)
             if manifest is not None:
                 spec = manifest.spec
-                variants = [self._variant_view(v, manifest.created_at, api_url)
+                variants = [self._variant_view(v, delivery.made_at(manifest, v), api_url)
                             for v in manifest.variants]
         return {
             "upload_id": upload_id,
@@ -482,10 +482,13 @@ class UploadService:
         presigned GET. A URL this stage did not sign (or one past its ``exp``) is not found,
         exactly as an unknown upload is: it tells a guesser nothing."""
         try:
-            key = delivery.verified_key(self.settings, upload_id, filename, query)
+            delivery.verified_key(self.settings, upload_id, filename, query)
         except delivery.BadSignature as exc:
             LOGGER.info("stable URL refused for %r: %s", upload_id[:64], exc)
             raise _not_found(upload_id) from None
+        # Only after the signature: an unsigned request costs no S3 read. A rerender may have
+        # moved the variant; the manifest says where it is now.
+        key = delivery.current_key(self.status.get_manifest(upload_id), upload_id, filename)
         location, headers = delivery.redirect(self.settings, self.s3, key)
         return {"location": location, "headers": headers}
 

@@ -43,3 +43,53 @@ def test_local_invoker_replaces_a_broken_pool(moto_endpoint, bucket_name):
         assert invoker.invoke(_invocation(bucket_name)).status == "failed"  # from a fresh pool
     finally:
         invoker.close()
+
+
+@pytest.mark.timeout(120)
+def test_a_rerender_runs_in_a_worker_process_against_s3_over_http(moto_endpoint, bucket_name):
+    """The rerender path end to end in a worker: S3's If-Match on the manifest over HTTP (the
+    moto server, not the in-process mock), fingerprinted keys, the old object deleted."""
+    import dataclasses
+    import io
+
+    from PIL import Image
+
+    from imagepipe.fingerprint import spec_fingerprints
+    from imagepipe.spec import parse_variants
+    from imagepipe.status import StatusStore
+
+    spec = [{"name": "md", "width": 128, "quality": 90}, {"name": "sm", "width": 64}]
+    settings = Settings(bucket=bucket_name, s3_endpoint_url=moto_endpoint, workers=1,
+                        imaging_engine="pillow", variants=parse_variants(spec))
+    changed = dataclasses.replace(settings, variants=parse_variants(
+        [dict(spec[0], quality=40), spec[1]]))
+    s3 = s3_client(settings)
+    s3.create_bucket(Bucket=bucket_name)
+    upload_id = keys.new_upload_id()
+    image = io.BytesIO()
+    Image.effect_noise((400, 300), 60).convert("RGB").save(image, "JPEG", quality=95)
+    s3.put_object(Bucket=bucket_name, Key=keys.original_key(upload_id), Body=image.getvalue())
+    job = ResizeJob.for_upload(upload_id, bucket_name, "image/jpeg")
+    invokers = [LocalInvoker(settings), LocalInvoker(changed)]
+    try:
+        assert invokers[0].invoke(Invocation(job, 1, 3)).status == "done"
+        store = StatusStore(s3, bucket_name)
+        before, read_etag = store.get_manifest_with_etag(upload_id)
+        rerender = dataclasses.replace(job, rerender=("md", "sm"))
+
+        result = invokers[1].invoke(Invocation(rerender, 1, 3))
+
+        assert result.status == "done", result
+        after = store.get_manifest(upload_id)
+        assert after.revision == 2 and result.variants == after.variants
+        fp = spec_fingerprints(changed.variants, "pillow")["md"]
+        assert after.variant("md").key == keys.variant_key(upload_id, "md", "jpeg", fp)
+        assert after.variant("sm") == before.variant("sm")  # fresh: not made again
+        listed = s3.list_objects_v2(Bucket=bucket_name, Prefix=keys.variants_prefix(upload_id))
+        assert sorted(o["Key"] for o in listed["Contents"]) == sorted(
+            [after.variant("md").key, before.variant("sm").key])
+        assert not store.replace_manifest(before, read_etag)  # If-Match holds over HTTP too
+        assert store.get_manifest(upload_id) == after
+    finally:
+        for invoker in invokers:
+            invoker.close()

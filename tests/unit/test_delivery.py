@@ -122,6 +122,53 @@ def test_cdn_urls_are_the_distributions_and_presigned_gives_none_to_messages():
         delivery.verified_key(cdn, UID, "md.jpg", {"sig": "x"})
 
 
+FP = "0123456789abcdef"
+MOVED = f"variants/{UID}/{FP}/md.jpg"  # where a rerender puts md
+
+
+def test_a_rerendered_variant_keeps_its_stable_url_and_gets_a_new_cdn_url():
+    assert delivery.variant_url(REDIRECT, MOVED, ISSUED) == delivery.variant_url(REDIRECT, KEY,
+                                                                                 ISSUED)
+    url = delivery.variant_url(REDIRECT, MOVED, ISSUED)
+    assert url.startswith(f"{API}/v/{UID}/md.jpg?sig=")  # signed over /v/{id}/{name}.{ext}
+    assert delivery.verified_key(REDIRECT, *_path(url), _query(url)) == KEY
+    cdn = Settings(bucket="photos", delivery="cdn", cdn_domain="d111.cloudfront.net")
+    assert delivery.variant_url(cdn, MOVED, ISSUED) == f"https://d111.cloudfront.net/{MOVED}"
+    for bad in (f"variants/{UID}/../md.jpg", f"variants/{UID}/{FP}/x/md.jpg",
+                f"originals/{UID}", f"variants/{UID}/ABCDEF0123456789/md.jpg"):
+        with pytest.raises(ValueError):
+            delivery.variant_url(REDIRECT, bad, ISSUED)
+
+
+def _manifest(*variant_keys, updated_at=None):
+    from imagepipe.messages import Manifest, VariantInfo
+
+    infos = tuple(VariantInfo(name=key.rsplit("/", 1)[-1].split(".")[0], key=key, width=1,
+                              height=1, format="jpeg", bytes=1) for key in variant_keys)
+    return Manifest(UID, UID, {}, (), infos, created_at=ISSUED, updated_at=updated_at,
+                    revision=1 if updated_at is None else 2)
+
+
+def test_the_current_key_of_a_file_name_is_the_manifests():
+    moved = _manifest(f"variants/{UID}/lg.jpg", MOVED)
+    assert delivery.current_key(moved, UID, "md.jpg") == MOVED
+    assert delivery.current_key(moved, UID, "lg.jpg") == f"variants/{UID}/lg.jpg"
+    # No manifest, or no variant of that name: where a first render puts it.
+    assert delivery.current_key(None, UID, "md.jpg") == KEY
+    assert delivery.current_key(moved, UID, "md.webp") == f"variants/{UID}/md.webp"
+    with pytest.raises(ValueError):
+        delivery.current_key(moved, UID, "../md.jpg")
+
+
+def test_a_rerendered_variant_counts_its_lifetime_from_the_rerender():
+    later = "2026-12-01T00:00:00.000000Z"
+    moved = _manifest(f"variants/{UID}/lg.jpg", MOVED, updated_at=later)
+    lg, md = moved.variants
+    assert delivery.made_at(moved, lg) == ISSUED
+    assert delivery.made_at(moved, md) == later
+    assert delivery.made_at(_manifest(MOVED), md) == ISSUED  # no revision time: the first
+
+
 def test_redirect_without_a_key_delivers_presigned_and_checks_say_what_is_missing():
     assert delivery.mode(Settings(bucket="photos")) == "presigned"
     assert delivery.mode(REDIRECT) == "redirect"

@@ -35,9 +35,8 @@ COMPONENTS = {
 NOT_IN_THE_CLOUD = {"bridge": {"imagepipe.resize"}}
 # Calls in a shared module that a component never makes (the scan works module by module):
 # settings.load reads a secret only for the *_ARN variables its environment names, and the
-# resize function runs Settings.from_env; StatusStore.unmark (DeleteObject) is the upload
-# function's cancel and complete, never a resize. Keep this short: each entry is trusted.
-NEVER_MADE = {"resize": {("secretsmanager", "GetSecretValue"), ("s3", "DeleteObject")}}
+# resize function runs Settings.from_env. Keep this short: each entry is trusted.
+NEVER_MADE = {"resize": {("secretsmanager", "GetSecretValue")}}
 SCANNED_PACKAGES = ("imagepipe", "bridge")
 # service -> a word the receiver's name contains (s3, self._s3, secrets_client, self.client)
 RECEIVER_HINTS = {"s3": "s3", "secretsmanager": "secrets", "lambda": "client"}

@@ -457,7 +457,11 @@ def test_resize_reads_originals_and_writes_results_under_their_prefixes_only(tem
     assert not allows(role, "s3:PutObject", obj(keys.original_key(UPLOAD_ID)))
     assert not allows(role, "s3:PutObject", obj(keys.upload_record_key(UPLOAD_ID)))
     assert not allows(role, "s3:GetObject", obj(keys.upload_record_key(UPLOAD_ID)))
-    assert not allows(role, "s3:DeleteObject", obj(keys.variant_key(UPLOAD_ID, "md", "jpeg")))
+    # A rerender deletes the variants it superseded, and nothing else.
+    assert allows(role, "s3:DeleteObject", obj(keys.variant_key(UPLOAD_ID, "md", "jpeg")))
+    for key in (keys.original_key(UPLOAD_ID), keys.manifest_key(UPLOAD_ID),
+                keys.status_marker_key(UPLOAD_ID, "done"), keys.upload_record_key(UPLOAD_ID)):
+        assert not allows(role, "s3:DeleteObject", obj(key)), key
     assert not allows(role, "s3:PutObject", f"arn:aws:s3:::other-bucket/variants/{UPLOAD_ID}/md.jpg")
     assert not allows(role, "secretsmanager:GetSecretValue", VALUES["BrokerSecret"])
     assert not allows(role, "lambda:InvokeFunction", RESIZE_ARN)
