@@ -130,12 +130,16 @@ def manifest_upload_ids(s3, bucket: str, page_size: int = 1000) -> Iterator[str]
     pages = paginator.paginate(Bucket=bucket, Prefix=keys.MANIFESTS_PREFIX,
                                PaginationConfig={"PageSize": page_size})
     for page in pages:
-        for item in page.get("Contents", ()):
-            upload_id = _upload_id_of(item["Key"])
+        contents = page.get("Contents", [])
+        del page  # one parsed page alive at a time, not two while the next one is parsed
+        for item in contents:
+            key = item["Key"]
+            upload_id = _upload_id_of(key)
             if upload_id is None:
-                LOGGER.debug("ignoring %s: not a manifest key", item["Key"])
+                LOGGER.debug("ignoring %s: not a manifest key", key)
                 continue
             yield upload_id
+        del contents
 
 
 def count_manifests(s3, bucket: str) -> int:
@@ -159,6 +163,7 @@ class Backfill:
                  publish: Publish | None = None, only: Iterable[str] | None = None,
                  prune: bool = False, dry_run: bool = False, rate: float | None = None,
                  concurrency: int = DEFAULT_CONCURRENCY, window: int | None = None,
+                 page_size: int = 1000,
                  status_store: status.StatusStore | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep):
@@ -175,6 +180,7 @@ class Backfill:
         self._rate = rate
         self._concurrency = concurrency
         self._window = window or concurrency * WINDOW_PER_THREAD
+        self._page_size = page_size
         self._store = status_store or status.StatusStore(s3, bucket)
         self._clock = clock
         self._sleep = sleep
@@ -238,7 +244,7 @@ class Backfill:
         pool = ThreadPoolExecutor(self._concurrency, thread_name_prefix="backfill")
         pending: deque[Future] = deque()
         try:
-            for upload_id in manifest_upload_ids(self._s3, self._bucket):
+            for upload_id in manifest_upload_ids(self._s3, self._bucket, self._page_size):
                 pending.append(pool.submit(self.inspect, upload_id))
                 if len(pending) >= self._window:
                     yield pending.popleft().result()
