@@ -273,3 +273,18 @@ def test_summary_text_of_a_stopped_run_says_how_to_go_on():
     text = backfill_cli.summary_text(replace(summary))
     assert "jobs published: 2, variants pruned: 0" in text
     assert "stopped early: the broker refused a rerender job: queue missing; run it again" in text
+
+
+def test_a_dry_runs_bar_counts_the_jobs_it_would_publish(s3, bucket_name):
+    seed(s3, bucket_name, 2, OLD)
+    bar = backfill_cli._Bar(s3, bucket_name, dry_run=True)
+    bar.progress.live.console = _quiet_console()
+    with bar:
+        Backfill(s3, bucket_name, DEFAULT_VARIANTS, ENGINE, dry_run=True).run(progress=bar)
+    assert (bar.progress.tasks[0].completed, bar.progress.tasks[0].fields["jobs"]) == (2, 2)
+
+
+def _quiet_console():
+    from rich.console import Console
+
+    return Console(file=io.StringIO(), force_terminal=True, width=120)

@@ -94,7 +94,9 @@ def run_backfill(args: argparse.Namespace) -> int:
                    publish=publisher, only=args.only, prune=args.prune, dry_run=args.dry_run,
                    rate=args.rate, concurrency=args.concurrency or DEFAULT_CONCURRENCY)
     report = _report_line if args.verbose else None
-    bar = None if args.no_progress or not sys.stderr.isatty() else _Bar(s3, settings.bucket)
+    bar = None
+    if not args.no_progress and sys.stderr.isatty():
+        bar = _Bar(s3, settings.bucket, args.dry_run)
     try:
         if bar is not None:
             with bar:
@@ -168,7 +170,7 @@ class _Bar:
     background thread (keys only, 1,000 a call), so the scan starts at once and the ETA shows
     as soon as the count is in."""
 
-    def __init__(self, s3, bucket: str):
+    def __init__(self, s3, bucket: str, dry_run: bool = False):
         from rich.console import Console
         from rich.progress import (
             BarColumn,
@@ -178,17 +180,19 @@ class _Bar:
             TimeRemainingColumn,
         )
 
-        self._s3, self._bucket = s3, bucket
+        self._s3, self._bucket, self._dry_run = s3, bucket, dry_run
         self.progress = Progress(
             TextColumn("scanning"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[jobs]} jobs", markup=False),
+            TextColumn("{task.fields[jobs]} jobs" + (" to publish" if dry_run else ""),
+                       markup=False),
             TextColumn("{task.fields[rate]}", markup=False),
             TimeRemainingColumn(),
             console=Console(stderr=True),
+            # -v's per-photo lines (stderr) go above the bar; the summary is printed after it.
             redirect_stdout=False,
-            redirect_stderr=False,
+            redirect_stderr=True,
         )
         self._task = self.progress.add_task("scan", total=None, jobs=0, rate="")
         self._jobs = 0
@@ -210,6 +214,8 @@ class _Bar:
             LOGGER.debug("could not count the manifests", exc_info=True)
 
     def scanned(self, finding) -> None:
+        if self._dry_run and finding.job is not None:
+            self.published(finding.job)  # what a real run would publish
         self.progress.advance(self._task)
         speed = self.progress.tasks[0].speed
         self.progress.update(self._task, rate=f"{speed:,.0f}/s" if speed else "")
