@@ -288,3 +288,11 @@ def _quiet_console():
     from rich.console import Console
 
     return Console(file=io.StringIO(), force_terminal=True, width=120)
+
+
+def test_a_bucket_that_cannot_be_listed_ends_the_command_with_exit_1(s3, bucket_name, stage,
+                                                                     capsys, monkeypatch):
+    monkeypatch.setenv("IMAGEPIPE_BUCKET", "no-such-bucket-here")
+    assert cli.main(["backfill", "--dry-run", "--json"]) == cli.EXIT_FAILED
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["scanned"] == 0 and "NoSuchBucket" in summary["stopped"]

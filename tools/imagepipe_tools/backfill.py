@@ -260,6 +260,16 @@ class Backfill:
         """Scan, plan and publish; ``report(finding, outcome)`` hears of every photo with work
         (outcome: published, would_publish, skipped, failed) and every unreadable one."""
         summary = Summary(dry_run=self._dry_run)
+        try:
+            self._run(summary, progress, report)
+        except Exception as exc:  # noqa: BLE001 - the listing failed: no bucket, S3 unreachable
+            LOGGER.debug("the scan stopped", exc_info=True)
+            summary.fail(f"listing {keys.MANIFESTS_PREFIX}: {type(exc).__name__}: {exc}")
+            summary.stopped = f"could not list the manifests: {type(exc).__name__}: {exc}"
+        return summary
+
+    def _run(self, summary: Summary, progress: Progress | None,
+             report: Callable[[Finding, str], None] | None) -> None:
         started: float | None = None
         for finding in self.findings():
             summary.scanned += 1
@@ -287,7 +297,6 @@ class Backfill:
                 report(finding, outcome)
             if progress:
                 progress.scanned(finding)
-        return summary
 
     @staticmethod
     def _count(summary: Summary, finding: Finding) -> str | None:
