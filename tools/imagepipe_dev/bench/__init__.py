@@ -10,6 +10,9 @@ measures its own baseline in the same process and run, and reports the ratio. Se
   naive Pillow on all cores, and the CPU that moto and ``chalice local`` take.
 - ``lambda``: one bridge on one core driving a fake Lambda Invoke (1 s per job), against the
   concurrency it had when it followed the CPU count.
+- ``backfill``: ``imagepipe backfill``'s scan rate over 10,000 manifests on a moto server,
+  against a plain sequential ``get_object`` loop (and rerender against live throughput, once the
+  rerender queue's bridge is in).
 
 A section is a module in this package with ``run(ctx: BenchContext) -> dict``. It prints its
 own human-readable lines through ``ctx.say`` and returns ``{"summary": {metric: number},
@@ -29,6 +32,7 @@ SECTIONS = {
     "api": "imagepipe_dev.bench.api",
     "pipeline": "imagepipe_dev.bench.pipeline",
     "lambda": "imagepipe_dev.bench.lambda_invoker",
+    "backfill": "imagepipe_dev.bench.backfill",
 }
 
 

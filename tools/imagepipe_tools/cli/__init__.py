@@ -33,6 +33,7 @@ COMMAND_MODULES = (
     "imagepipe_tools.cli.upload",
     "imagepipe_tools.cli.dlq",
     "imagepipe_tools.cli.token",
+    "imagepipe_tools.cli.backfill",
 )
 
 
