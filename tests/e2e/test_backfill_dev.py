@@ -6,8 +6,9 @@ it finds the running stack's settings by itself, as under ``make dev``.
 
 The repository's ``chalicefile.json`` is never edited: the stack runs from a copy of the
 checkout (its folders linked, ``chalicefile.json`` copied) whose ``.run/`` is the stack's run
-folder. The restart keeps the S3 server (moto keeps its objects in memory, and a full restart of
-the stack would lose the photo): the API and the bridge are restarted with the edited spec.
+folder. The restart is the one ``make dev`` makes when ``chalicefile.json`` changes
+(``LocalStack.reload``): the API and the bridge start again with the edited spec, the S3
+server keeps running (moto keeps its objects in memory).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import replace
 from pathlib import Path
 
 import pika
@@ -29,7 +29,6 @@ import requests
 from PIL import Image
 
 import imagepipe_dev.stack as stack_module
-from imagepipe.spec import parse_variants
 from imagepipe_dev.demo import SAMPLES
 from imagepipe_dev.stack import LocalStack, free_port
 from imagepipe_tools import chalicefile
@@ -87,22 +86,6 @@ def dev_stack(checkout: Path):
         connection.close()
 
 
-def restart_with_the_edited_spec(local: LocalStack, checkout: Path) -> None:
-    """What restarting ``make dev`` after editing ``chalicefile.json`` does, but the S3 server
-    keeps running (its objects live in its memory): the API and the bridge stop, the spec is
-    read again, the stack's recorded settings are rewritten, and both start again."""
-    for name, process in reversed(local._processes):
-        if name != "s3":
-            stack_module._terminate(name, process)
-            (local.run_dir / f"{name}.pid").unlink(missing_ok=True)
-    local._processes[:] = [(n, p) for n, p in local._processes if n == "s3"]
-    manifest = chalicefile.load(checkout / chalicefile.FILENAME)
-    local.settings = replace(local.settings, variants=parse_variants(manifest["variants"]))
-    local._write_stack_env()
-    local.start_bridge()
-    local._start_api(manifest)
-
-
 def backfill(checkout: Path, *args: str) -> tuple[int, dict, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(STRIPPED_PREFIXES)}
     result = subprocess.run([sys.executable, "-m", "imagepipe", "backfill", "--json", *args],
@@ -141,7 +124,7 @@ def test_edit_the_spec_restart_backfill_and_see_the_new_variants(checkout):
         md["quality"] = md.get("quality", 82) - 7
         manifest["variants"].append(WEBP)
         spec_file.write_text(json.dumps(manifest, indent=2))
-        restart_with_the_edited_spec(local, checkout)
+        local.reload()  # what `make dev` does when chalicefile.json changes
 
         status, dry, _ = backfill(checkout, "--dry-run")
         assert status == 0, dry

@@ -60,13 +60,33 @@ def dev(args) -> int:
             print(f"auth is on: open the demo page as user 'demo' (the token lasts "
                   f"{local.settings.auth_max_ttl_s // 60} min; `python -m imagepipe token "
                   f"--sub demo` mints another):\n  {link}")
+        spec_file = ROOT / chalicefile.FILENAME
+        seen = spec_file.stat().st_mtime_ns
         while not stopping:
             local.check_alive()
             time.sleep(0.5)
+            if spec_file.stat().st_mtime_ns != seen:
+                seen = spec_file.stat().st_mtime_ns
+                _reload(local, spec_file)
     finally:
         print("stopping ...")
         local.stop()
     return 0
+
+
+def _reload(local: stack.LocalStack, spec_file: Path) -> None:
+    """``chalicefile.json`` changed under ``make dev``: restart the API and the bridge with it,
+    keeping S3's objects (moto's are in memory: a restart of ``make dev`` would lose them)."""
+    try:
+        local.reload()
+    except ConfigError as exc:
+        print(f"{spec_file.name} changed but does not load, still running the previous one: "
+              f"{exc}", file=sys.stderr, flush=True)
+        return
+    print(f"{spec_file.name} changed: restarted the API and the bridge with it (S3 kept); "
+          "bridges started with `make bridge` still run the previous one. "
+          "`python -m imagepipe backfill --dry-run` shows which photos it leaves stale",
+          flush=True)
 
 
 def bridge(args) -> int:

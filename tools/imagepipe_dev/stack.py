@@ -95,14 +95,7 @@ class LocalStack:
             self.s3_port = _port_of(base.s3_endpoint_url) or free_port()
             if not port_free(self.s3_port):
                 self.s3_port = free_port()
-        origins = base.allowed_origins
-        if self.allow_page_origin:
-            origins = tuple(dict.fromkeys(origins + page_origins(self.api_port)))
-        # The stable variant URLs point at this stack's API, wherever its port is.
-        public_api_url = self._overrides.get("public_api_url") or self.api_url
-        self.settings = replace(base, amqp_url=amqp_url, allowed_origins=origins,
-                                s3_endpoint_url=f"http://127.0.0.1:{self.s3_port}",
-                                public_api_url=public_api_url)
+        self.settings = self._with_this_stack(base, amqp_url)
         try:
             self._start_moto()
             self._create_bucket()
@@ -114,6 +107,45 @@ class LocalStack:
             self.stop()
             raise
         return self
+
+    def _with_this_stack(self, base: Settings, amqp_url: str) -> Settings:
+        """The stage's settings pointed at this stack's broker, S3 server and API port."""
+        origins = base.allowed_origins
+        if self.allow_page_origin:
+            origins = tuple(dict.fromkeys(origins + page_origins(self.api_port)))
+        # The stable variant URLs point at this stack's API, wherever its port is.
+        public_api_url = self._overrides.get("public_api_url") or self.api_url
+        return replace(base, amqp_url=amqp_url, allowed_origins=origins,
+                       s3_endpoint_url=f"http://127.0.0.1:{self.s3_port}",
+                       public_api_url=public_api_url)
+
+    def reload(self) -> None:
+        """Read ``chalicefile.json`` again and restart the API and the bridges with it (a new
+        variant spec, for one). The S3 server keeps running, since moto holds every object in
+        its memory, and so does the broker. A spec that does not load raises ``ConfigError``
+        before anything is stopped."""
+        if self.settings is None:
+            raise StackError("the stack is not running")
+        manifest = chalicefile.load(ROOT / chalicefile.FILENAME)
+        settings = self._with_this_stack(
+            chalicefile.stage_settings(manifest, self.stage, self._overrides),
+            self.settings.amqp_url)
+        bridges = sum(1 for name, _ in self._processes if name.startswith("bridge"))
+        for name, process in reversed(self._processes):
+            if name != "s3":
+                _terminate(name, process)
+                (self.run_dir / f"{name}.pid").unlink(missing_ok=True)
+        self._processes = [(name, p) for name, p in self._processes if name == "s3"]
+        self.settings = settings
+        try:
+            self._create_bucket()  # the edit may name another bucket, or other origins
+            self._write_stack_env()
+            for _ in range(max(1, bridges)):
+                self.start_bridge()
+            self._start_api(manifest)
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         for name, process in reversed(self._processes):
@@ -147,7 +179,10 @@ class LocalStack:
 
     def _create_bucket(self) -> None:
         s3 = s3_client(self.settings)
-        s3.create_bucket(Bucket=self.settings.bucket)
+        try:
+            s3.create_bucket(Bucket=self.settings.bucket)
+        except s3.exceptions.BucketAlreadyOwnedByYou:  # a reload: it is there already
+            pass
         configuration = bucket_cors.s3_cors_configuration(self.settings.allowed_origins)
         if configuration:
             # Real rules on the local bucket too: moto then applies them to preflights and PUT

@@ -27,19 +27,14 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Protocol
 
 from imagepipe import keys, status
-from imagepipe.errors import BROKER_UNAVAILABLE, TransientError
 from imagepipe.formats import FORMAT_TO_MIME
 from imagepipe.messages import Manifest, ResizeJob, State, utc_now
-from imagepipe.settings import Settings
 from imagepipe.spec import Variant
 
-try:
-    from imagepipe.backfill import compare
-except ImportError:  # TODO(lead, at merge): the worker branch adds imagepipe.backfill; drop this
-    from imagepipe_tools._compare_until_merge import compare  # type: ignore[assignment]
+from imagepipe.backfill import compare
 
 LOGGER = logging.getLogger(__name__)
 
@@ -48,7 +43,6 @@ LOGGER = logging.getLogger(__name__)
 DEFAULT_CONCURRENCY = 8
 WINDOW_PER_THREAD = 4
 MAX_ERRORS_KEPT = 20  # the first errors go in the summary; the rest are only counted
-CONNECTION_NAME = "imagepipe-backfill"
 
 Publish = Callable[[ResizeJob], None]
 
@@ -322,58 +316,3 @@ class Backfill:
         delay = started + published / self._rate - self._clock()
         if delay > 0:
             self._sleep(delay)
-
-
-class RerenderPublisher:
-    """Publishes rerender jobs to ``settings.rerender_queue``: persistent, with publisher
-    confirms and ``mandatory`` (a missing queue is an error, never a silent drop), AMQP ``type``
-    ``job.message_type`` and ``message_id`` the job id.
-
-    TODO(lead, at merge): the bridge part adds this publisher to ``imagepipe.broker``; use that
-    one and delete this class (the CLI builds it in ``imagepipe_tools.cli.backfill._publisher``).
-    """
-
-    def __init__(self, settings: Settings, connect_timeout: float = 5.0):
-        self._settings = settings
-        self._connect_timeout = connect_timeout
-        self._connection: Any = None
-        self._channel: Any = None
-
-    def __call__(self, job: ResizeJob) -> None:
-        import pika
-        import pika.exceptions
-
-        from imagepipe import amqp
-        from imagepipe.broker import PERSISTENT
-        from imagepipe.messages import CONTENT_TYPE
-
-        queue = self._settings.rerender_queue
-        try:
-            if self._channel is None:
-                self._connection = amqp.connect(amqp.parameters(
-                    self._settings, CONNECTION_NAME, timeout=self._connect_timeout,
-                    blocked_timeout=30))
-                self._channel = self._connection.channel()
-                self._channel.confirm_delivery()
-            self._channel.basic_publish(
-                exchange="", routing_key=queue, body=job.encode(), mandatory=True,
-                properties=pika.BasicProperties(content_type=CONTENT_TYPE,
-                                                delivery_mode=PERSISTENT,
-                                                message_id=job.job_id, type=job.message_type))
-        except pika.exceptions.UnroutableError:
-            raise TransientError(BROKER_UNAVAILABLE, f"queue {queue!r} does not exist (a bridge "
-                                                     "of this version declares it)") from None
-        except pika.exceptions.NackError:
-            raise TransientError(BROKER_UNAVAILABLE, "the broker refused the job") from None
-        except (pika.exceptions.AMQPError, OSError) as exc:
-            self.close()
-            raise TransientError(BROKER_UNAVAILABLE,
-                                 f"message broker unreachable: {type(exc).__name__} {exc}") from None
-
-    def close(self) -> None:
-        connection, self._connection, self._channel = self._connection, None, None
-        if connection is not None and connection.is_open:
-            try:
-                connection.close()
-            except Exception:  # noqa: BLE001 - already broken; nothing to release
-                pass

@@ -91,7 +91,8 @@ def run_backfill(args: argparse.Namespace) -> int:
     s3 = aws.s3_client(settings)
     publisher = None if args.dry_run else _publisher(settings)
     run = Backfill(s3, settings.bucket, settings.variants, settings.imaging_engine,
-                   publish=publisher, only=args.only, prune=args.prune, dry_run=args.dry_run,
+                   publish=None if publisher is None else publisher.publish_rerender,
+                   only=args.only, prune=args.prune, dry_run=args.dry_run,
                    rate=args.rate, concurrency=args.concurrency or DEFAULT_CONCURRENCY)
     report = _report_line if args.verbose else None
     bar = None
@@ -114,10 +115,9 @@ def run_backfill(args: argparse.Namespace) -> int:
 
 
 def _publisher(settings):
-    # TODO(lead, at merge): imagepipe.broker's rerender publisher (the bridge part) replaces it.
-    from imagepipe_tools.backfill import RerenderPublisher
+    from imagepipe.broker import JobPublisher
 
-    return RerenderPublisher(settings)
+    return JobPublisher(settings, connect_timeout=5.0)
 
 
 def _report_line(finding, outcome: str) -> None:
