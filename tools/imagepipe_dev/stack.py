@@ -119,13 +119,14 @@ class LocalStack:
                        s3_endpoint_url=f"http://127.0.0.1:{self.s3_port}",
                        public_api_url=public_api_url)
 
-    def reload(self) -> None:
+    def reload(self, settings_overrides: dict | None = None) -> None:
         """Read ``chalicefile.json`` again and restart the API and the bridges with it (a new
-        variant spec, for one). The S3 server keeps running, since moto holds every object in
-        its memory, and so does the broker. A spec that does not load raises ``ConfigError``
-        before anything is stopped."""
+        variant spec, for one), with ``settings_overrides`` added to the stack's own. The S3
+        server keeps running, since moto holds every object in its memory, and so does the
+        broker. A spec that does not load raises ``ConfigError`` before anything is stopped."""
         if self.settings is None:
             raise StackError("the stack is not running")
+        self._overrides.update(settings_overrides or {})
         manifest = chalicefile.load(ROOT / chalicefile.FILENAME)
         settings = self._with_this_stack(
             chalicefile.stage_settings(manifest, self.stage, self._overrides),

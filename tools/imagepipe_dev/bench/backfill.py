@@ -6,9 +6,8 @@
    pool. The baseline, from the same run and the same bucket, is the plain loop an operator
    would write first: list the keys, ``get_object`` each manifest in turn and parse it. The
    ratio says what the bounded thread pool buys over that loop.
-2. **Rerender vs live throughput.** Needs the worker and bridge parts of the backfill (a bridge
-   that consumes the rerender queue). ``_rerender_vs_live`` is the hook; until those parts are
-   on this branch it reports that it did not measure.
+2. **Rerender vs live throughput.** The local stack: a burst of 12 MP photos uploaded live,
+   then all of them backfilled after a change to every variant (``_rerender_vs_live``).
 
 ``seed`` is also what the backfill tests use to fill a bucket with photos in every state.
 """
@@ -18,10 +17,13 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import tempfile
 import time
 import uuid
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
 
 from imagepipe import fingerprint, keys
 from imagepipe.messages import Manifest, State, VariantInfo, utc_now
@@ -98,8 +100,6 @@ def _put(s3, bucket: str, key: str, obj: dict) -> None:
 
 def changed_spec(variants: Iterable[Variant], name: str) -> tuple[Variant, ...]:
     """``variants`` with ``name``'s quality lowered by one: that variant alone goes stale."""
-    from dataclasses import replace
-
     return tuple(replace(v, quality=v.quality - 1) if v.name == name else v for v in variants)
 
 
@@ -148,9 +148,7 @@ def run(ctx) -> dict:
     details: dict = {"manifests": count, "stale": stale, "rounds": rounds,
                      "scan_rates": [round(r) for r in scan_rates],
                      "plain_loop_rates": [round(r) for r in loop_rates]}
-    rerender = _rerender_vs_live(ctx)
-    if rerender is not None:
-        summary.update(rerender)
+    summary.update(_rerender_vs_live(ctx))
     return {"summary": summary, "details": details}
 
 
@@ -177,19 +175,77 @@ def _plain_loop_rate(s3, bucket: str) -> float:
     return seen / (time.perf_counter() - started)
 
 
-def _rerender_vs_live(ctx) -> dict | None:
-    """Rerender jobs per second against live jobs per second through one bridge.
+RERENDER_PHOTOS = 16
+RERENDER_PHOTOS_QUICK = 4
 
-    HOOK (issue 14): needs a bridge that consumes ``settings.rerender_queue`` and a resize that
-    runs rerender jobs (the worker and bridge parts). Until both are on this branch it says so
-    and measures nothing.
+
+def _rerender_vs_live(ctx) -> dict:
+    """Rerender jobs per second against live jobs per second, through one local stack.
+
+    The same photos twice: first as a burst of live uploads (first ``complete`` to the last
+    ``job.done``), then, with every variant's quality changed, as a backfill of all of them
+    (first publish to the last ``variants.changed``). Both with the stage's defaults, so the
+    rerender jobs get only their share of the bridge's workers; each makes every variant
+    again, as the live job did.
     """
+    from imagepipe.broker import JobPublisher
+    from imagepipe_dev.bench import imaging as bench_imaging
+    from imagepipe_dev.bench.pipeline import ROOT, WIDTH, HEIGHT, _Pipe, _Results, _delete
+    from imagepipe_dev.stack import LocalStack, free_port
+    from imagepipe_tools.backfill import Backfill
+
+    photos = RERENDER_PHOTOS_QUICK if ctx.quick else RERENDER_PHOTOS
+    photo = bench_imaging.photo_jpeg(WIDTH, HEIGHT)
+    name = f"imagepipe-bench-{uuid.uuid4().hex[:8]}"
+    overrides = {
+        "resize_queue": f"{name}.resize", "dead_letter_queue": f"{name}.resize.dead",
+        "dead_letter_exchange": f"{name}.resize.dlx", "results_exchange": f"{name}.results",
+        "rerender_queue": f"{name}.rerender", "callback_queue": f"{name}.callbacks",
+        "callback_dead_letter_queue": f"{name}.callbacks.dead",
+    }
+    stack = LocalStack(ROOT / ".run" / "bench-backfill", api_port=free_port(),
+                       s3_port=free_port(), settings_overrides=overrides)
+    stack.start()
     try:
-        import imagepipe.backfill  # noqa: F401 - the worker part's module
-    except ImportError:
-        ctx.say("rerender vs live throughput: not measured (needs the worker and bridge parts "
-                "of the backfill)")
-        return None
-    ctx.say("rerender vs live throughput: not measured yet (hook: "
-            "imagepipe_dev.bench.backfill._rerender_vs_live)")
-    return None
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "photo.jpg"
+            path.write_bytes(photo)
+            with _Results(stack.settings) as results:
+                pipe = _Pipe(stack, results, path, photo)
+                pipe.burst(2)  # warm up: spawn the workers, import the engine
+                live_rate, _ = pipe.burst(photos)
+            changed = tuple(replace(v, quality=v.quality - 1) for v in stack.settings.variants)
+            stack.reload({"variants": changed})
+            settings = stack.settings
+            with _Results(settings, routing_key="variants.*") as results:
+                publisher = JobPublisher(settings)
+                upload_ids: list[str] = []
+                started = time.perf_counter()
+                try:
+                    summary = Backfill(
+                        stack_s3(settings), settings.bucket, settings.variants,
+                        settings.imaging_engine, publish=publisher.publish_rerender).run(
+                            report=lambda finding, outcome: outcome == "published"
+                            and upload_ids.append(finding.upload_id))
+                finally:
+                    publisher.close()
+                if not summary.ok or summary.jobs_published != photos + 2:
+                    raise RuntimeError(f"the backfill saw {summary.to_dict()}")
+                finished = max(results.wait(upload_id) for upload_id in upload_ids)
+            rerender_rate = len(upload_ids) / (finished - started)
+            share = f"{settings.rerender_worker_count} of {settings.worker_count} workers"
+    finally:
+        stack.stop()
+        _delete(stack.settings, overrides)
+    ratio = rerender_rate / live_rate
+    ctx.say(f"live uploads: {live_rate:.2f} photos/s ({photos} x {WIDTH}x{HEIGHT}); rerendering "
+            f"all their variants: {rerender_rate:.2f} photos/s on {share}, {ratio:.2f}x live")
+    return {"live_photos_per_s": round(live_rate, 3),
+            "rerender_photos_per_s": round(rerender_rate, 3),
+            "rerender_vs_live": round(ratio, 3)}
+
+
+def stack_s3(settings):
+    from imagepipe.aws import s3_client
+
+    return s3_client(settings)

@@ -189,8 +189,9 @@ class _Pipe:
 class _Results:
     """A consumer thread on the results exchange: when each job's event arrived."""
 
-    def __init__(self, settings, timeout: float = 300):
+    def __init__(self, settings, timeout: float = 300, routing_key: str = "job.*"):
         self._settings = settings
+        self._routing_key = routing_key  # ``variants.*`` for rerender jobs
         self._timeout = timeout
         self._arrived: dict[str, float] = {}
         self._failed: dict[str, dict] = {}
@@ -218,7 +219,7 @@ class _Results:
             connection = pika.BlockingConnection(pika.URLParameters(self._settings.amqp_url))
             channel = connection.channel()
             queue = channel.queue_declare("", exclusive=True).method.queue
-            channel.queue_bind(queue, self._settings.results_exchange, "job.*")
+            channel.queue_bind(queue, self._settings.results_exchange, self._routing_key)
             self._ready.set()
             for method, _, body in channel.consume(queue, auto_ack=True,
                                                    inactivity_timeout=0.1):
