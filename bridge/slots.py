@@ -46,10 +46,14 @@ class WorkerSlots:
             if not rerender:
                 self._live_waiting += 1
             try:
-                while not self._free_for(rerender):
-                    if cancel is not None and cancel.is_set():
-                        return False
+                # The stop request first: a worker freed at the moment the bridge was told to
+                # stop must not start a job that waited for it.
+                while not (cancel is not None and cancel.is_set()):
+                    if self._free_for(rerender):
+                        break
                     self._changed.wait(POLL_INTERVAL_S)
+                else:
+                    return False
                 if rerender:
                     self._rerender += 1
                 else:

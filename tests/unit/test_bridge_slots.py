@@ -111,3 +111,20 @@ def test_rerender_jobs_are_counted_apart_from_live_ones():
     assert sample("imagepipe_bridge_dead_lettered_total", {"code": "corrupt"}) == 1
     assert sample("imagepipe_bridge_redeliveries_total") == 1
     assert sample("imagepipe_bridge_rerender_in_flight") == 0
+
+
+def test_a_stop_request_wins_over_a_worker_freed_at_the_same_moment():
+    # SIGTERM, then the running job ends: the job that waited must not start on its worker.
+    slots = WorkerSlots(workers=1, rerender_share=1)
+    assert slots.acquire(False)
+    cancel = threading.Event()
+    got: list = []
+    waiting = _take(slots, False, got, cancel)
+    with slots._changed:  # both at once, before the waiter looks again
+        cancel.set()
+        slots._live -= 1
+        slots._changed.notify_all()
+    waiting.join(5)
+    assert got == [False] and slots.busy == (0, 0)
+    assert not slots.acquire(False, cancel)  # and so for any job that asks after the stop
+    assert slots.acquire(False)  # a final attempt (no cancel) still runs
