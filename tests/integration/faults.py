@@ -240,8 +240,10 @@ class BridgeProcess:
         self.log = Lines(self.process.stderr)
 
     def wait_consuming(self, timeout: float = 30) -> BridgeProcess:
+        """Until both consumers (the work queue's and the rerender queue's) consume."""
         deadline = time.monotonic() + timeout
-        while not self.log.contains("consuming"):
+        while not (self.log.contains("bridge: consuming")
+                   and self.log.contains("rerender: consuming")):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"the bridge did not start consuming:\n{self.log.text()}")
             time.sleep(0.05)
