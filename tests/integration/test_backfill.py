@@ -4,16 +4,14 @@ rerender jobs that land on the rerender queue, and nothing more on a second run.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pika
-import pika.exceptions
 import pytest
 from moto import mock_aws
 
 from imagepipe.aws import s3_client
-from imagepipe.broker import declare_topology, work_queue_arguments
 from imagepipe.messages import CONTENT_TYPE, RERENDER_JOB_TYPE, ResizeJob, State
-from imagepipe.settings import Settings
 from imagepipe.spec import DEFAULT_VARIANTS, Variant
 from imagepipe_dev.bench.backfill import changed_spec, seed_photo
 from imagepipe_tools import cli
@@ -28,42 +26,20 @@ OLD = changed_spec(DEFAULT_VARIANTS, "md") + (Variant("old", "fit", 300, 300),)
 
 
 @pytest.fixture
-def stage(bucket_name, monkeypatch):
-    """A stage with its own queues (the rerender queue too) and a moto bucket; its settings in
-    the environment, where the command reads them."""
-    name = unique_name("imagepipe-backfill")
-    settings = Settings(bucket=bucket_name, amqp_url=AMQP_URL, variants=CURRENT,
-                        imaging_engine=ENGINE, resize_queue=f"{name}.resize",
-                        dead_letter_queue=f"{name}.resize.dead",
-                        dead_letter_exchange=f"{name}.resize.dlx",
-                        results_exchange=f"{name}.results", rerender_queue=f"{name}.rerender")
+def stage(broker_settings, bucket_name, monkeypatch):
+    """A stage with its own queues (``broker_settings``: declared, and deleted after) and a moto
+    bucket; its settings in the environment, where the command reads them."""
+    settings = replace(broker_settings, variants=CURRENT, imaging_engine=ENGINE)
     for key, value in settings.to_env().items():
         monkeypatch.setenv(key, value)
     connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
     try:
-        declare_topology(connection.channel(), settings)
-        _ensure_rerender_queue(connection, settings)
         with mock_aws():
             s3 = s3_client(settings)
             s3.create_bucket(Bucket=bucket_name)
             yield settings, s3, connection.channel()
     finally:
-        channel = connection.channel()
-        for queue in (settings.resize_queue, settings.dead_letter_queue, settings.rerender_queue):
-            channel.queue_delete(queue)
-        for exchange in (settings.dead_letter_exchange, settings.results_exchange):
-            channel.exchange_delete(exchange)
         connection.close()
-
-
-def _ensure_rerender_queue(connection, settings: Settings) -> None:
-    """The bridge part declares the rerender queue in ``declare_topology``; before it lands,
-    declare it here as the design says (quorum, the work queue's arguments)."""
-    try:
-        connection.channel().queue_declare(settings.rerender_queue, passive=True)
-    except pika.exceptions.ChannelClosedByBroker:
-        connection.channel().queue_declare(settings.rerender_queue, durable=True,
-                                           arguments=work_queue_arguments(settings))
 
 
 def _drain(channel, queue: str) -> list[tuple[object, bytes]]:
