@@ -104,13 +104,20 @@ def _done_manifest(job: ResizeJob, store: status.StatusStore) -> tuple[Manifest,
 def _next_revision(manifest: Manifest, made: tuple[VariantInfo, ...], prune: tuple[str, ...],
                    rendered: Rendered, runtime: Runtime, updated_at: str) -> Manifest:
     """The manifest with ``made`` in place of the variants of those names (new names last, in
-    spec order), ``prune`` left out, and the current spec."""
+    spec order) and ``prune`` left out. Its ``spec`` stays what made each variant it lists: the
+    current definition for ``made``, the one it had for the rest (a variant made before
+    fingerprints is judged by that entry, so it must not pass for fresh when it was not made)."""
     new = {v.name: v for v in made}
     variants = [new.pop(v.name, v) for v in manifest.variants if v.name not in prune]
     variants += new.values()
+    current = {v.name: v.to_dict() for v in runtime.settings.variants}
+    earlier = {entry.get("name"): entry for entry in manifest.spec if isinstance(entry, dict)}
+    made_names = {v.name for v in made}
+    entries = [current[v.name] if v.name in made_names else earlier.get(v.name)
+               for v in variants]
     return dataclasses.replace(
         manifest,
-        spec=tuple(v.to_dict() for v in runtime.settings.variants),
+        spec=tuple(entry for entry in entries if entry is not None),
         variants=tuple(variants),
         stripped=_union(manifest.stripped, rendered.stripped),
         converted=_union(manifest.converted, rendered.converted),

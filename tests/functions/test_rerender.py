@@ -14,7 +14,7 @@ import pytest
 import requests
 from PIL import Image
 
-from imagepipe import keys, rerender, resize, status
+from imagepipe import backfill, keys, rerender, resize, status
 from imagepipe.fingerprint import spec_fingerprints
 from imagepipe.messages import TIME_FORMAT, Invocation, Manifest, ResizeJob, State
 from imagepipe.settings import IMAGING_ENGINES
@@ -350,3 +350,27 @@ def test_replace_manifest_refuses_a_stale_etag(s3_mock, base):
     assert not store.replace_manifest(dataclasses.replace(manifest, revision=3), etag)
     assert json.loads(s3.get_object(Bucket=bucket, Key=keys.manifest_key(upload_id))[
         "Body"].read())["revision"] == 2
+
+
+def test_a_variant_made_before_fingerprints_and_not_made_again_stays_stale(s3_mock, base):
+    # A manifest from before fingerprints: each variant is judged by its own spec entry.
+    s3, bucket = s3_mock
+    upload_id = _done_upload(s3_mock, base)
+    manifest, _ = _manifest(s3_mock, upload_id)
+    legacy = dataclasses.replace(manifest, variants=tuple(
+        dataclasses.replace(v, fingerprint=None) for v in manifest.variants))
+    s3.put_object(Bucket=bucket, Key=keys.manifest_key(upload_id),
+                  Body=json.dumps(legacy.to_dict()).encode())
+    both_changed = _with(base, [dict(SPEC[0], quality=50), CHANGED[1], SPEC[2]])
+    assert backfill.compare(legacy, both_changed.variants, base.imaging_engine).stale == (
+        "lg", "md")
+
+    result = _rerender(s3_mock, both_changed, upload_id, ["md"])  # `backfill --only md`
+
+    assert result.status == "done"
+    after, _ = _manifest(s3_mock, upload_id)
+    assert after.revision == 2
+    # lg was not made again: it is still stale, and its entry is still the one that made it.
+    assert backfill.compare(after, both_changed.variants, base.imaging_engine).stale == ("lg",)
+    assert {e["name"]: e.get("quality") for e in after.spec} == {"lg": 82, "md": 40,
+                                                                  "thumb": 82}
